@@ -32,6 +32,11 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
+try:
+    import fastsoftmax
+except ImportError:  # reported by main() with a clear message
+    fastsoftmax = None
+
 SKLEARN_MISSING = (
     "This example needs scikit-learn (for the bundled digits data set and the train/test split).\n"
     "Install the example extras with:  pip install 'fastsoftmax[examples]'   (or: pip install scikit-learn)"
@@ -76,8 +81,6 @@ def fastsoftmax_cross_entropy_with_grad(
     logits: np.ndarray, target: np.ndarray, label_smoothing: float = 0.0
 ) -> tuple[float, np.ndarray]:
     """The same loss and gradient from fastsoftmax, in one pass, written into ``logits`` in place."""
-    import fastsoftmax
-
     # `out=logits` is allowed (API §1): the gradient overwrites the logits, which the training step
     # does not need afterwards, so no array is allocated per step.
     loss, grad = fastsoftmax.cross_entropy_with_grad(
@@ -98,8 +101,8 @@ class _LinePrinter:
     def __init__(self, total: int, desc: str) -> None:
         self.total, self.desc, self.n = total, desc, 0
 
-    def set_postfix(self, **kw: float) -> None:
-        self._postfix = ", ".join(f"{k}={v:.4f}" for k, v in kw.items())
+    def set_postfix(self, ordered_dict: dict) -> None:
+        self._postfix = ", ".join(f"{k}={v:.4f}" for k, v in ordered_dict.items())
 
     def update(self, k: int = 1) -> None:
         self.n += k
@@ -245,8 +248,9 @@ def train(
         res.epoch_loss.append(loss_sum / n)
         res.epoch_train_acc.append(accuracy(W, b, x_tr, y_tr))
         res.epoch_test_acc.append(accuracy(W, b, x_te, y_te))
-        bar.set_postfix(
-            loss=res.epoch_loss[-1], train_acc=res.epoch_train_acc[-1], test_acc=res.epoch_test_acc[-1]
+        bar.set_postfix(  # a dict keeps this order (tqdm sorts keyword arguments)
+            {"loss": res.epoch_loss[-1], "train_acc": res.epoch_train_acc[-1],
+             "test_acc": res.epoch_test_acc[-1]}
         )
         bar.update(1)
     bar.close()
@@ -294,7 +298,8 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         import sklearn  # noqa: F401
     except ImportError:
         raise SystemExit(SKLEARN_MISSING) from None
-    import fastsoftmax
+    if fastsoftmax is None:
+        raise SystemExit("fastsoftmax is not installed: pip install fastsoftmax (or maturin develop)")
 
     dtype = np.dtype(args.dtype)
     x_tr, x_te, y_tr, y_te = load_digits_split(args.seed, dtype)
