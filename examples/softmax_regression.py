@@ -281,13 +281,15 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--mixup-alpha", type=float, default=0.2, help="Beta(a, a) of --soft-labels mixup")
     p.add_argument("--dtype", choices=("float64", "float32"), default="float64")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--repeats", type=int, default=3, help="time the trainings this often, keep the best")
     p.add_argument("--quick", action="store_true", help="reduced mode (few epochs), used by the tests")
     p.add_argument("--no-progress", action="store_true", help="no progress bar / per-epoch lines")
     args = p.parse_args(argv)
     if args.quick:
         args.epochs = min(args.epochs, 5)
-    if args.epochs < 1 or args.batch_size < 1:
-        p.error("--epochs and --batch-size must be positive")
+        args.repeats = 1
+    if args.epochs < 1 or args.batch_size < 1 or args.repeats < 1:
+        p.error("--epochs, --batch-size and --repeats must be positive")
     return args
 
 
@@ -321,6 +323,13 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     fast = train("fastsoftmax", fastsoftmax_cross_entropy_with_grad,
                  x_tr, y_tr, x_te, y_te, args, progress)
     ref = train("numpy", numpy_cross_entropy_with_grad, x_tr, y_tr, x_te, y_te, args, progress)
+    # Training is deterministic, so further runs give the same model; they only steady the timing
+    # (best of --repeats, the two trainings alternating).
+    for _ in range(args.repeats - 1):
+        for r, fn in ((fast, fastsoftmax_cross_entropy_with_grad), (ref, numpy_cross_entropy_with_grad)):
+            again = train(r.name, fn, x_tr, y_tr, x_te, y_te, args, False)
+            r.train_seconds = min(r.train_seconds, again.train_seconds)
+            r.loss_seconds = min(r.loss_seconds, again.loss_seconds)
 
     train_acc = accuracy(fast.W, fast.b, x_tr, y_tr)
     test_acc = accuracy(fast.W, fast.b, x_te, y_te)
@@ -335,7 +344,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     for r, tra, tea in ((fast, train_acc, test_acc), (ref, ref_train_acc, ref_test_acc)):
         print(f"{r.name:12s} {r.epoch_loss[-1]:11.6f} {tra:10.2%} {tea:9.2%} "
               f"{r.train_seconds * 1e3:9.1f}ms {r.loss_seconds * 1e3:13.1f}ms")
-    print(f"NumPy / fastsoftmax time ratio: training {ref.train_seconds / fast.train_seconds:.2f}x, "
+    print(f"NumPy / fastsoftmax time ratio (best of {args.repeats}): training {ref.train_seconds / fast.train_seconds:.2f}x, "
           f"loss+grad calls {ref.loss_seconds / fast.loss_seconds:.2f}x "
           f"({args.epochs} epochs x {-(-x_tr.shape[0] // args.batch_size)} steps of "
           f"{args.batch_size} x {N_CLASSES} logits)")
