@@ -13,8 +13,9 @@ The same training is then repeated with NumPy only (the textbook loss and gradie
 same initialisation, same updates), and the script reports both accuracies, both loss curves and the
 time each took, measured in the same run.
 
-Needs the optional extras: ``pip install "fastsoftmax[examples]"`` (scikit-learn; tqdm for the progress
-bar, without it one line is printed per epoch). The digits data ship with scikit-learn: no download.
+Needs the optional extras: ``pip install "fastsoftmax[examples]"`` (scikit-learn; tqdm for the
+progress bar, without it one line is printed per epoch). The digits data ship with scikit-learn:
+no download.
 
 Run::
 
@@ -39,7 +40,8 @@ except ImportError:  # reported by main() with a clear message
 
 SKLEARN_MISSING = (
     "This example needs scikit-learn (for the bundled digits data set and the train/test split).\n"
-    "Install the example extras with:  pip install 'fastsoftmax[examples]'   (or: pip install scikit-learn)"
+    "Install the example extras with:  pip install 'fastsoftmax[examples]'\n"
+    "(or just:  pip install scikit-learn)"
 )
 
 # Class count of the digits data set.
@@ -57,7 +59,8 @@ def numpy_cross_entropy_with_grad(
     ``target`` holds integer class indices (shape ``(n,)``) or soft labels (shape ``(n, C)``, not
     renormalised). Label smoothing follows PyTorch: the target distribution ``q`` becomes
     ``(1 - eps) q + eps / C``. Loss ``-sum(q * log_softmax(o)) / n``; gradient
-    ``(softmax(o) * sum(q) - q) / n``, i.e. ``(softmax(o) - q) / n`` when the rows of ``q`` sum to 1.
+    ``(softmax(o) * sum(q) - q) / n``, i.e. ``(softmax(o) - q) / n`` when the rows of ``q`` sum
+    to 1.
     """
     n, c = logits.shape
     shifted = logits - logits.max(axis=1, keepdims=True)  # stable: the largest exponent is exp(0)
@@ -80,7 +83,7 @@ def numpy_cross_entropy_with_grad(
 def fastsoftmax_cross_entropy_with_grad(
     logits: np.ndarray, target: np.ndarray, label_smoothing: float = 0.0
 ) -> tuple[float, np.ndarray]:
-    """The same loss and gradient from fastsoftmax, in one pass, written into ``logits`` in place."""
+    """The same loss and gradient from fastsoftmax, in one pass, written over ``logits``."""
     # `out=logits` is allowed (API §1): the gradient overwrites the logits, which the training step
     # does not need afterwards, so no array is allocated per step.
     loss, grad = fastsoftmax.cross_entropy_with_grad(
@@ -131,7 +134,8 @@ def make_progress(total: int, desc: str, enabled: bool):
 # Data
 # --------------------------------------------------------------------------------------------------
 def load_digits_split(seed: int, dtype: np.dtype, test_size: float = 0.25):
-    """Digits (1797 x 64, 10 classes), stratified train/test split, features standardised on train."""
+    """Digits (1797 x 64, 10 classes), stratified train/test split, features standardised on the
+    training part."""
     try:
         from sklearn.datasets import load_digits
         from sklearn.model_selection import train_test_split
@@ -158,8 +162,8 @@ def make_soft_targets(
     onehot = np.zeros((yb.shape[0], N_CLASSES), dtype=dtype)
     onehot[np.arange(yb.shape[0]), yb] = 1.0
     if kind == "smooth":
-        # A smoothed one-hot given explicitly as a float array (on top of which --label-smoothing may
-        # still apply, as in PyTorch).
+        # A smoothed one-hot given explicitly as a float array (--label-smoothing may still apply
+        # on top of it, as in PyTorch).
         eps = args.soft_eps
         return xb, ((1.0 - eps) * onehot + eps / N_CLASSES).astype(dtype)
     if kind == "mixup":
@@ -229,8 +233,9 @@ def train(
             loss, G = loss_fn(O, target, args.label_smoothing)
             res.loss_seconds += perf() - t0
 
-            # G = d(mean loss)/dO = (softmax(O) - Y) / m for this batch of m rows: the 1/m of the mean
-            # is already inside G, so the chain rule through O = X W + b needs no further division:
+            # G = d(mean loss)/dO = (softmax(O) - Y) / m for this batch of m rows: the 1/m of the
+            # mean is already inside G, so the chain rule through O = X W + b needs no further
+            # division:
             #   dW = X^T G   (d x C),   db = sum over rows of G   (C,)
             gW = xb.T @ G
             gW += wd * W
@@ -278,11 +283,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         "'smooth' = explicitly smoothed one-hot rows, 'mixup' = mixup of pairs of examples",
     )
     p.add_argument("--soft-eps", type=float, default=0.1, help="smoothing of --soft-labels smooth")
-    p.add_argument("--mixup-alpha", type=float, default=0.2, help="Beta(a, a) of --soft-labels mixup")
+    p.add_argument("--mixup-alpha", type=float, default=0.2, help="Beta(a, a) of mixup")
     p.add_argument("--dtype", choices=("float64", "float32"), default="float64")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--repeats", type=int, default=3, help="time the trainings this often, keep the best")
-    p.add_argument("--quick", action="store_true", help="reduced mode (few epochs), used by the tests")
+    p.add_argument("--repeats", type=int, default=3, help="timed runs; best kept")
+    p.add_argument("--quick", action="store_true", help="reduced mode (5 epochs), for tests")
     p.add_argument("--no-progress", action="store_true", help="no progress bar / per-epoch lines")
     args = p.parse_args(argv)
     if args.quick:
@@ -301,7 +306,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     except ImportError:
         raise SystemExit(SKLEARN_MISSING) from None
     if fastsoftmax is None:
-        raise SystemExit("fastsoftmax is not installed: pip install fastsoftmax (or maturin develop)")
+        raise SystemExit("fastsoftmax is not installed: pip install fastsoftmax")
 
     dtype = np.dtype(args.dtype)
     x_tr, x_te, y_tr, y_te = load_digits_split(args.seed, dtype)
@@ -326,7 +331,10 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     # Training is deterministic, so further runs give the same model; they only steady the timing
     # (best of --repeats, the two trainings alternating).
     for _ in range(args.repeats - 1):
-        for r, fn in ((fast, fastsoftmax_cross_entropy_with_grad), (ref, numpy_cross_entropy_with_grad)):
+        for r, fn in (
+            (fast, fastsoftmax_cross_entropy_with_grad),
+            (ref, numpy_cross_entropy_with_grad),
+        ):
             again = train(r.name, fn, x_tr, y_tr, x_te, y_te, args, False)
             r.train_seconds = min(r.train_seconds, again.train_seconds)
             r.loss_seconds = min(r.loss_seconds, again.loss_seconds)
@@ -344,11 +352,13 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     for r, tra, tea in ((fast, train_acc, test_acc), (ref, ref_train_acc, ref_test_acc)):
         print(f"{r.name:12s} {r.epoch_loss[-1]:11.6f} {tra:10.2%} {tea:9.2%} "
               f"{r.train_seconds * 1e3:9.1f}ms {r.loss_seconds * 1e3:13.1f}ms")
-    print(f"NumPy / fastsoftmax time ratio (best of {args.repeats}): training {ref.train_seconds / fast.train_seconds:.2f}x, "
+    print(f"NumPy / fastsoftmax time ratio (best of {args.repeats}): "
+          f"training {ref.train_seconds / fast.train_seconds:.2f}x, "
           f"loss+grad calls {ref.loss_seconds / fast.loss_seconds:.2f}x "
           f"({args.epochs} epochs x {-(-x_tr.shape[0] // args.batch_size)} steps of "
           f"{args.batch_size} x {N_CLASSES} logits)")
-    print(f"max |loss difference| over epochs: {max_loss_diff:.2e}; max |W difference|: {max_w_diff:.2e}")
+    print(f"max |loss difference| over epochs: {max_loss_diff:.2e}; "
+          f"max |W difference|: {max_w_diff:.2e}")
 
     return {
         "train_acc": train_acc,
