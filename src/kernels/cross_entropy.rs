@@ -1,0 +1,474 @@
+//! The cross-entropy family: loss, gradient, or both in one pass over the logits.
+//!
+//! Per row, with `o' = softcap(o)`, `p = softmax(o')`, `lse = logsumexp(o')`, weights `w` (1 when not
+//! given), `W = Σ w`, smoothing `ε` and `C` classes:
+//! - hard label `y`: `loss = w_y (1-ε)(lse - o'_y) + ε/C · (W·lse - Σ w_c o'_c)`,
+//!   `grad = p·(w_y(1-ε) + εW/C) - ε/C · w - w_y(1-ε)·onehot(y)`;
+//! - soft labels `q`, `q' = (1-ε) q + ε/C`: `loss = lse·Σ w q' - Σ w q' o'`,
+//!   `grad = p·Σ w q' - w∘q'`;
+//! - z-loss: `+ z·lse²` per counted row, gradient `2z·lse·p`;
+//! - soft cap: the gradient is multiplied by `1 - (o'/c)²`.
+//!
+//! `"mean"` divides the main term by `Σ w_y` over non-ignored rows (hard) or by `N` (soft), and the
+//! z-term by the number of counted rows. All of this is known before the first row is read (the label
+//! pre-pass), so the gradient is written in the same pass that reads the row.
+
+use super::{finish_lse, max_sum, Acc, Buf, Pre, Scale, SendPtr, SoftCap};
+use crate::parallel::{chunk_rows, map_ranges};
+use crate::simd::{Backend, Element, Isa, Simd, WithSimd};
+use crate::KernelError;
+
+/// Class labels, one per row, or a distribution per row with the logits' shape.
+#[derive(Clone, Copy)]
+pub enum Target<'a, T> {
+    Hard(&'a [i64]),
+    Soft(&'a [T]),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reduction {
+    Mean,
+    Sum,
+    None,
+}
+
+/// The options of API.md §1, PyTorch's names.
+#[derive(Clone, Copy)]
+pub struct CeOptions<'a, T> {
+    pub weight: Option<&'a [T]>,
+    pub ignore_index: i64,
+    pub label_smoothing: f64,
+    pub z_loss: f64,
+    pub softcap: Option<f64>,
+    pub reduction: Reduction,
+}
+
+impl<T> Default for CeOptions<'_, T> {
+    fn default() -> Self {
+        CeOptions {
+            weight: None,
+            ignore_index: -100,
+            label_smoothing: 0.0,
+            z_loss: 0.0,
+            softcap: None,
+            reduction: Reduction::Mean,
+        }
+    }
+}
+
+/// The logits, and whether (and where) the gradient is written.
+pub enum Logits<'a, T> {
+    /// Loss only.
+    Read(&'a [T]),
+    /// Loss and gradient.
+    Grad(Buf<'a, T>),
+}
+
+/// Computes the loss of a `rows × cols` logits matrix (and its gradient when asked).
+///
+/// Returns the reduced loss; with `Reduction::None` the per-row losses go to `losses` (length
+/// `rows`) and the sum is returned. Every argument is checked before anything is written.
+pub fn cross_entropy<T: Element>(
+    backend: Backend,
+    logits: Logits<'_, T>,
+    rows: usize,
+    cols: usize,
+    target: Target<'_, T>,
+    opts: &CeOptions<'_, T>,
+    mut losses: Option<&mut [T]>,
+) -> Result<f64, KernelError> {
+    let n = rows * cols;
+    let (src, dst) = match logits {
+        Logits::Read(x) => {
+            if x.len() != n {
+                return Err(shape(x.len(), rows, cols));
+            }
+            (SendPtr(x.as_ptr() as *mut T), None)
+        }
+        Logits::Grad(mut buf) => {
+            buf.check()?;
+            if buf.len() != n {
+                return Err(shape(buf.len(), rows, cols));
+            }
+            let (s, d) = buf.ptrs();
+            (s, Some(d))
+        }
+    };
+    let plan = Plan::new(rows, cols, target, opts)?;
+    if let Some(l) = losses.as_deref() {
+        if l.len() != rows {
+            return Err(KernelError::Shape(format!(
+                "losses has {} elements for {rows} rows",
+                l.len()
+            )));
+        }
+    }
+    if opts.reduction == Reduction::None && losses.is_none() {
+        return Err(KernelError::Value(
+            "reduction='none' needs a buffer for the per-row losses".into(),
+        ));
+    }
+    let loss_ptr = losses.as_deref_mut().map(|l| SendPtr(l.as_mut_ptr()));
+    if cols == 0 {
+        // Every row is ignored (a label in [0, 0) cannot pass the check): nothing to compute.
+        if let Some(l) = losses {
+            l.fill(T::ZERO);
+        }
+        return Ok(0.0);
+    }
+    let job = |range: std::ops::Range<usize>| {
+        let rows_job = CeRows {
+            src,
+            dst,
+            losses: loss_ptr,
+            rows: range,
+            cols,
+            target,
+            opts,
+            plan: &plan,
+        };
+        backend.dispatch(rows_job)
+    };
+    let parts = map_ranges(rows, chunk_rows(cols), n, job);
+    let (mut main, mut z) = (Acc::default(), Acc::default());
+    for (m, zz) in parts {
+        main.add(m);
+        z.add(zz);
+    }
+    Ok(main.value() * plan.r_main + z.value() * plan.r_z)
+}
+
+fn shape(len: usize, rows: usize, cols: usize) -> KernelError {
+    KernelError::Shape(format!(
+        "logits have {len} elements, expected {rows} x {cols}"
+    ))
+}
+
+/// What the label pre-pass and the options decide before any row is read.
+struct Plan {
+    /// Factor of the main loss term and its gradient (1/Σw_y for "mean").
+    r_main: f64,
+    /// Factor of the z-loss term and its gradient (1/counted rows for "mean").
+    r_z: f64,
+    /// `Σ_c w_c` (C without weights).
+    w_total: f64,
+}
+
+impl Plan {
+    fn new<T: Element>(
+        rows: usize,
+        cols: usize,
+        target: Target<'_, T>,
+        opts: &CeOptions<'_, T>,
+    ) -> Result<Plan, KernelError> {
+        let eps = opts.label_smoothing;
+        if !(0.0..=1.0).contains(&eps) {
+            return Err(KernelError::Value(format!(
+                "label_smoothing must be in [0, 1], got {eps}"
+            )));
+        }
+        if !opts.z_loss.is_finite() || opts.z_loss < 0.0 {
+            return Err(KernelError::Value(format!(
+                "z_loss must be a finite number >= 0, got {}",
+                opts.z_loss
+            )));
+        }
+        if let Some(c) = opts.softcap {
+            if !(c.is_finite() && c > 0.0) {
+                return Err(KernelError::Value(format!(
+                    "softcap must be a finite number > 0, got {c}"
+                )));
+            }
+        }
+        if let Some(w) = opts.weight {
+            if w.len() != cols {
+                return Err(KernelError::Value(format!(
+                    "weight has {} elements, expected one per class ({cols})",
+                    w.len()
+                )));
+            }
+        }
+        let weight_of = |c: usize| opts.weight.map_or(1.0, |w| w[c].to_f64());
+        let w_total = opts
+            .weight
+            .map_or(cols as f64, |w| w.iter().map(|v| v.to_f64()).sum());
+        let (den_main, counted) = match target {
+            Target::Hard(labels) => {
+                if labels.len() != rows {
+                    return Err(KernelError::Shape(format!(
+                        "target has {} labels for {rows} rows",
+                        labels.len()
+                    )));
+                }
+                let mut den = Acc::default();
+                let mut counted = 0usize;
+                for (i, &y) in labels.iter().enumerate() {
+                    if y == opts.ignore_index {
+                        continue;
+                    }
+                    if y < 0 || y as u64 >= cols as u64 {
+                        return Err(KernelError::Label {
+                            label: y,
+                            position: i,
+                            classes: cols,
+                        });
+                    }
+                    den.add(weight_of(y as usize));
+                    counted += 1;
+                }
+                (den.value(), counted)
+            }
+            Target::Soft(q) => {
+                if q.len() != rows * cols {
+                    return Err(KernelError::Shape(format!(
+                        "soft target has {} elements, expected {rows} x {cols}",
+                        q.len()
+                    )));
+                }
+                (rows as f64, rows)
+            }
+        };
+        let (r_main, r_z) = match opts.reduction {
+            // No counted row: the mean of nothing is 0 (API.md §1), not PyTorch's NaN.
+            Reduction::Mean if counted == 0 => (0.0, 0.0),
+            Reduction::Mean => (1.0 / den_main, 1.0 / counted as f64),
+            Reduction::Sum | Reduction::None => (1.0, 1.0),
+        };
+        Ok(Plan {
+            r_main,
+            r_z,
+            w_total,
+        })
+    }
+}
+
+struct CeRows<'a, T> {
+    src: SendPtr<T>,
+    dst: Option<SendPtr<T>>,
+    losses: Option<SendPtr<T>>,
+    rows: std::ops::Range<usize>,
+    cols: usize,
+    target: Target<'a, T>,
+    opts: &'a CeOptions<'a, T>,
+    plan: &'a Plan,
+}
+
+impl<T: Element> WithSimd for CeRows<'_, T> {
+    /// (Σ main term, Σ z term) over the rows, unscaled.
+    type Output = (f64, f64);
+    #[inline(always)]
+    fn with_simd<S: Isa>(self, s: S) -> (f64, f64) {
+        let s = T::simd(s);
+        match self.opts.softcap {
+            Some(c) => self.run(
+                s,
+                SoftCap {
+                    c: T::from_f64(c),
+                    inv_c: T::from_f64(1.0 / c),
+                },
+            ),
+            None => self.run(s, Scale(T::ONE)),
+        }
+    }
+}
+
+impl<T: Element> CeRows<'_, T> {
+    #[inline(always)]
+    fn run<S: Simd<T>, P: Pre<T, S>>(self, s: S, p: P) -> (f64, f64) {
+        let cols = self.cols;
+        let opts = self.opts;
+        let plan = self.plan;
+        let eps = opts.label_smoothing;
+        let inv_c = 1.0 / cols as f64;
+        let (mut main_sum, mut z_sum) = (Acc::default(), Acc::default());
+        for r in self.rows {
+            let off = r * cols;
+            let dst = self.dst.map(|d| d.add(off));
+            let label = match self.target {
+                Target::Hard(labels) => Some(labels[r]),
+                Target::Soft(_) => None,
+            };
+            if label == Some(opts.ignore_index) {
+                if let Some(d) = dst {
+                    // SAFETY: this task owns row `r` of the gradient.
+                    unsafe { std::slice::from_raw_parts_mut(d.0, cols) }.fill(T::ZERO);
+                }
+                if let Some(l) = self.losses {
+                    unsafe { *l.0.add(r) = T::ZERO };
+                }
+                continue;
+            }
+            // SAFETY: row `r` is in bounds; the slice is not used once the gradient pass starts.
+            let x = unsafe { self.src.slice(off, cols) };
+            let (m, sum) = max_sum(s, &p, x);
+            let lse = finish_lse(s, &p, x, m, sum);
+            let z_term = opts.z_loss * lse * lse;
+            // Coefficients of the gradient g = p·a - w·(bw + bq·q) (and -k at the label).
+            let (main, a, bw, bq, at_label) = match (label, self.target) {
+                (Some(y), _) => {
+                    let y = y as usize;
+                    let wy = opts.weight.map_or(1.0, |w| w[y].to_f64());
+                    let oy = p.apply_scalar(x[y]).to_f64();
+                    let mut main = wy * (1.0 - eps) * (lse - oy);
+                    if eps > 0.0 {
+                        let (_, _, wo) = dots(s, &p, x, opts.weight, None);
+                        main += eps * inv_c * (plan.w_total * lse - wo);
+                    }
+                    let a = plan.r_main * (wy * (1.0 - eps) + eps * plan.w_total * inv_c);
+                    let k = plan.r_main * wy * (1.0 - eps);
+                    (main, a, plan.r_main * eps * inv_c, 0.0, Some((y, k, x[y])))
+                }
+                (None, Target::Soft(q)) => {
+                    let q = &q[off..off + cols];
+                    let (wq, wqo, wo) = dots(s, &p, x, opts.weight, Some(q));
+                    let q_total = (1.0 - eps) * wq + eps * inv_c * plan.w_total;
+                    let main = lse * q_total - ((1.0 - eps) * wqo + eps * inv_c * wo);
+                    let a = plan.r_main * q_total;
+                    let bw = plan.r_main * eps * inv_c;
+                    let bq = plan.r_main * (1.0 - eps);
+                    (main, a, bw, bq, None)
+                }
+                (None, Target::Hard(_)) => unreachable!("hard targets always have a label"),
+            };
+            main_sum.add(main);
+            z_sum.add(z_term);
+            if let Some(l) = self.losses {
+                // SAFETY: this task owns row `r` of the losses.
+                unsafe { *l.0.add(r) = T::from_f64(main + z_term) };
+            }
+            if let Some(d) = dst {
+                let a = a + plan.r_z * 2.0 * opts.z_loss * lse;
+                let q = match self.target {
+                    Target::Soft(q) => Some(&q[off..off + cols]),
+                    Target::Hard(_) => None,
+                };
+                let inv_sum = 1.0 / sum;
+                // SAFETY: row `r` of src/dst belongs to this task; src may equal dst.
+                unsafe {
+                    grad_row(
+                        s,
+                        &p,
+                        self.src.add(off),
+                        d,
+                        cols,
+                        GradCoef {
+                            m,
+                            a: T::from_f64(a * inv_sum),
+                            bw: T::from_f64(bw),
+                            bq: T::from_f64(bq),
+                        },
+                        opts.weight,
+                        q,
+                    )
+                };
+                if let Some((y, k, oy_raw)) = at_label {
+                    // The label's entry in f64: p_y·a - w_y·bw - k cancels badly in T when p_y ≈ 1.
+                    let oy = p.apply_scalar(oy_raw).to_f64();
+                    let py = (oy - m.to_f64()).exp() * inv_sum;
+                    let wy = opts.weight.map_or(1.0, |w| w[y].to_f64());
+                    let g = (py * a - wy * bw - k) * p.chain_scalar(oy);
+                    unsafe { *d.0.add(y) = T::from_f64(g) };
+                }
+            }
+        }
+        (main_sum.value(), z_sum.value())
+    }
+}
+
+#[derive(Clone, Copy)]
+struct GradCoef<T> {
+    m: T,
+    /// `a / Σ exp(o' - m)`: multiplies `exp(o' - m)`.
+    a: T,
+    bw: T,
+    bq: T,
+}
+
+/// `g = (exp(o' - m)·a - w·(bw + bq·q)) · chain(o')`, written over the row. `src` may equal `dst`.
+///
+/// # Safety
+/// `src`/`dst` valid for `len` elements and owned by the caller's task.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn grad_row<T: Element, S: Simd<T>, P: Pre<T, S>>(
+    s: S,
+    p: &P,
+    src: SendPtr<T>,
+    dst: SendPtr<T>,
+    len: usize,
+    c: GradCoef<T>,
+    w: Option<&[T]>,
+    q: Option<&[T]>,
+) {
+    let l = S::LANES;
+    let (mv, av, bwv, bqv) = (s.splat(c.m), s.splat(c.a), s.splat(c.bw), s.splat(c.bq));
+    let one = s.splat(T::ONE);
+    let op = |x: S::V, wv: S::V, qv: S::V| {
+        let y = p.apply(s, x);
+        let e = s.exp(s.sub(y, mv));
+        // g = e·a - w·(bw + bq·q)
+        let g = s.sub(s.mul(e, av), s.mul(wv, s.mul_add(bqv, qv, bwv)));
+        if P::HAS_CHAIN {
+            s.mul(g, p.chain(s, y))
+        } else {
+            g
+        }
+    };
+    let mut i = 0;
+    while i + l <= len {
+        let x = s.load(src.slice(i, l));
+        let wv = w.map_or(one, |w| s.load(&w[i..i + l]));
+        let qv = q.map_or(one, |q| s.load(&q[i..i + l]));
+        let g = op(x, wv, qv);
+        s.store(std::slice::from_raw_parts_mut(dst.0.add(i), l), g);
+        i += l;
+    }
+    if i < len {
+        let x = s.load_partial(src.slice(i, len - i), T::ZERO);
+        let wv = w.map_or(one, |w| s.load_partial(&w[i..], T::ZERO));
+        let qv = q.map_or(one, |q| s.load_partial(&q[i..], T::ZERO));
+        let g = op(x, wv, qv);
+        s.store_partial(std::slice::from_raw_parts_mut(dst.0.add(i), len - i), g);
+    }
+}
+
+/// `(Σ w·q, Σ w·q·o', Σ w·o')` over a row (`w`, `q` are 1 when absent), in f64.
+#[inline(always)]
+fn dots<T: Element, S: Simd<T>, P: Pre<T, S>>(
+    s: S,
+    p: &P,
+    x: &[T],
+    w: Option<&[T]>,
+    q: Option<&[T]>,
+) -> (f64, f64, f64) {
+    let l = S::LANES;
+    let zero = s.splat(T::ZERO);
+    let one = s.splat(T::ONE);
+    let (mut wq, mut wqo, mut wo) = (Acc::default(), Acc::default(), Acc::default());
+    let full = x.len() / l * l;
+    for start in (0..full).step_by(super::BLOCK) {
+        let end = (start + super::BLOCK).min(full);
+        let (mut a, mut b, mut c) = (zero, zero, zero);
+        for i in (start..end).step_by(l) {
+            let o = p.apply(s, s.load(&x[i..i + l]));
+            let wv = w.map_or(one, |w| s.load(&w[i..i + l]));
+            let qv = q.map_or(one, |q| s.load(&q[i..i + l]));
+            let wqv = s.mul(wv, qv);
+            a = s.add(a, wqv);
+            b = s.mul_add(wqv, o, b);
+            c = s.mul_add(wv, o, c);
+        }
+        wq.add(s.reduce_sum(a).to_f64());
+        wqo.add(s.reduce_sum(b).to_f64());
+        wo.add(s.reduce_sum(c).to_f64());
+    }
+    for i in full..x.len() {
+        let o = p.apply_scalar(x[i]).to_f64();
+        let wi = w.map_or(1.0, |w| w[i].to_f64());
+        let qi = q.map_or(1.0, |q| q[i].to_f64());
+        wq.add(wi * qi);
+        wqo.add(wi * qi * o);
+        wo.add(wi * o);
+    }
+    (wq.value(), wqo.value(), wo.value())
+}

@@ -1,0 +1,361 @@
+//! Row primitives shared by the kernels, and the buffer types of the slice-level API.
+//!
+//! Every kernel follows one outline: pass 1 finds the row's running `(max, sum of exp)` block by block
+//! (each block read twice while it sits in L1, so the row is read once from memory); pass 2, when the
+//! kernel writes an output, re-reads the row (now in L2) and writes each element once.
+
+pub mod cross_entropy;
+pub mod logsumexp;
+pub mod softmax;
+
+use crate::simd::{Element, Simd};
+
+/// Elements per block of the online `(max, sum)` pass. Each block is read twice (max, then exp-sum),
+/// so it must stay in L1: 2048 f32 are 8 KiB (16 KiB for f64), a quarter of a 32-48 KiB L1d, while the
+/// per-block rescale (one scalar `exp`) is amortised over 2048 elements.
+pub(crate) const BLOCK: usize = 2048;
+
+/// The widest vector of any backend, in elements (AVX-512 f32): sizes the stack buffer for tails.
+pub(crate) const MAX_LANES: usize = 16;
+
+/// An input matrix and where the result goes.
+pub enum Buf<'a, T> {
+    /// Read `x`, write `out` (same length).
+    Separate { x: &'a [T], out: &'a mut [T] },
+    /// Read and overwrite the same buffer (`out=x`).
+    InPlace(&'a mut [T]),
+}
+
+impl<'a, T> Buf<'a, T> {
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Buf::Separate { x, .. } => x.len(),
+            Buf::InPlace(b) => b.len(),
+        }
+    }
+
+    pub(crate) fn check(&self) -> Result<(), crate::KernelError> {
+        if let Buf::Separate { x, out } = self {
+            if x.len() != out.len() {
+                return Err(crate::KernelError::Shape(format!(
+                    "output has {} elements, input has {}",
+                    out.len(),
+                    x.len()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Raw source and destination pointers (equal when in place).
+    pub(crate) fn ptrs(&mut self) -> (SendPtr<T>, SendPtr<T>) {
+        match self {
+            Buf::Separate { x, out } => (SendPtr(x.as_ptr() as *mut T), SendPtr(out.as_mut_ptr())),
+            Buf::InPlace(b) => {
+                let p = b.as_mut_ptr();
+                (SendPtr(p), SendPtr(p))
+            }
+        }
+    }
+}
+
+/// A raw pointer that may cross to worker threads. Each worker touches a disjoint range of rows or
+/// segments, which is what makes sharing it sound.
+#[derive(Clone, Copy)]
+pub(crate) struct SendPtr<T>(pub *mut T);
+// SAFETY: see above; the kernels hand each thread disjoint ranges.
+unsafe impl<T> Send for SendPtr<T> {}
+unsafe impl<T> Sync for SendPtr<T> {}
+
+impl<T> SendPtr<T> {
+    /// # Safety
+    /// `start..start+len` must be in bounds and not be written by anyone while the slice lives.
+    #[inline(always)]
+    pub(crate) unsafe fn slice<'a>(self, start: usize, len: usize) -> &'a [T] {
+        std::slice::from_raw_parts(self.0.add(start), len)
+    }
+    /// # Safety
+    /// `0..len` must be in bounds and touched by no one else while the slice lives.
+    #[inline(always)]
+    pub(crate) unsafe fn slice_mut<'a>(self, len: usize) -> &'a mut [T] {
+        std::slice::from_raw_parts_mut(self.0, len)
+    }
+    #[inline(always)]
+    pub(crate) fn add(self, off: usize) -> SendPtr<T> {
+        SendPtr(self.0.wrapping_add(off))
+    }
+}
+
+/// A compensated (Kahan–Babuška) f64 sum: block sums of up to 262,144-element rows are added without
+/// the O(n·eps) drift of a plain running sum, which float64's 1e-14 bound (API.md §4) needs.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Acc {
+    sum: f64,
+    comp: f64,
+}
+
+impl Acc {
+    #[inline(always)]
+    pub(crate) fn add(&mut self, v: f64) {
+        let t = self.sum + v;
+        if self.sum.abs() >= v.abs() {
+            self.comp += (self.sum - t) + v;
+        } else {
+            self.comp += (v - t) + self.sum;
+        }
+        self.sum = t;
+    }
+    #[inline(always)]
+    pub(crate) fn scale(&mut self, f: f64) {
+        self.sum *= f;
+        self.comp *= f;
+    }
+    #[inline(always)]
+    pub(crate) fn value(self) -> f64 {
+        self.sum + self.comp
+    }
+}
+
+/// The element-wise map applied to a row before the softmax: `x * scale` (temperature, softmin) or
+/// the soft cap `c * tanh(x / c)`.
+pub(crate) trait Pre<T: Element, S: Simd<T>>: Copy {
+    fn apply(&self, s: S, v: S::V) -> S::V;
+    fn apply_scalar(&self, x: T) -> T;
+    /// Whether `apply` has a derivative other than a constant the caller handles (the soft cap).
+    const HAS_CHAIN: bool = false;
+    /// `d apply / dx` expressed through the mapped value `y = apply(x)`.
+    #[inline(always)]
+    fn chain(&self, _s: S, y: S::V) -> S::V {
+        y
+    }
+    #[inline(always)]
+    fn chain_scalar(&self, _y: f64) -> f64 {
+        1.0
+    }
+}
+
+#[derive(Clone, Copy)]
+pub(crate) struct Scale<T>(pub T);
+
+impl<T: Element, S: Simd<T>> Pre<T, S> for Scale<T> {
+    #[inline(always)]
+    fn apply(&self, s: S, v: S::V) -> S::V {
+        s.mul(v, s.splat(self.0))
+    }
+    #[inline(always)]
+    fn apply_scalar(&self, x: T) -> T {
+        x * self.0
+    }
+}
+
+/// Gemma 2's soft cap `c · tanh(x / c)`.
+#[derive(Clone, Copy)]
+pub(crate) struct SoftCap<T> {
+    pub c: T,
+    pub inv_c: T,
+}
+
+impl<T: Element, S: Simd<T>> Pre<T, S> for SoftCap<T> {
+    #[inline(always)]
+    fn apply(&self, s: S, v: S::V) -> S::V {
+        s.mul(s.tanh(s.mul(v, s.splat(self.inv_c))), s.splat(self.c))
+    }
+    #[inline(always)]
+    fn apply_scalar(&self, x: T) -> T {
+        T::from_f64((x * self.inv_c).to_f64().tanh()) * self.c
+    }
+    const HAS_CHAIN: bool = true;
+    /// `d/dx c·tanh(x/c) = 1 - tanh² = 1 - (y/c)²`.
+    #[inline(always)]
+    fn chain(&self, s: S, y: S::V) -> S::V {
+        let t = s.mul(y, s.splat(self.inv_c));
+        s.sub(s.splat(T::ONE), s.mul(t, t))
+    }
+    #[inline(always)]
+    fn chain_scalar(&self, y: f64) -> f64 {
+        let t = y * self.inv_c.to_f64();
+        1.0 - t * t
+    }
+}
+
+/// Loads a row tail (`x.len() < LANES`), maps it, and sets the lanes past the tail to `fill`.
+#[inline(always)]
+pub(crate) fn load_tail_mapped<T: Element, S: Simd<T>, P: Pre<T, S>>(
+    s: S,
+    p: &P,
+    x: &[T],
+    fill: T,
+) -> S::V {
+    let v = p.apply(s, s.load_partial(x, T::ZERO));
+    let mut buf = [fill; MAX_LANES];
+    s.store(&mut buf, v);
+    for b in &mut buf[x.len()..] {
+        *b = fill;
+    }
+    s.load(&buf)
+}
+
+/// `max(p(x))` over a slice; NaN may or may not win (the sum catches NaN).
+#[inline(always)]
+pub(crate) fn max_mapped<T: Element, S: Simd<T>, P: Pre<T, S>>(s: S, p: &P, x: &[T]) -> T {
+    let l = S::LANES;
+    let ninf = s.splat(T::NEG_INFINITY);
+    let (mut m0, mut m1, mut m2, mut m3) = (ninf, ninf, ninf, ninf);
+    let mut quads = x.chunks_exact(4 * l);
+    for c in &mut quads {
+        m0 = s.max(m0, p.apply(s, s.load(&c[..l])));
+        m1 = s.max(m1, p.apply(s, s.load(&c[l..2 * l])));
+        m2 = s.max(m2, p.apply(s, s.load(&c[2 * l..3 * l])));
+        m3 = s.max(m3, p.apply(s, s.load(&c[3 * l..])));
+    }
+    let mut singles = quads.remainder().chunks_exact(l);
+    for c in &mut singles {
+        m0 = s.max(m0, p.apply(s, s.load(c)));
+    }
+    let tail = singles.remainder();
+    if !tail.is_empty() {
+        m1 = s.max(m1, load_tail_mapped(s, p, tail, T::NEG_INFINITY));
+    }
+    s.reduce_max(s.max(s.max(m0, m1), s.max(m2, m3)))
+}
+
+/// `Σ exp(p(x) - m)` over a slice, in `T`.
+#[inline(always)]
+pub(crate) fn sum_exp_mapped<T: Element, S: Simd<T>, P: Pre<T, S>>(
+    s: S,
+    p: &P,
+    x: &[T],
+    m: T,
+) -> T {
+    let l = S::LANES;
+    let mv = s.splat(m);
+    let zero = s.splat(T::ZERO);
+    let (mut a0, mut a1, mut a2, mut a3) = (zero, zero, zero, zero);
+    let mut quads = x.chunks_exact(4 * l);
+    for c in &mut quads {
+        a0 = s.add(a0, s.exp(s.sub(p.apply(s, s.load(&c[..l])), mv)));
+        a1 = s.add(a1, s.exp(s.sub(p.apply(s, s.load(&c[l..2 * l])), mv)));
+        a2 = s.add(a2, s.exp(s.sub(p.apply(s, s.load(&c[2 * l..3 * l])), mv)));
+        a3 = s.add(a3, s.exp(s.sub(p.apply(s, s.load(&c[3 * l..])), mv)));
+    }
+    let mut singles = quads.remainder().chunks_exact(l);
+    for c in &mut singles {
+        a0 = s.add(a0, s.exp(s.sub(p.apply(s, s.load(c)), mv)));
+    }
+    let tail = singles.remainder();
+    if !tail.is_empty() {
+        let v = load_tail_mapped(s, p, tail, T::NEG_INFINITY);
+        a1 = s.add(a1, s.exp(s.sub(v, mv)));
+    }
+    s.reduce_sum(s.add(s.add(a0, a1), s.add(a2, a3)))
+}
+
+/// The online `(m, Σ exp(p(x) - m))` of a row (or a segment of one), one block at a time.
+/// `m` is `-inf` when every element is `-inf` (or NaN); the sum is then 0.
+#[inline(always)]
+pub(crate) fn max_sum<T: Element, S: Simd<T>, P: Pre<T, S>>(s: S, p: &P, x: &[T]) -> (T, f64) {
+    let mut m = T::NEG_INFINITY;
+    let mut acc = Acc::default();
+    for block in x.chunks(BLOCK) {
+        let bm = max_mapped(s, p, block);
+        if bm > m {
+            acc.scale((m - bm).to_f64().exp());
+            m = bm;
+        }
+        if m == T::NEG_INFINITY {
+            // Everything so far is -inf (exp would give NaN from -inf - -inf); it adds nothing.
+            continue;
+        }
+        acc.add(sum_exp_mapped(s, p, block, m).to_f64());
+    }
+    (m, acc.value())
+}
+
+/// Merges partial `(max, sum)` pairs of segments of one row, in order.
+pub(crate) fn merge_max_sum<T: Element>(parts: &[(T, f64)]) -> (T, f64) {
+    let mut m = T::NEG_INFINITY;
+    for &(pm, _) in parts {
+        if pm > m {
+            m = pm;
+        }
+    }
+    if m == T::NEG_INFINITY {
+        return (m, 0.0);
+    }
+    let mut acc = Acc::default();
+    for &(pm, ps) in parts {
+        if pm == T::NEG_INFINITY {
+            continue;
+        }
+        acc.add(ps * (pm - m).to_f64().exp());
+    }
+    (m, acc.value())
+}
+
+/// Whether any element is NaN (only on the rare paths: rows whose max is infinite).
+pub(crate) fn has_nan<T: Element>(x: &[T]) -> bool {
+    x.iter().any(|v| v.is_nan())
+}
+
+/// `Σ_{p(x) != m} exp(p(x) - m) + (count(p(x) == m) - 1)`: the row sum without one copy of its largest
+/// term (exactly 1), so `lse = m + log1p(rest)` keeps the digits `m + log(1 + rest)` would lose.
+#[inline(always)]
+pub(crate) fn sum_exp_rest<T: Element, S: Simd<T>, P: Pre<T, S>>(
+    s: S,
+    p: &P,
+    x: &[T],
+    m: T,
+) -> f64 {
+    let l = S::LANES;
+    let mv = s.splat(m);
+    let zero = s.splat(T::ZERO);
+    let one = s.splat(T::ONE);
+    let mut acc = Acc::default();
+    let mut count = 0.0f64;
+    for block in x.chunks(BLOCK) {
+        let (mut a, mut n) = (zero, zero);
+        let mut singles = block.chunks_exact(l);
+        for c in &mut singles {
+            let v = p.apply(s, s.load(c));
+            let e = s.exp(s.sub(v, mv));
+            a = s.add(a, s.select_eq(v, mv, zero, e));
+            n = s.add(n, s.select_eq(v, mv, one, zero));
+        }
+        let tail = singles.remainder();
+        if !tail.is_empty() {
+            let v = load_tail_mapped(s, p, tail, T::NEG_INFINITY);
+            let e = s.exp(s.sub(v, mv));
+            a = s.add(a, s.select_eq(v, mv, zero, e));
+            n = s.add(n, s.select_eq(v, mv, one, zero));
+        }
+        acc.add(s.reduce_sum(a).to_f64());
+        count += s.reduce_sum(n).to_f64();
+    }
+    acc.value() + (count - 1.0)
+}
+
+/// `log Σ exp(p(x))` from the row's `(m, sum)`, with the special values of API.md §3 and, for types
+/// that ask for it, SciPy's `log1p` refinement.
+#[inline(always)]
+pub(crate) fn finish_lse<T: Element, S: Simd<T>, P: Pre<T, S>>(
+    s: S,
+    p: &P,
+    x: &[T],
+    m: T,
+    sum: f64,
+) -> f64 {
+    let mf = m.to_f64();
+    if !mf.is_finite() {
+        // -inf: every element -inf (or NaN); +inf: an element is +inf. NaN anywhere wins.
+        return if mf.is_nan() || has_nan(x) { f64::NAN } else { mf };
+    }
+    if sum.is_nan() {
+        return f64::NAN;
+    }
+    // The largest term contributes exactly 1, so `sum < 2` means the rest is < 1: the regime where
+    // `log(sum)` rounds away what `log1p(rest)` keeps.
+    if T::REFINE_LSE && sum < 2.0 {
+        return mf + sum_exp_rest(s, p, x, m).ln_1p();
+    }
+    mf + sum.ln()
+}

@@ -1,0 +1,221 @@
+//! `softmax`, `log_softmax` and `softmin` (a negative scale) over the rows of a matrix.
+
+use super::{finish_lse, max_sum, merge_max_sum, Buf, Pre, Scale, SendPtr};
+use crate::parallel::{chunk_rows, for_ranges, map_ranges, split_rows, SEGMENT};
+use crate::simd::{Backend, Element, Isa, Simd, WithSimd};
+use crate::KernelError;
+
+/// What the output holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// `exp(x·s - m) / Σ exp(x·s - m)`
+    Softmax,
+    /// `x·s - logsumexp(x·s)`
+    LogSoftmax,
+}
+
+/// Writes `softmax(x · scale)` (or its log) of each row of the `rows × cols` matrix in `buf`.
+/// `scale` is `1/T` for temperature `T`, `-1/T` for softmin.
+pub fn softmax<T: Element>(
+    backend: Backend,
+    mut buf: Buf<'_, T>,
+    cols: usize,
+    scale: T,
+    mode: Mode,
+) -> Result<(), KernelError> {
+    buf.check()?;
+    let n = buf.len();
+    if cols == 0 || n == 0 {
+        return Ok(());
+    }
+    if n % cols != 0 {
+        return Err(KernelError::Shape(format!(
+            "{n} elements do not form rows of {cols}"
+        )));
+    }
+    let rows = n / cols;
+    let (src, dst) = buf.ptrs();
+    let p = Scale(scale);
+    if split_rows(cols) {
+        for r in 0..rows {
+            split_row(backend, src.add(r * cols), dst.add(r * cols), cols, p, mode);
+        }
+        return Ok(());
+    }
+    for_ranges(rows, chunk_rows(cols), n, |range| {
+        backend.dispatch(Rows {
+            src,
+            dst,
+            cols,
+            rows: range,
+            p,
+            mode,
+        })
+    });
+    Ok(())
+}
+
+struct Rows<T> {
+    src: SendPtr<T>,
+    dst: SendPtr<T>,
+    cols: usize,
+    rows: std::ops::Range<usize>,
+    p: Scale<T>,
+    mode: Mode,
+}
+
+impl<T: Element> WithSimd for Rows<T> {
+    type Output = ();
+    #[inline(always)]
+    fn with_simd<S: Isa>(self, s: S) {
+        let s = T::simd(s);
+        for r in self.rows {
+            let off = r * self.cols;
+            // SAFETY: row `r` is in bounds and belongs to this task alone; the read-only slice is
+            // dropped before the write pass touches the (possibly identical) destination.
+            let (m, sum) = max_sum(s, &self.p, unsafe { self.src.slice(off, self.cols) });
+            let x = unsafe { self.src.slice(off, self.cols) };
+            let stat = match self.mode {
+                Mode::Softmax => T::from_f64(1.0 / sum),
+                Mode::LogSoftmax => T::from_f64(finish_lse(s, &self.p, x, m, sum)),
+            };
+            unsafe { write_row(s, &self.p, self.src.add(off), self.dst.add(off), self.cols, m, stat, self.mode) };
+        }
+    }
+}
+
+/// Pass 2: `dst = exp(p(src) - m) · inv_sum` or `dst = p(src) - lse`. `src` may equal `dst`.
+///
+/// # Safety
+/// `src` and `dst` must be valid for `len` elements, and nobody else may touch them meanwhile.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn write_row<T: Element, S: Simd<T>, P: Pre<T, S>>(
+    s: S,
+    p: &P,
+    src: SendPtr<T>,
+    dst: SendPtr<T>,
+    len: usize,
+    m: T,
+    stat: T,
+    mode: Mode,
+) {
+    let l = S::LANES;
+    let mv = s.splat(m);
+    let sv = s.splat(stat);
+    let mut i = 0;
+    // Each vector is loaded into a register before its lanes are stored, so `src == dst` is fine;
+    // short-lived slices keep every access bounds-checked.
+    let op = |v: S::V| match mode {
+        Mode::Softmax => s.mul(s.exp(s.sub(p.apply(s, v), mv)), sv),
+        Mode::LogSoftmax => s.sub(p.apply(s, v), sv),
+    };
+    while i + l <= len {
+        let v = s.load(src.slice(i, l));
+        let r = op(v);
+        s.store(std::slice::from_raw_parts_mut(dst.0.add(i), l), r);
+        i += l;
+    }
+    if i < len {
+        let v = s.load_partial(src.slice(i, len - i), T::ZERO);
+        let r = op(v);
+        s.store_partial(std::slice::from_raw_parts_mut(dst.0.add(i), len - i), r);
+    }
+}
+
+/// A row long enough to split: `(max, sum)` per fixed segment in parallel, merged in order, then the
+/// segments written in parallel.
+fn split_row<T: Element>(
+    backend: Backend,
+    src: SendPtr<T>,
+    dst: SendPtr<T>,
+    cols: usize,
+    p: Scale<T>,
+    mode: Mode,
+) {
+    let parts = map_ranges(cols, SEGMENT, cols, |seg| {
+        backend.dispatch(SegmentStats {
+            // SAFETY: the segment is in bounds; nothing writes the row during this pass.
+            x: unsafe { src.add(seg.start).slice(0, seg.len()) },
+            p,
+        })
+    });
+    let (m, sum) = merge_max_sum(&parts);
+    let stat = match mode {
+        Mode::Softmax => T::from_f64(1.0 / sum),
+        Mode::LogSoftmax => {
+            // SAFETY: as above; the write pass has not started.
+            let x = unsafe { src.slice(0, cols) };
+            backend.dispatch(FinishLse { x, p, m, sum })
+        }
+    };
+    for_ranges(cols, SEGMENT, cols, |seg| {
+        backend.dispatch(SegmentWrite {
+            src: src.add(seg.start),
+            dst: dst.add(seg.start),
+            len: seg.len(),
+            p,
+            m,
+            stat,
+            mode,
+        })
+    });
+}
+
+pub(crate) struct SegmentStats<'a, T> {
+    pub x: &'a [T],
+    pub p: Scale<T>,
+}
+
+impl<T: Element> WithSimd for SegmentStats<'_, T> {
+    type Output = (T, f64);
+    #[inline(always)]
+    fn with_simd<S: Isa>(self, s: S) -> (T, f64) {
+        max_sum(T::simd(s), &self.p, self.x)
+    }
+}
+
+pub(crate) struct FinishLse<'a, T> {
+    pub x: &'a [T],
+    pub p: Scale<T>,
+    pub m: T,
+    pub sum: f64,
+}
+
+impl<T: Element> WithSimd for FinishLse<'_, T> {
+    type Output = T;
+    #[inline(always)]
+    fn with_simd<S: Isa>(self, s: S) -> T {
+        T::from_f64(finish_lse(T::simd(s), &self.p, self.x, self.m, self.sum))
+    }
+}
+
+struct SegmentWrite<T> {
+    src: SendPtr<T>,
+    dst: SendPtr<T>,
+    len: usize,
+    p: Scale<T>,
+    m: T,
+    stat: T,
+    mode: Mode,
+}
+
+impl<T: Element> WithSimd for SegmentWrite<T> {
+    type Output = ();
+    #[inline(always)]
+    fn with_simd<S: Isa>(self, s: S) {
+        // SAFETY: each segment is written by one task only.
+        unsafe {
+            write_row(
+                T::simd(s),
+                &self.p,
+                self.src,
+                self.dst,
+                self.len,
+                self.m,
+                self.stat,
+                self.mode,
+            )
+        }
+    }
+}

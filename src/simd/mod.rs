@@ -1,0 +1,275 @@
+//! The instruction-set layer.
+//!
+//! Kernels are written once, generic over [`Simd`]; each instruction set is a zero-sized token type
+//! implementing it (`scalar::Scalar`, `avx2::Avx2`, `avx512::Avx512`, `neon::Neon`). Holding a token is
+//! the proof that the CPU has the instructions: only [`Backend::token`]-style constructors that check
+//! the CPU at run time make one. [`Backend::dispatch`] enters a `#[target_feature]` function for the
+//! chosen set and runs a [`WithSimd`] job inside it, so every `#[inline(always)]` helper the job calls
+//! is compiled for that set. Nothing is compiled with `target-cpu=native`.
+
+use std::sync::atomic::{AtomicU8, Ordering};
+
+pub mod scalar;
+
+#[cfg(target_arch = "x86_64")]
+pub mod avx2;
+#[cfg(target_arch = "x86_64")]
+pub mod avx512;
+#[cfg(target_arch = "aarch64")]
+pub mod neon;
+
+/// A floating-point element type the kernels compute on (`f32`, `f64`).
+pub trait Element:
+    Copy
+    + Send
+    + Sync
+    + PartialOrd
+    + std::fmt::Debug
+    + std::ops::Add<Output = Self>
+    + std::ops::Sub<Output = Self>
+    + std::ops::Mul<Output = Self>
+    + std::ops::Div<Output = Self>
+    + std::ops::Neg<Output = Self>
+    + 'static
+{
+    const ZERO: Self;
+    const ONE: Self;
+    const INFINITY: Self;
+    const NEG_INFINITY: Self;
+    const NAN: Self;
+    /// Whether `logsumexp` splits the largest term off and uses `log1p` (SciPy's refinement). Needed
+    /// for float64's 1e-14 relative bound when one term dominates (`logsumexp([0, -40])`); float32's
+    /// absolute bound (API.md §4) holds without it, so float32 skips the extra pass.
+    const REFINE_LSE: bool;
+    /// The vector type of this element on instruction set `S`.
+    type Simd<S: Isa>: Simd<Self>;
+    fn simd<S: Isa>(s: S) -> Self::Simd<S>;
+    fn from_f64(x: f64) -> Self;
+    fn to_f64(self) -> f64;
+    fn is_nan(self) -> bool;
+}
+
+impl Element for f32 {
+    const ZERO: Self = 0.0;
+    const ONE: Self = 1.0;
+    const INFINITY: Self = f32::INFINITY;
+    const NEG_INFINITY: Self = f32::NEG_INFINITY;
+    const NAN: Self = f32::NAN;
+    const REFINE_LSE: bool = false;
+    type Simd<S: Isa> = S;
+    #[inline(always)]
+    fn simd<S: Isa>(s: S) -> S {
+        s
+    }
+    #[inline(always)]
+    fn from_f64(x: f64) -> Self {
+        x as f32
+    }
+    #[inline(always)]
+    fn to_f64(self) -> f64 {
+        self as f64
+    }
+    #[inline(always)]
+    fn is_nan(self) -> bool {
+        f32::is_nan(self)
+    }
+}
+
+impl Element for f64 {
+    const ZERO: Self = 0.0;
+    const ONE: Self = 1.0;
+    const INFINITY: Self = f64::INFINITY;
+    const NEG_INFINITY: Self = f64::NEG_INFINITY;
+    const NAN: Self = f64::NAN;
+    const REFINE_LSE: bool = true;
+    type Simd<S: Isa> = S;
+    #[inline(always)]
+    fn simd<S: Isa>(s: S) -> S {
+        s
+    }
+    #[inline(always)]
+    fn from_f64(x: f64) -> Self {
+        x
+    }
+    #[inline(always)]
+    fn to_f64(self) -> f64 {
+        self
+    }
+    #[inline(always)]
+    fn is_nan(self) -> bool {
+        f64::is_nan(self)
+    }
+}
+
+/// Vectors of `T` on one instruction set. `Self` is a zero-sized token proving the CPU supports it.
+///
+/// # Safety
+/// Implementors must only be constructible when the CPU supports their instructions, and the
+/// slice-taking methods must never touch memory outside the slices they are given.
+pub unsafe trait Simd<T: Element>: Copy + Send + Sync + 'static {
+    type V: Copy;
+    /// Elements per vector.
+    const LANES: usize;
+
+    fn splat(self, x: T) -> Self::V;
+    /// Loads `x[..LANES]`. Panics if `x` is shorter (callers iterate `chunks_exact(LANES)`, so the
+    /// check folds away).
+    fn load(self, x: &[T]) -> Self::V;
+    /// Loads `x` (shorter than `LANES`) with the other lanes set to `fill`.
+    fn load_partial(self, x: &[T], fill: T) -> Self::V;
+    /// Stores into `out[..LANES]`; panics if `out` is shorter.
+    fn store(self, out: &mut [T], v: Self::V);
+    /// Stores the first `out.len()` (< `LANES`) lanes.
+    fn store_partial(self, out: &mut [T], v: Self::V);
+
+    fn add(self, a: Self::V, b: Self::V) -> Self::V;
+    fn sub(self, a: Self::V, b: Self::V) -> Self::V;
+    fn mul(self, a: Self::V, b: Self::V) -> Self::V;
+    fn div(self, a: Self::V, b: Self::V) -> Self::V;
+    /// `a * b + c`, fused where the instruction set has it.
+    fn mul_add(self, a: Self::V, b: Self::V, c: Self::V) -> Self::V;
+    /// Lane-wise maximum. When a lane holds NaN either operand may be returned: the kernels let NaN
+    /// reach the sum, where it propagates, instead of relying on `max`.
+    fn max(self, a: Self::V, b: Self::V) -> Self::V;
+    /// `a == b ? x : y` lane-wise.
+    fn select_eq(self, a: Self::V, b: Self::V, x: Self::V, y: Self::V) -> Self::V;
+    /// `e^a`; `-inf -> 0`, `+inf -> +inf`, NaN -> NaN; float32 within 2 ulp, float64 within 2 ulp.
+    fn exp(self, a: Self::V) -> Self::V;
+    /// `tanh(a)`, for the soft cap.
+    fn tanh(self, a: Self::V) -> Self::V;
+
+    fn reduce_max(self, v: Self::V) -> T;
+    fn reduce_sum(self, v: Self::V) -> T;
+}
+
+/// An instruction set that has vectors of both element types.
+pub trait Isa: Simd<f32> + Simd<f64> {}
+impl<S: Simd<f32> + Simd<f64>> Isa for S {}
+
+/// A job that runs on whichever instruction set [`Backend::dispatch`] picks.
+pub trait WithSimd {
+    type Output;
+    fn with_simd<S: Isa>(self, s: S) -> Self::Output;
+}
+
+/// The instruction sets, lowest first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[repr(u8)]
+pub enum Backend {
+    Scalar = 0,
+    Neon = 1,
+    Avx2 = 2,
+    Avx512 = 3,
+}
+
+impl Backend {
+    pub const ALL: [Backend; 4] = [Backend::Scalar, Backend::Neon, Backend::Avx2, Backend::Avx512];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Scalar => "scalar",
+            Backend::Neon => "neon",
+            Backend::Avx2 => "avx2",
+            Backend::Avx512 => "avx512",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Backend> {
+        Backend::ALL
+            .into_iter()
+            .find(|b| b.name().eq_ignore_ascii_case(name.trim()))
+    }
+
+    /// Whether this CPU can run the backend.
+    pub fn is_supported(self) -> bool {
+        match self {
+            Backend::Scalar => true,
+            #[cfg(target_arch = "x86_64")]
+            Backend::Avx2 => avx2::Avx2::new().is_some(),
+            #[cfg(target_arch = "x86_64")]
+            Backend::Avx512 => avx512::Avx512::new().is_some(),
+            #[cfg(target_arch = "aarch64")]
+            Backend::Neon => neon::Neon::new().is_some(),
+            #[allow(unreachable_patterns)]
+            _ => false,
+        }
+    }
+
+    /// Every backend this CPU supports, lowest first.
+    pub fn supported() -> Vec<Backend> {
+        Backend::ALL.into_iter().filter(|b| b.is_supported()).collect()
+    }
+
+    /// The best backend this CPU supports.
+    pub fn detect() -> Backend {
+        *Backend::supported().last().unwrap_or(&Backend::Scalar)
+    }
+
+    /// Runs `job` on this instruction set. Falls back to scalar if the CPU lacks it, so a wrong
+    /// `Backend` value can never execute an unsupported instruction.
+    #[inline]
+    pub fn dispatch<W: WithSimd>(self, job: W) -> W::Output {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Backend::Avx512 => match avx512::Avx512::new() {
+                Some(s) => s.run(job),
+                None => job.with_simd(scalar::Scalar),
+            },
+            #[cfg(target_arch = "x86_64")]
+            Backend::Avx2 => match avx2::Avx2::new() {
+                Some(s) => s.run(job),
+                None => job.with_simd(scalar::Scalar),
+            },
+            #[cfg(target_arch = "aarch64")]
+            Backend::Neon => match neon::Neon::new() {
+                Some(s) => s.run(job),
+                None => job.with_simd(scalar::Scalar),
+            },
+            _ => job.with_simd(scalar::Scalar),
+        }
+    }
+}
+
+const UNSET: u8 = u8::MAX;
+static ACTIVE: AtomicU8 = AtomicU8::new(UNSET);
+
+/// The environment variable that forces a lower instruction set (e.g. `avx2`, `scalar`).
+pub const SIMD_ENV: &str = "FASTSOFTMAX_SIMD";
+
+fn from_u8(v: u8) -> Backend {
+    Backend::ALL
+        .into_iter()
+        .find(|b| *b as u8 == v)
+        .unwrap_or(Backend::Scalar)
+}
+
+/// The backend the kernels use now: the best the CPU has, lowered by `FASTSOFTMAX_SIMD` if set.
+/// Decided once, at first use.
+#[inline]
+pub fn active() -> Backend {
+    let v = ACTIVE.load(Ordering::Relaxed);
+    if v != UNSET {
+        return from_u8(v);
+    }
+    let best = Backend::detect();
+    let chosen = std::env::var(SIMD_ENV)
+        .ok()
+        .and_then(|name| Backend::from_name(&name))
+        .filter(|b| b.is_supported() && *b <= best)
+        .unwrap_or(best);
+    ACTIVE.store(chosen as u8, Ordering::Relaxed);
+    chosen
+}
+
+/// Forces the backend (tests run every supported path this way). Refuses one the CPU lacks.
+pub fn set_active(b: Backend) -> Result<(), crate::KernelError> {
+    if !b.is_supported() {
+        return Err(crate::KernelError::Value(format!(
+            "instruction set {:?} is not supported on this CPU (supported: {:?})",
+            b.name(),
+            Backend::supported().iter().map(|b| b.name()).collect::<Vec<_>>()
+        )));
+    }
+    ACTIVE.store(b as u8, Ordering::Relaxed);
+    Ok(())
+}
