@@ -51,9 +51,7 @@ fn with_pool<R>(f: impl FnOnce(&mut Pool) -> R) -> R {
         None => true,
     };
     if stale {
-        let threads = guard
-            .as_ref()
-            .map_or_else(default_threads, |p| p.threads);
+        let threads = guard.as_ref().map_or_else(default_threads, |p| p.threads);
         *guard = Some(Pool {
             threads,
             pid,

@@ -347,7 +347,11 @@ pub(crate) fn finish_lse<T: Element, S: Simd<T>, P: Pre<T, S>>(
     let mf = m.to_f64();
     if !mf.is_finite() {
         // -inf: every element -inf (or NaN); +inf: an element is +inf. NaN anywhere wins.
-        return if mf.is_nan() || has_nan(x) { f64::NAN } else { mf };
+        return if mf.is_nan() || has_nan(x) {
+            f64::NAN
+        } else {
+            mf
+        };
     }
     if sum.is_nan() {
         return f64::NAN;

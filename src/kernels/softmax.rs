@@ -79,7 +79,18 @@ impl<T: Element> WithSimd for Rows<T> {
                 Mode::Softmax => T::from_f64(1.0 / sum),
                 Mode::LogSoftmax => T::from_f64(finish_lse(s, &self.p, x, m, sum)),
             };
-            unsafe { write_row(s, &self.p, self.src.add(off), self.dst.add(off), self.cols, m, stat, self.mode) };
+            unsafe {
+                write_row(
+                    s,
+                    &self.p,
+                    self.src.add(off),
+                    self.dst.add(off),
+                    self.cols,
+                    m,
+                    stat,
+                    self.mode,
+                )
+            };
         }
     }
 }

@@ -163,7 +163,12 @@ pub enum Backend {
 }
 
 impl Backend {
-    pub const ALL: [Backend; 4] = [Backend::Scalar, Backend::Neon, Backend::Avx2, Backend::Avx512];
+    pub const ALL: [Backend; 4] = [
+        Backend::Scalar,
+        Backend::Neon,
+        Backend::Avx2,
+        Backend::Avx512,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -197,7 +202,10 @@ impl Backend {
 
     /// Every backend this CPU supports, lowest first.
     pub fn supported() -> Vec<Backend> {
-        Backend::ALL.into_iter().filter(|b| b.is_supported()).collect()
+        Backend::ALL
+            .into_iter()
+            .filter(|b| b.is_supported())
+            .collect()
     }
 
     /// The best backend this CPU supports.
@@ -267,7 +275,10 @@ pub fn set_active(b: Backend) -> Result<(), crate::KernelError> {
         return Err(crate::KernelError::Value(format!(
             "instruction set {:?} is not supported on this CPU (supported: {:?})",
             b.name(),
-            Backend::supported().iter().map(|b| b.name()).collect::<Vec<_>>()
+            Backend::supported()
+                .iter()
+                .map(|b| b.name())
+                .collect::<Vec<_>>()
         )));
     }
     ACTIVE.store(b as u8, Ordering::Relaxed);

@@ -90,4 +90,3 @@ macro_rules! scalar_impl {
 
 scalar_impl!(f32);
 scalar_impl!(f64);
-

@@ -1,0 +1,33 @@
+"""fastsoftmax: softmax, log-sum-exp and cross-entropy for NumPy (and CuPy) at the speed of memory.
+
+The functions follow NumPy/SciPy/PyTorch semantics (see the README and ``API.md``); the work is done
+by Rust kernels, parallel over rows and vectorised with an instruction set chosen at run time.
+"""
+
+from ._api import (
+    cross_entropy,
+    cross_entropy_grad,
+    cross_entropy_with_grad,
+    get_num_threads,
+    log_softmax,
+    logsumexp,
+    set_num_threads,
+    simd_backend,
+    softmax,
+    softmin,
+)
+from ._native import __version__
+
+__all__ = [
+    "__version__",
+    "cross_entropy",
+    "cross_entropy_grad",
+    "cross_entropy_with_grad",
+    "get_num_threads",
+    "log_softmax",
+    "logsumexp",
+    "set_num_threads",
+    "simd_backend",
+    "softmax",
+    "softmin",
+]

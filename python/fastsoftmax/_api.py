@@ -1,0 +1,657 @@
+"""The public functions: validation, dtype rules, axis/layout handling, and dispatch.
+
+Every function brings its input to a C-contiguous 2-D ``(rows, cols)`` view with the reduced axes
+last (zero-copy when they already are), calls the Rust kernel in ``_native``, and puts the result
+where the caller wants it. Everything the user passed is checked before any kernel runs, so when an
+exception is raised nothing has been written. CuPy arrays are handed to ``_cuda`` (imported on first
+use only).
+"""
+
+from __future__ import annotations
+
+import operator
+from typing import Any, Literal, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from . import _native
+
+Axis = Union[int, Sequence[int], None]
+Reduction = Literal["mean", "sum", "none"]
+
+_F32 = np.dtype(np.float32)
+_F64 = np.dtype(np.float64)
+_F16 = np.dtype(np.float16)
+_KERNEL_DTYPES = (_F32, _F64)
+_REDUCTIONS = ("mean", "sum", "none")
+
+
+# --------------------------------------------------------------------------------------------------
+# dtype and array handling
+
+
+def _is_cupy(x: Any) -> bool:
+    return type(x).__module__.split(".", 1)[0] == "cupy"
+
+
+def _cuda() -> Any:
+    from . import _cuda as cuda  # CuPy is imported only when a CuPy array arrives.
+
+    return cuda
+
+
+def _is_bfloat16(dt: np.dtype) -> bool:
+    return dt.name == "bfloat16"
+
+
+def _dtypes(x: np.ndarray, what: str = "x") -> Tuple[np.dtype, np.dtype]:
+    """(dtype the kernel computes in, dtype of the result) for an input array (API.md §2)."""
+    dt = x.dtype
+    if dt in _KERNEL_DTYPES:
+        return dt, dt
+    if dt == _F16 or _is_bfloat16(dt):
+        return _F32, dt
+    if dt.kind in "biu":
+        return _F64, _F64
+    raise TypeError(
+        f"{what} has unsupported dtype {dt}; expected a floating, integer or bool array"
+    )
+
+
+def _asarray(x: Any, what: str = "x") -> np.ndarray:
+    if isinstance(x, np.ndarray):
+        return x
+    if _is_cupy(x):
+        raise TypeError(f"{what} is a CuPy array while the other arguments are on the CPU")
+    try:
+        a = np.asarray(x)
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"{what} cannot be converted to a NumPy array: {e}") from None
+    return a
+
+
+def _normalize_axes(axis: Axis, ndim: int, allow_multiple: bool = True) -> Tuple[int, ...]:
+    if axis is None:
+        if not allow_multiple:
+            raise TypeError("axis must be an int")
+        return tuple(range(ndim))
+    if isinstance(axis, (tuple, list)):
+        if not allow_multiple:
+            raise TypeError("axis must be an int")
+        axes = tuple(_one_axis(a, ndim) for a in axis)
+        if len(set(axes)) != len(axes):
+            raise ValueError(f"repeated axis in {axis!r}")
+        return tuple(sorted(axes))
+    return (_one_axis(axis, ndim),)
+
+
+def _one_axis(a: Any, ndim: int) -> int:
+    try:
+        a = operator.index(a)
+    except TypeError:
+        raise TypeError(f"axis must be an int, a tuple of ints or None, got {a!r}") from None
+    if not -ndim <= a < ndim:
+        raise ValueError(f"axis {a} is out of bounds for an array of dimension {ndim}")
+    return a % ndim
+
+
+class _Layout:
+    """An array seen as a C-contiguous (rows, cols) matrix with `axes` last."""
+
+    def __init__(self, x: np.ndarray, axes: Tuple[int, ...], dtype: np.dtype):
+        self.shape = x.shape
+        self.axes = axes
+        self.keep = tuple(i for i in range(x.ndim) if i not in axes)
+        self.trailing = axes == tuple(range(x.ndim - len(axes), x.ndim))
+        self.batch_shape = tuple(x.shape[i] for i in self.keep)
+        cols = 1
+        for a in axes:
+            cols *= x.shape[a]
+        rows = 1
+        for s in self.batch_shape:
+            rows *= s
+        self.rows, self.cols = rows, cols
+        moved = x if self.trailing else np.transpose(x, self.keep + axes)
+        # ascontiguousarray is a no-op (no copy) for a C-contiguous array of the right dtype.
+        self.x2d = np.ascontiguousarray(moved, dtype=dtype).reshape(rows, cols)
+
+    def restore(self, y2d: np.ndarray) -> np.ndarray:
+        """A (rows, cols) result back in the input's shape and axis order (a view when possible)."""
+        moved_shape = self.batch_shape + tuple(self.shape[a] for a in self.axes)
+        y = y2d.reshape(moved_shape)
+        if self.trailing:
+            return y
+        return np.transpose(y, np.argsort(self.keep + self.axes))
+
+    def out_view(self, out: np.ndarray) -> Optional[np.ndarray]:
+        """`out` as a (rows, cols) C-contiguous view the kernel can write directly, or None."""
+        if self.trailing and out.flags.c_contiguous:
+            return out.reshape(self.rows, self.cols)
+        return None
+
+
+def _check_out(out: Any, shape: Tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    if not isinstance(out, np.ndarray):
+        raise ValueError(f"out must be a NumPy ndarray, got {type(out).__name__}")
+    if out.shape != tuple(shape):
+        raise ValueError(f"out has shape {out.shape}, expected {tuple(shape)}")
+    if out.dtype != dtype:
+        raise ValueError(f"out has dtype {out.dtype}, expected {dtype}")
+    if not out.flags.writeable:
+        raise ValueError("out is read-only")
+    return out
+
+
+def _scale(temperature: Any) -> float:
+    try:
+        t = float(temperature)
+    except (TypeError, ValueError):
+        raise TypeError(f"temperature must be a real number, got {temperature!r}") from None
+    if not (t > 0.0 and np.isfinite(t)):
+        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
+    return 1.0 / t
+
+
+def _write_result(
+    y2d_kernel: Any,
+    layout: _Layout,
+    out: Optional[np.ndarray],
+    res_dtype: np.dtype,
+    run: Any,
+) -> np.ndarray:
+    """Runs `run(dst2d)` into `out` directly when it can, else into a fresh array, then places it."""
+    kdt = layout.x2d.dtype
+    if out is not None and res_dtype == kdt:
+        view = layout.out_view(out)
+        if view is not None and (
+            view.__array_interface__["data"][0] == layout.x2d.__array_interface__["data"][0]
+            or not np.may_share_memory(view, layout.x2d)
+        ):
+            run(view)
+            return out
+    dst = np.empty((layout.rows, layout.cols), dtype=kdt)
+    run(dst)
+    y = layout.restore(dst)
+    if out is not None:
+        np.copyto(out, y, casting="unsafe")
+        return out
+    if res_dtype != kdt:
+        return y.astype(res_dtype)
+    return y
+
+
+# --------------------------------------------------------------------------------------------------
+# softmax family
+
+
+def _softmax_impl(x: Any, axis: Axis, temperature: Any, out: Any, sign: float, log: bool) -> Any:
+    x = _asarray(x)
+    kdt, rdt = _dtypes(x)
+    scale = sign * _scale(temperature)
+    axes = _normalize_axes(axis, x.ndim) if x.ndim else ()
+    if out is not None:
+        out = _check_out(out, x.shape, rdt)
+    if x.ndim == 0:
+        # A 0-d array is one row of one element (SciPy's rule for axis=None).
+        axes = ()
+        x = x.reshape(1)
+        axes = (0,)
+        res = _softmax_impl(x, 0, temperature, None, sign, log).reshape(())
+        if out is not None:
+            np.copyto(out, res)
+            return out
+        return res
+    layout = _Layout(x, axes, kdt)
+    if layout.rows * layout.cols == 0:
+        res = np.empty(x.shape, dtype=rdt)
+        return out if out is not None else res
+    return _write_result(
+        None,
+        layout,
+        out,
+        rdt,
+        lambda dst: _native.softmax(layout.x2d, dst, scale, log),
+    )
+
+
+def softmax(x: Any, axis: Axis = -1, *, temperature: float = 1.0, out: Any = None) -> Any:
+    r"""Softmax along `axis`: :math:`\mathrm{softmax}(o)_j = e^{o_j/T} / \sum_k e^{o_k/T}`.
+
+    Computed stably (the row maximum is subtracted first). `axis` may be an int, a tuple of ints or
+    None (the whole array). float32 and float64 keep their dtype; float16/bfloat16 compute in
+    float32 and return their own dtype; integer and bool inputs become float64.
+
+    >>> import numpy as np, fastsoftmax as fs
+    >>> fs.softmax(np.array([[1.0, 2.0, 3.0]])).round(4)
+    array([[0.09  , 0.2447, 0.6652]])
+    """
+    if (
+        out is None
+        and temperature == 1.0
+        and axis == -1
+        and type(x) is np.ndarray
+        and x.ndim == 2
+        and x.dtype in _KERNEL_DTYPES
+        and x.flags.c_contiguous
+        and x.size
+    ):
+        # The common small call (T5): no layout work.
+        y = np.empty_like(x)
+        _native.softmax(x, y, 1.0, False)
+        return y
+    if _is_cupy(x):
+        return _cuda().softmax(x, axis, temperature=temperature, out=out)
+    return _softmax_impl(x, axis, temperature, out, 1.0, False)
+
+
+def log_softmax(x: Any, axis: Axis = -1, *, temperature: float = 1.0, out: Any = None) -> Any:
+    r"""Log-softmax along `axis`: :math:`o_j/T - \mathrm{logsumexp}(o/T)`.
+
+    Same axes, dtypes and `out=` rules as :func:`softmax`.
+
+    >>> import numpy as np, fastsoftmax as fs
+    >>> fs.log_softmax(np.array([0.0, 0.0])).round(4)
+    array([-0.6931, -0.6931])
+    """
+    if _is_cupy(x):
+        return _cuda().log_softmax(x, axis, temperature=temperature, out=out)
+    return _softmax_impl(x, axis, temperature, out, 1.0, True)
+
+
+def softmin(x: Any, axis: Axis = -1, *, temperature: float = 1.0, out: Any = None) -> Any:
+    r"""Softmin along `axis`: ``softmax(-x)``, i.e. :math:`e^{-o_j/T} / \sum_k e^{-o_k/T}`.
+
+    >>> import numpy as np, fastsoftmax as fs
+    >>> fs.softmin(np.array([1.0, 2.0])).round(4)
+    array([0.7311, 0.2689])
+    """
+    if _is_cupy(x):
+        return _cuda().softmin(x, axis, temperature=temperature, out=out)
+    return _softmax_impl(x, axis, temperature, out, -1.0, False)
+
+
+# --------------------------------------------------------------------------------------------------
+# logsumexp
+
+
+def logsumexp(
+    x: Any,
+    axis: Axis = -1,
+    *,
+    b: Any = None,
+    keepdims: bool = False,
+    return_sign: bool = False,
+    temperature: float = 1.0,
+    out: Any = None,
+) -> Any:
+    r"""Log of the sum of exponentials along `axis`: :math:`T \log \sum_j b_j e^{o_j/T}`.
+
+    SciPy's semantics: `b` broadcasts against `x`, may be negative, and `b == 0` leaves an element
+    out; with ``return_sign=True`` the result is ``(log|s|, sign(s))``, otherwise a negative sum gives
+    NaN. The largest term is split off and ``log1p`` used, so ``logsumexp([0, -40])`` keeps its
+    digits. A full reduction returns a NumPy scalar; `keepdims` keeps the reduced axes as size 1.
+
+    >>> import numpy as np, fastsoftmax as fs
+    >>> float(fs.logsumexp(np.array([0.0, 0.0])))
+    0.6931471805599453
+    >>> float(fs.logsumexp(np.array([0.0, -40.0])))
+    4.248354255291589e-18
+    """
+    if _is_cupy(x):
+        return _cuda().logsumexp(
+            x,
+            axis,
+            b=b,
+            keepdims=keepdims,
+            return_sign=return_sign,
+            temperature=temperature,
+            out=out,
+        )
+    x = _asarray(x)
+    kdt, rdt = _dtypes(x)
+    inv_t = _scale(temperature)
+    if b is not None:
+        b = _asarray(b, "b")
+        if b.dtype.kind not in "biuf" and not _is_bfloat16(b.dtype):
+            raise TypeError(f"b has unsupported dtype {b.dtype}")
+        try:
+            shape = np.broadcast_shapes(x.shape, b.shape)
+        except ValueError:
+            raise ValueError(
+                f"b of shape {b.shape} does not broadcast against x of shape {x.shape}"
+            ) from None
+        if b.dtype.kind == "f" and b.dtype.itemsize > kdt.itemsize:
+            kdt = rdt = np.result_type(kdt, b.dtype)
+        if shape != x.shape:
+            x = np.broadcast_to(x, shape)
+        b = np.broadcast_to(b, shape)
+    ndim = x.ndim
+    if ndim == 0:
+        x = x.reshape(1)
+        if b is not None:
+            b = b.reshape(1)
+        axes: Tuple[int, ...] = (0,)
+    else:
+        axes = _normalize_axes(axis, ndim)
+    layout = _Layout(x, axes, kdt)
+    res_shape = layout.batch_shape
+    if keepdims:
+        res_shape = tuple(1 if i in axes else s for i, s in enumerate(x.shape))
+        if ndim == 0:
+            res_shape = ()
+    if out is not None:
+        out = _check_out(out, res_shape, rdt)
+    res = np.empty(layout.rows, dtype=kdt)
+    sign = None
+    if b is None:
+        if layout.rows:
+            _native.logsumexp(layout.x2d, res, inv_t)
+    else:
+        b2d = _Layout(b, axes, kdt).x2d
+        x2d = layout.x2d if inv_t == 1.0 else layout.x2d * kdt.type(inv_t)
+        sign = np.empty(layout.rows, dtype=kdt)
+        if layout.rows:
+            _native.logsumexp_b(np.ascontiguousarray(x2d), b2d, res, sign)
+        if inv_t != 1.0:
+            res *= kdt.type(1.0 / inv_t)
+        if not return_sign:
+            res[sign < 0] = np.nan
+    res = res.reshape(res_shape)
+    if rdt != kdt:
+        res = res.astype(rdt)
+    if out is not None:
+        np.copyto(out, res)
+        res = out
+    elif res.ndim == 0:
+        res = res[()]
+    if not return_sign:
+        return res
+    if sign is None:
+        # Without weights every term is positive: the sign is 1, or 0 for an empty/-inf sum, NaN for
+        # NaN (SciPy's convention).
+        r = np.asarray(res, dtype=kdt)
+        sign = np.where(np.isnan(r), np.nan, np.where(r == -np.inf, 0.0, 1.0)).astype(kdt)
+    sign = np.asarray(sign).reshape(res_shape).astype(rdt)
+    return res, (sign[()] if sign.ndim == 0 else sign)
+
+
+# --------------------------------------------------------------------------------------------------
+# cross-entropy family
+
+
+class _CeCall:
+    """The validated arguments of one cross-entropy call, as the kernel wants them."""
+
+    def __init__(
+        self,
+        logits: Any,
+        target: Any,
+        axis: Any,
+        weight: Any,
+        ignore_index: Any,
+        reduction: Any,
+        label_smoothing: Any,
+        z_loss: Any,
+        softcap: Any,
+    ):
+        logits = _asarray(logits, "logits")
+        kdt, rdt = _dtypes(logits, "logits")
+        if logits.ndim == 0:
+            raise ValueError("logits must have at least one dimension (the classes)")
+        (cax,) = _normalize_axes(axis, logits.ndim, allow_multiple=False)
+        if reduction not in _REDUCTIONS:
+            raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+        try:
+            eps = float(label_smoothing)
+        except (TypeError, ValueError):
+            raise TypeError(f"label_smoothing must be a number, got {label_smoothing!r}") from None
+        if not 0.0 <= eps <= 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing!r}")
+        try:
+            z = float(z_loss)
+        except (TypeError, ValueError):
+            raise TypeError(f"z_loss must be a number, got {z_loss!r}") from None
+        if not (z >= 0.0 and np.isfinite(z)):
+            raise ValueError(f"z_loss must be a finite number >= 0, got {z_loss!r}")
+        cap = None
+        if softcap is not None:
+            try:
+                cap = float(softcap)
+            except (TypeError, ValueError):
+                raise TypeError(f"softcap must be a number or None, got {softcap!r}") from None
+            if not (cap > 0.0 and np.isfinite(cap)):
+                raise ValueError(f"softcap must be a finite number > 0, got {softcap!r}")
+        try:
+            ignore = operator.index(ignore_index)
+        except TypeError:
+            raise TypeError(f"ignore_index must be an int, got {ignore_index!r}") from None
+
+        target = _asarray(target, "target")
+        layout = _Layout(logits, (cax,), kdt)
+        C = layout.cols
+        if target.dtype.kind in "iu":
+            if target.shape != layout.batch_shape:
+                raise ValueError(
+                    f"class-index target must have shape {layout.batch_shape} "
+                    f"(logits {logits.shape} without axis {cax}), got {target.shape}"
+                )
+            t = target.reshape(-1)
+            if t.dtype == np.uint64 and t.size and t.max() > np.iinfo(np.int64).max:
+                pos = int(np.argmax(t > np.iinfo(np.int64).max))
+                raise IndexError(
+                    f"target {int(t[pos])} at position {pos} is out of bounds for {C} classes"
+                )
+            t = np.ascontiguousarray(t, dtype=np.int64)
+            soft = False
+        elif target.dtype.kind == "f" or _is_bfloat16(target.dtype):
+            if target.shape != logits.shape:
+                raise ValueError(
+                    f"soft-label target must have the logits' shape {logits.shape}, "
+                    f"got {target.shape}"
+                )
+            t = _Layout(target, (cax,), kdt).x2d
+            soft = True
+        else:
+            raise TypeError(
+                f"target must hold integer class indices or floating probabilities, "
+                f"got dtype {target.dtype}"
+            )
+        w = None
+        if weight is not None:
+            w = _asarray(weight, "weight")
+            if w.dtype.kind not in "biuf" and not _is_bfloat16(w.dtype):
+                raise TypeError(f"weight has unsupported dtype {w.dtype}")
+            if w.shape != (C,):
+                raise ValueError(f"weight must have shape ({C},) (one per class), got {w.shape}")
+            w = np.ascontiguousarray(w, dtype=kdt)
+        self.logits = logits
+        self.layout = layout
+        self.kdt, self.rdt = kdt, rdt
+        self.target, self.soft = t, soft
+        self.weight = w
+        self.ignore = ignore
+        self.reduction = reduction
+        self.eps, self.z, self.cap = eps, z, cap
+
+    def run(self, grad: Optional[np.ndarray]) -> Tuple[Any, Any]:
+        """Runs the kernel; returns (loss, losses-per-row array or None)."""
+        lay = self.layout
+        losses = None
+        if self.reduction == "none":
+            losses = np.empty(lay.rows, dtype=self.kdt)
+        total = _native.cross_entropy(
+            lay.x2d,
+            self.target,
+            self.weight,
+            self.ignore,
+            self.eps,
+            self.z,
+            self.cap,
+            self.reduction,
+            grad,
+            losses,
+        )
+        if losses is not None:
+            loss = losses.reshape(lay.batch_shape).astype(self.rdt, copy=False)
+            return (loss[()] if loss.ndim == 0 else loss), losses
+        return self.rdt.type(total), None
+
+
+_CE_DOC_OPTIONS = """
+    Options (PyTorch's names): `weight` per-class weights of shape (C,); `ignore_index` rows whose
+    label equals it add nothing and get a zero gradient; `reduction` "mean" (divides by the summed
+    weight of the counted rows; 0.0 when every row is ignored), "sum" or "none";
+    `label_smoothing` ε in [0, 1]; `z_loss` adds z·logsumexp(o)² per counted row; `softcap` c replaces
+    the logits by c·tanh(o/c) first. `target` holds class indices (the logits' shape without `axis`) or
+    soft labels (the logits' shape).
+"""
+
+
+def cross_entropy(
+    logits: Any,
+    target: Any,
+    *,
+    axis: int = -1,
+    weight: Any = None,
+    ignore_index: int = -100,
+    reduction: Reduction = "mean",
+    label_smoothing: float = 0.0,
+    z_loss: float = 0.0,
+    softcap: Optional[float] = None,
+) -> Any:
+    """Cross-entropy loss: per row ``l = logsumexp(o) - o[y]`` (hard labels) or
+    ``-sum(q * log_softmax(o))`` (soft labels).
+    """
+    if _is_cupy(logits):
+        return _cuda().cross_entropy(
+            logits,
+            target,
+            axis=axis,
+            weight=weight,
+            ignore_index=ignore_index,
+            reduction=reduction,
+            label_smoothing=label_smoothing,
+            z_loss=z_loss,
+            softcap=softcap,
+        )
+    call = _CeCall(
+        logits, target, axis, weight, ignore_index, reduction, label_smoothing, z_loss, softcap
+    )
+    loss, _ = call.run(None)
+    return loss
+
+
+def _ce_with_grad(call: _CeCall, out: Any) -> Tuple[Any, Any]:
+    lay = call.layout
+    if out is not None:
+        out = _check_out(out, call.logits.shape, call.rdt)
+    result: dict = {}
+
+    def run(dst: np.ndarray) -> None:
+        result["loss"] = call.run(dst)[0]
+
+    if lay.rows * lay.cols == 0:
+        loss = call.run(np.empty((lay.rows, lay.cols), dtype=call.kdt))[0]
+        grad = out if out is not None else np.empty(call.logits.shape, dtype=call.rdt)
+        return loss, grad
+    grad = _write_result(None, lay, out, call.rdt, run)
+    return result["loss"], grad
+
+
+def cross_entropy_grad(
+    logits: Any,
+    target: Any,
+    *,
+    axis: int = -1,
+    weight: Any = None,
+    ignore_index: int = -100,
+    reduction: Reduction = "mean",
+    label_smoothing: float = 0.0,
+    z_loss: float = 0.0,
+    softcap: Optional[float] = None,
+    out: Any = None,
+) -> Any:
+    """Gradient of :func:`cross_entropy` with respect to the logits: ``(softmax(o) - onehot(y)) / N``
+    for ``reduction="mean"`` without options. ``out=logits`` writes it in place.
+    """
+    if _is_cupy(logits):
+        return _cuda().cross_entropy_grad(
+            logits,
+            target,
+            axis=axis,
+            weight=weight,
+            ignore_index=ignore_index,
+            reduction=reduction,
+            label_smoothing=label_smoothing,
+            z_loss=z_loss,
+            softcap=softcap,
+            out=out,
+        )
+    call = _CeCall(
+        logits, target, axis, weight, ignore_index, reduction, label_smoothing, z_loss, softcap
+    )
+    return _ce_with_grad(call, out)[1]
+
+
+def cross_entropy_with_grad(
+    logits: Any,
+    target: Any,
+    *,
+    axis: int = -1,
+    weight: Any = None,
+    ignore_index: int = -100,
+    reduction: Reduction = "mean",
+    label_smoothing: float = 0.0,
+    z_loss: float = 0.0,
+    softcap: Optional[float] = None,
+    out: Any = None,
+) -> Tuple[Any, Any]:
+    """``(loss, grad)`` of :func:`cross_entropy`, computed in one pass over each row of `logits`.
+    ``out=logits`` is allowed and writes the gradient in place.
+    """
+    if _is_cupy(logits):
+        return _cuda().cross_entropy_with_grad(
+            logits,
+            target,
+            axis=axis,
+            weight=weight,
+            ignore_index=ignore_index,
+            reduction=reduction,
+            label_smoothing=label_smoothing,
+            z_loss=z_loss,
+            softcap=softcap,
+            out=out,
+        )
+    call = _CeCall(
+        logits, target, axis, weight, ignore_index, reduction, label_smoothing, z_loss, softcap
+    )
+    return _ce_with_grad(call, out)
+
+
+for _f in (cross_entropy, cross_entropy_grad, cross_entropy_with_grad):
+    _f.__doc__ = (_f.__doc__ or "") + _CE_DOC_OPTIONS
+
+
+# --------------------------------------------------------------------------------------------------
+# threads and instruction sets
+
+
+def set_num_threads(n: int) -> None:
+    """Sets the number of worker threads of the CPU kernels (default: the cores available, or
+    ``FASTSOFTMAX_NUM_THREADS``)."""
+    try:
+        n = operator.index(n)
+    except TypeError:
+        raise TypeError(f"n must be an int, got {n!r}") from None
+    _native.set_num_threads(n)
+
+
+def get_num_threads() -> int:
+    """The number of worker threads of the CPU kernels."""
+    return int(_native.get_num_threads())
+
+
+def simd_backend() -> str:
+    """The instruction set the CPU kernels run on now: "avx512", "avx2", "neon" or "scalar"
+    (``FASTSOFTMAX_SIMD`` forces a lower one)."""
+    return str(_native.simd_backend())

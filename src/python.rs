@@ -1,0 +1,447 @@
+//! The only file that knows PyO3: borrow the arrays the Python layer prepared (C-contiguous 2-D,
+//! dtype float32/float64), release the GIL around large kernels, map kernel errors to exceptions.
+//! Validation of user input happens in `python/fastsoftmax/_api.py`; the checks here are the last
+//! line of defence, so a wrong call can raise but never crash.
+
+use crate::kernels::{cross_entropy as ce, logsumexp as lse, softmax as sm, Buf};
+use crate::simd::{self, Backend, Element};
+use crate::KernelError;
+use numpy::{PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1, PyUntypedArrayMethods};
+use pyo3::exceptions::{PyIndexError, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+
+/// Inputs of at least this many elements run with the GIL released. Below it, releasing and
+/// re-taking the GIL (~0.2 µs, plus contention) is a noticeable share of a call that takes
+/// microseconds; 16 Ki elements take ~5 µs.
+const GIL_MIN_ELEMS: usize = 1 << 14;
+
+impl From<KernelError> for PyErr {
+    fn from(e: KernelError) -> PyErr {
+        match e {
+            KernelError::Shape(_) | KernelError::Value(_) => PyValueError::new_err(e.to_string()),
+            KernelError::Label { .. } => PyIndexError::new_err(e.to_string()),
+        }
+    }
+}
+
+/// Runs `f` without the GIL when the input is large.
+fn run<R: Send>(py: Python<'_>, elems: usize, f: impl FnOnce() -> R + Send) -> R {
+    if elems >= GIL_MIN_ELEMS {
+        py.detach(f)
+    } else {
+        f()
+    }
+}
+
+trait Float: Element + numpy::Element {}
+impl Float for f32 {}
+impl Float for f64 {}
+
+fn cast2<'a, 'py, T: Float>(
+    a: &'a Bound<'py, PyAny>,
+    what: &str,
+) -> PyResult<&'a Bound<'py, PyArray2<T>>> {
+    let a = a.cast::<PyArray2<T>>().map_err(|_| {
+        PyValueError::new_err(format!(
+            "{what} must be a 2-D {} array",
+            std::any::type_name::<T>()
+        ))
+    })?;
+    if !a.is_c_contiguous() {
+        return Err(PyValueError::new_err(format!(
+            "{what} must be C-contiguous"
+        )));
+    }
+    Ok(a)
+}
+
+fn cast1<'a, 'py, T: Float>(
+    a: &'a Bound<'py, PyAny>,
+    what: &str,
+) -> PyResult<&'a Bound<'py, PyArray1<T>>> {
+    let a = a.cast::<PyArray1<T>>().map_err(|_| {
+        PyValueError::new_err(format!(
+            "{what} must be a 1-D {} array",
+            std::any::type_name::<T>()
+        ))
+    })?;
+    if !a.is_c_contiguous() {
+        return Err(PyValueError::new_err(format!("{what} must be contiguous")));
+    }
+    Ok(a)
+}
+
+fn borrow_err(e: impl std::fmt::Display) -> PyErr {
+    PyValueError::new_err(format!("cannot use the array: {e}"))
+}
+
+/// Whether `x` is f32 (else f64); anything else is a `TypeError`.
+fn is_f32(x: &Bound<'_, PyAny>) -> PyResult<bool> {
+    if x.cast::<PyArray2<f32>>().is_ok() || x.cast::<PyArray1<f32>>().is_ok() {
+        Ok(true)
+    } else if x.cast::<PyArray2<f64>>().is_ok() || x.cast::<PyArray1<f64>>().is_ok() {
+        Ok(false)
+    } else {
+        Err(PyTypeError::new_err(
+            "expected a float32 or float64 NumPy array",
+        ))
+    }
+}
+
+/// Calls `f` with the input and output as a [`Buf`]: in place when they are the same memory.
+fn with_buf<T: Float, R>(
+    x: &Bound<'_, PyArray2<T>>,
+    out: &Bound<'_, PyArray2<T>>,
+    f: impl FnOnce(Buf<'_, T>) -> PyResult<R>,
+) -> PyResult<R> {
+    if x.shape() != out.shape() {
+        return Err(PyValueError::new_err(format!(
+            "out has shape {:?}, expected {:?}",
+            out.shape(),
+            x.shape()
+        )));
+    }
+    if x.data() == out.data() {
+        let mut w = out.try_readwrite().map_err(borrow_err)?;
+        f(Buf::InPlace(w.as_slice_mut().map_err(borrow_err)?))
+    } else {
+        let r = x.try_readonly().map_err(borrow_err)?;
+        let mut w = out.try_readwrite().map_err(borrow_err)?;
+        f(Buf::Separate {
+            x: r.as_slice().map_err(borrow_err)?,
+            out: w.as_slice_mut().map_err(borrow_err)?,
+        })
+    }
+}
+
+fn softmax_t<T: Float>(
+    py: Python<'_>,
+    x: &Bound<'_, PyAny>,
+    out: &Bound<'_, PyAny>,
+    scale: f64,
+    mode: sm::Mode,
+) -> PyResult<()> {
+    let x = cast2::<T>(x, "x")?;
+    let out = cast2::<T>(out, "out")?;
+    let cols = x.shape()[1];
+    let backend = simd::active();
+    let scale = T::from_f64(scale);
+    with_buf(x, out, |buf| {
+        let n = buf_len(&buf);
+        Ok(run(py, n, || sm::softmax(backend, buf, cols, scale, mode))?)
+    })
+}
+
+fn buf_len<T>(b: &Buf<'_, T>) -> usize {
+    match b {
+        Buf::Separate { x, .. } => x.len(),
+        Buf::InPlace(b) => b.len(),
+    }
+}
+
+/// `out = softmax(x · scale)` (`log=True`: log-softmax) over the rows of a C-contiguous 2-D array.
+#[pyfunction]
+fn softmax(
+    py: Python<'_>,
+    x: &Bound<'_, PyAny>,
+    out: &Bound<'_, PyAny>,
+    scale: f64,
+    log: bool,
+) -> PyResult<()> {
+    let mode = if log {
+        sm::Mode::LogSoftmax
+    } else {
+        sm::Mode::Softmax
+    };
+    if is_f32(x)? {
+        softmax_t::<f32>(py, x, out, scale, mode)
+    } else {
+        softmax_t::<f64>(py, x, out, scale, mode)
+    }
+}
+
+fn logsumexp_t<T: Float>(
+    py: Python<'_>,
+    x: &Bound<'_, PyAny>,
+    out: &Bound<'_, PyAny>,
+    scale: f64,
+) -> PyResult<()> {
+    let x = cast2::<T>(x, "x")?;
+    let out = cast1::<T>(out, "out")?;
+    let cols = x.shape()[1];
+    let backend = simd::active();
+    let r = x.try_readonly().map_err(borrow_err)?;
+    let mut w = out.try_readwrite().map_err(borrow_err)?;
+    let xs = r.as_slice().map_err(borrow_err)?;
+    let os = w.as_slice_mut().map_err(borrow_err)?;
+    let scale = T::from_f64(scale);
+    Ok(run(py, xs.len(), || {
+        lse::logsumexp(backend, xs, cols, scale, os)
+    })?)
+}
+
+/// `out[r] = logsumexp(x[r] · scale) / scale` for each row of a C-contiguous 2-D array.
+#[pyfunction]
+fn logsumexp(
+    py: Python<'_>,
+    x: &Bound<'_, PyAny>,
+    out: &Bound<'_, PyAny>,
+    scale: f64,
+) -> PyResult<()> {
+    if is_f32(x)? {
+        logsumexp_t::<f32>(py, x, out, scale)
+    } else {
+        logsumexp_t::<f64>(py, x, out, scale)
+    }
+}
+
+fn logsumexp_b_t<T: Float>(
+    py: Python<'_>,
+    x: &Bound<'_, PyAny>,
+    b: &Bound<'_, PyAny>,
+    out: &Bound<'_, PyAny>,
+    sign: &Bound<'_, PyAny>,
+) -> PyResult<()> {
+    let x = cast2::<T>(x, "x")?;
+    let b = cast2::<T>(b, "b")?;
+    let out = cast1::<T>(out, "out")?;
+    let sign = cast1::<T>(sign, "sign")?;
+    let cols = x.shape()[1];
+    let rx = x.try_readonly().map_err(borrow_err)?;
+    let rb = b.try_readonly().map_err(borrow_err)?;
+    let mut wo = out.try_readwrite().map_err(borrow_err)?;
+    let mut ws = sign.try_readwrite().map_err(borrow_err)?;
+    let (xs, bs) = (
+        rx.as_slice().map_err(borrow_err)?,
+        rb.as_slice().map_err(borrow_err)?,
+    );
+    let (os, ss) = (
+        wo.as_slice_mut().map_err(borrow_err)?,
+        ws.as_slice_mut().map_err(borrow_err)?,
+    );
+    Ok(run(py, xs.len(), || {
+        lse::logsumexp_weighted(xs, bs, cols, os, ss)
+    })?)
+}
+
+/// SciPy's weighted `logsumexp` per row: `out = log|Σ b·exp(x)|`, `sign = sign(Σ b·exp(x))`.
+#[pyfunction]
+fn logsumexp_b(
+    py: Python<'_>,
+    x: &Bound<'_, PyAny>,
+    b: &Bound<'_, PyAny>,
+    out: &Bound<'_, PyAny>,
+    sign: &Bound<'_, PyAny>,
+) -> PyResult<()> {
+    if is_f32(x)? {
+        logsumexp_b_t::<f32>(py, x, b, out, sign)
+    } else {
+        logsumexp_b_t::<f64>(py, x, b, out, sign)
+    }
+}
+
+fn parse_reduction(r: &str) -> PyResult<ce::Reduction> {
+    match r {
+        "mean" => Ok(ce::Reduction::Mean),
+        "sum" => Ok(ce::Reduction::Sum),
+        "none" => Ok(ce::Reduction::None),
+        _ => Err(PyValueError::new_err(format!(
+            "reduction must be 'mean', 'sum' or 'none', got {r:?}"
+        ))),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn cross_entropy_t<T: Float>(
+    py: Python<'_>,
+    logits: &Bound<'_, PyAny>,
+    target: &Bound<'_, PyAny>,
+    weight: Option<&Bound<'_, PyAny>>,
+    opts: ce::CeOptions<'_, T>,
+    grad: Option<&Bound<'_, PyAny>>,
+    losses: Option<&Bound<'_, PyAny>>,
+) -> PyResult<f64> {
+    let x = cast2::<T>(logits, "logits")?;
+    let (rows, cols) = (x.shape()[0], x.shape()[1]);
+    let backend = simd::active();
+    // Borrow everything first; the kernel then runs without touching Python.
+    let hard: Option<PyReadonlyArray1<'_, i64>> = match target.cast::<PyArray1<i64>>() {
+        Ok(t) => Some(t.try_readonly().map_err(borrow_err)?),
+        Err(_) => None,
+    };
+    let soft = match &hard {
+        Some(_) => None,
+        None => Some(
+            cast2::<T>(target, "target")?
+                .try_readonly()
+                .map_err(borrow_err)?,
+        ),
+    };
+    let target = match (&hard, &soft) {
+        (Some(h), _) => ce::Target::Hard(h.as_slice().map_err(borrow_err)?),
+        (None, Some(s)) => ce::Target::Soft(s.as_slice().map_err(borrow_err)?),
+        (None, None) => unreachable!(),
+    };
+    let w = match weight {
+        Some(w) => Some(
+            cast1::<T>(w, "weight")?
+                .try_readonly()
+                .map_err(borrow_err)?,
+        ),
+        None => None,
+    };
+    let opts = ce::CeOptions {
+        weight: match &w {
+            Some(w) => Some(w.as_slice().map_err(borrow_err)?),
+            None => None,
+        },
+        ..opts
+    };
+    let mut lw = match losses {
+        Some(l) => Some(
+            cast1::<T>(l, "losses")?
+                .try_readwrite()
+                .map_err(borrow_err)?,
+        ),
+        None => None,
+    };
+    let loss_slice = match &mut lw {
+        Some(l) => Some(l.as_slice_mut().map_err(borrow_err)?),
+        None => None,
+    };
+    let n = rows * cols;
+    match grad {
+        None => {
+            let r = x.try_readonly().map_err(borrow_err)?;
+            let xs = r.as_slice().map_err(borrow_err)?;
+            Ok(run(py, n, || {
+                ce::cross_entropy(
+                    backend,
+                    ce::Logits::Read(xs),
+                    rows,
+                    cols,
+                    target,
+                    &opts,
+                    loss_slice,
+                )
+            })?)
+        }
+        Some(g) => {
+            let g = cast2::<T>(g, "out")?;
+            with_buf(x, g, |buf| {
+                Ok(run(py, n, || {
+                    ce::cross_entropy(
+                        backend,
+                        ce::Logits::Grad(buf),
+                        rows,
+                        cols,
+                        target,
+                        &opts,
+                        loss_slice,
+                    )
+                })?)
+            })
+        }
+    }
+}
+
+/// The cross-entropy loss of C-contiguous 2-D logits (and its gradient into `grad` when given; `grad`
+/// may be `logits` itself). Hard targets are int64 of shape (rows,), soft ones have the logits'
+/// shape and dtype. Returns the reduced loss; with `reduction="none"` the per-row losses go to
+/// `losses`.
+#[pyfunction]
+#[pyo3(signature = (logits, target, weight, ignore_index, label_smoothing, z_loss, softcap, reduction, grad=None, losses=None))]
+#[allow(clippy::too_many_arguments)]
+fn cross_entropy(
+    py: Python<'_>,
+    logits: &Bound<'_, PyAny>,
+    target: &Bound<'_, PyAny>,
+    weight: Option<&Bound<'_, PyAny>>,
+    ignore_index: i64,
+    label_smoothing: f64,
+    z_loss: f64,
+    softcap: Option<f64>,
+    reduction: &str,
+    grad: Option<&Bound<'_, PyAny>>,
+    losses: Option<&Bound<'_, PyAny>>,
+) -> PyResult<f64> {
+    let reduction = parse_reduction(reduction)?;
+    macro_rules! call {
+        ($t:ty) => {
+            cross_entropy_t::<$t>(
+                py,
+                logits,
+                target,
+                weight,
+                ce::CeOptions {
+                    weight: None,
+                    ignore_index,
+                    label_smoothing,
+                    z_loss,
+                    softcap,
+                    reduction,
+                },
+                grad,
+                losses,
+            )
+        };
+    }
+    if is_f32(logits)? {
+        call!(f32)
+    } else {
+        call!(f64)
+    }
+}
+
+/// Sets the number of threads the kernels use.
+#[pyfunction]
+fn set_num_threads(n: i64) -> PyResult<()> {
+    if n < 1 {
+        return Err(PyValueError::new_err(format!(
+            "the number of threads must be >= 1, got {n}"
+        )));
+    }
+    crate::parallel::set_num_threads(n as usize);
+    Ok(())
+}
+
+/// The number of threads the kernels use.
+#[pyfunction]
+fn get_num_threads() -> usize {
+    crate::parallel::get_num_threads()
+}
+
+/// The instruction set the kernels run on now.
+#[pyfunction]
+fn simd_backend() -> &'static str {
+    simd::active().name()
+}
+
+/// The instruction sets this CPU supports, lowest first.
+#[pyfunction]
+fn supported_backends() -> Vec<&'static str> {
+    Backend::supported().iter().map(|b| b.name()).collect()
+}
+
+/// Forces an instruction set (for tests); `ValueError` if unknown or unsupported here.
+#[pyfunction]
+fn _set_simd_backend(name: &str) -> PyResult<()> {
+    let b = Backend::from_name(name)
+        .ok_or_else(|| PyValueError::new_err(format!("unknown instruction set {name:?}")))?;
+    Ok(simd::set_active(b)?)
+}
+
+#[pymodule(gil_used = false)]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(softmax, m)?)?;
+    m.add_function(wrap_pyfunction!(logsumexp, m)?)?;
+    m.add_function(wrap_pyfunction!(logsumexp_b, m)?)?;
+    m.add_function(wrap_pyfunction!(cross_entropy, m)?)?;
+    m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;
+    m.add_function(wrap_pyfunction!(get_num_threads, m)?)?;
+    m.add_function(wrap_pyfunction!(simd_backend, m)?)?;
+    m.add_function(wrap_pyfunction!(supported_backends, m)?)?;
+    m.add_function(wrap_pyfunction!(_set_simd_backend, m)?)?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}
