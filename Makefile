@@ -1,0 +1,37 @@
+# The two quick-start commands (README): `make bench` and `make test`. Each builds the Rust extension
+# in release mode, installs it into a virtual environment (.venv, made on first use with python3),
+# then runs the benchmark table or the whole test suite (cargo test + pytest).
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# What building and testing need; PyTorch/JAX/CuPy stay optional peers, never installed here.
+DEV_DEPS := "maturin>=1.7,<2" "numpy>=1.23" "scipy>=1.10" "pytest>=7" "hypothesis>=6" \
+            "scikit-learn>=1.2" "mypy>=1.8" "ml_dtypes>=0.3"
+ARGS ?=
+
+.PHONY: bench test install deps rust-test py-test clean
+
+bench: install
+	$(BIN)/python -m fastsoftmax.bench $(ARGS)
+
+test: install rust-test py-test
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+deps: $(BIN)/python
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet $(DEV_DEPS)
+
+install: deps
+	VIRTUAL_ENV=$(abspath $(VENV)) PATH=$(abspath $(BIN)):$$PATH $(BIN)/maturin develop --release --quiet
+
+rust-test:
+	cargo test --release
+
+py-test:
+	$(BIN)/python -m pytest -q $(ARGS)
+
+clean:
+	rm -rf $(VENV) target
