@@ -13,7 +13,7 @@
 //! z-term by the number of counted rows. All of this is known before the first row is read (the label
 //! pre-pass), so the gradient is written in the same pass that reads the row.
 
-use super::{finish_lse, max_sum, Acc, Buf, Pre, Scale, SendPtr, SoftCap};
+use super::{finish_lse, log_shift, max_sum, Acc, Buf, Pre, Scale, SendPtr, SoftCap};
 use crate::parallel::{chunk_rows, map_ranges};
 use crate::simd::{Backend, Element, Isa, Simd, WithSimd};
 use crate::KernelError;
@@ -301,7 +301,7 @@ impl<T: Element> CeRows<'_, T> {
             // SAFETY: row `r` is in bounds; the slice is not used once the gradient pass starts.
             let x = unsafe { self.src.slice(off, cols) };
             let (m, sum) = max_sum(s, &p, x);
-            let lse = finish_lse(s, &p, x, m, sum);
+            let lse = log_shift(finish_lse(s, &p, x, m, sum));
             let z_term = opts.z_loss * lse * lse;
             // Coefficients of the gradient g = p·a - w·(bw + bq·q) (and -k at the label).
             let (main, a, bw, bq, at_label) = match (label, self.target) {

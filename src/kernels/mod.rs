@@ -363,3 +363,28 @@ pub(crate) fn finish_lse<T: Element, S: Simd<T>, P: Pre<T, S>>(
     }
     mf + sum.ln()
 }
+
+/// The shift a log-softmax subtracts: `lse`, except that a row holding `+inf` (`lse = +inf`) gives
+/// NaN everywhere (API.md §3) rather than `-inf` for its finite entries.
+#[inline(always)]
+pub(crate) fn log_shift(lse: f64) -> f64 {
+    if lse == f64::INFINITY {
+        f64::NAN
+    } else {
+        lse
+    }
+}
+
+/// `exp(y - m)` with the rounding error of `y - m` put back (TwoSum): the float32 difference of a far
+/// element and the maximum loses up to half an ulp of |y - m| (up to 4e-6 relative at outputs near
+/// 1e-30), which would break softmax's 2e-6 relative bound (API.md §4).
+#[inline(always)]
+pub(crate) fn exp_diff<T: Element, S: Simd<T>>(s: S, y: S::V, neg_m: S::V) -> S::V {
+    let d = s.add(y, neg_m);
+    let bb = s.sub(d, y);
+    let err = s.add(s.sub(y, s.sub(d, bb)), s.sub(neg_m, bb));
+    let e = s.exp(d);
+    // y = -inf makes `err` NaN; its output is exactly 0.
+    let zero = s.splat(T::ZERO);
+    s.select_eq(e, zero, zero, s.mul_add(e, err, e))
+}

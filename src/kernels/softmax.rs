@@ -1,6 +1,6 @@
 //! `softmax`, `log_softmax` and `softmin` (a negative scale) over the rows of a matrix.
 
-use super::{finish_lse, max_sum, merge_max_sum, Buf, Pre, Scale, SendPtr};
+use super::{exp_diff, finish_lse, log_shift, max_sum, merge_max_sum, Buf, Pre, Scale, SendPtr};
 use crate::parallel::{chunk_rows, for_ranges, map_ranges, split_rows, SEGMENT};
 use crate::simd::{Backend, Element, Isa, Simd, WithSimd};
 use crate::KernelError;
@@ -77,7 +77,7 @@ impl<T: Element> WithSimd for Rows<T> {
             let x = unsafe { self.src.slice(off, self.cols) };
             let stat = match self.mode {
                 Mode::Softmax => T::from_f64(1.0 / sum),
-                Mode::LogSoftmax => T::from_f64(finish_lse(s, &self.p, x, m, sum)),
+                Mode::LogSoftmax => T::from_f64(log_shift(finish_lse(s, &self.p, x, m, sum))),
             };
             unsafe {
                 write_row(
@@ -112,13 +112,13 @@ unsafe fn write_row<T: Element, S: Simd<T>, P: Pre<T, S>>(
     mode: Mode,
 ) {
     let l = S::LANES;
-    let mv = s.splat(m);
+    let neg_m = s.splat(-m);
     let sv = s.splat(stat);
     let mut i = 0;
     // Each vector is loaded into a register before its lanes are stored, so `src == dst` is fine;
     // short-lived slices keep every access bounds-checked.
     let op = |v: S::V| match mode {
-        Mode::Softmax => s.mul(s.exp(s.sub(p.apply(s, v), mv)), sv),
+        Mode::Softmax => s.mul(exp_diff(s, p.apply(s, v), neg_m), sv),
         Mode::LogSoftmax => s.sub(p.apply(s, v), sv),
     };
     while i + l <= len {
@@ -157,7 +157,7 @@ fn split_row<T: Element>(
         Mode::LogSoftmax => {
             // SAFETY: as above; the write pass has not started.
             let x = unsafe { src.slice(0, cols) };
-            backend.dispatch(FinishLse { x, p, m, sum })
+            T::from_f64(log_shift(backend.dispatch(FinishLse { x, p, m, sum }).to_f64()))
         }
     };
     for_ranges(cols, SEGMENT, cols, |seg| {

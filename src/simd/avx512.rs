@@ -1,18 +1,356 @@
-//! PLACEHOLDER: the avx512 backend is being written; until then it reports itself unsupported.
+//! The AVX-512 backend (F + BW + DQ + VL, with AVX2 and FMA): 16 × `f32` / 8 × `f64` per vector.
+//!
+//! `exp` is Cody–Waite: `n = round(x·log2 e)`, `r = x - n·ln2_hi - n·ln2_lo` (two FMAs), `e^r` by a
+//! minimax polynomial `1 + r + r²·g(r)` (degree 6 for `f32`, 11 for `f64`), and `2^n` applied by
+//! `vscalef`, which rounds once: overflow gives `+inf`, and the denormal range is rounded correctly (to
+//! within the polynomial's error), down to 0 below half the smallest denormal. No flushing. The input
+//! is first clamped to `±104` (`f32`) / `±746` (`f64`) keeping its sign with one `vrange`, which maps
+//! `±inf` into the overflow / underflow range and lets NaN through.
+//!
+//! Measured (tests/simd.rs, every `f32` in `[-110, 90]`; 4M random `f64` in `[-746, 710]`): ≤ 1 ulp
+//! against the correctly rounded result.
 
-use super::{scalar::Scalar, WithSimd};
+use core::arch::x86_64::*;
 
+use super::{Simd, WithSimd};
+
+/// The AVX-512 token; only [`Avx512::new`] makes one, after checking the CPU.
 #[derive(Clone, Copy, Debug)]
 pub struct Avx512(());
 
 impl Avx512 {
-    /// Returns the token if this CPU supports the instruction set.
+    /// Returns the token if this CPU supports AVX-512 F/BW/DQ/VL, AVX2 and FMA.
+    #[inline]
     pub fn new() -> Option<Self> {
-        None
+        if is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512bw")
+            && is_x86_feature_detected!("avx512dq")
+            && is_x86_feature_detected!("avx512vl")
+            && is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
+        {
+            Some(Avx512(()))
+        } else {
+            None
+        }
     }
 
     /// Runs `job` compiled for this instruction set.
+    #[inline]
     pub fn run<W: WithSimd>(self, job: W) -> W::Output {
-        job.with_simd(Scalar)
+        // SAFETY: the token exists only if `new` found every feature `run_avx512` enables.
+        unsafe { run_avx512(self, job) }
+    }
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
+unsafe fn run_avx512<W: WithSimd>(s: Avx512, job: W) -> W::Output {
+    job.with_simd(s)
+}
+
+/// `vrange` control: minimum of the absolute values, sign of the first operand (a sign-keeping clamp).
+const RANGE_CLAMP: i32 = 0b0010;
+const ROUND_NEAREST: i32 = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+
+mod c32 {
+    pub const CLAMP: f32 = 104.0;
+    pub const LOG2E: f32 = std::f32::consts::LOG2_E;
+    pub const LN2_HI: f32 = 0.693_147_182_464_599_6;
+    pub const LN2_LO: f32 = -1.904_654_212_125_933_6e-9;
+    /// `g(r) ≈ (e^r - 1 - r) / r²` on `[-ln2/2, ln2/2]`, lowest degree first.
+    pub const G: [f32; 5] = [
+        0.5,
+        0.166_665_762_662_887_57,
+        0.041_666_552_424_430_85,
+        0.008_363_292_552_530_766,
+        0.001_392_632_606_439_292_4,
+    ];
+    /// `|x|` below which `tanh` uses the odd polynomial.
+    pub const TANH_SMALL: f32 = 0.625;
+    /// `q(y) ≈ (tanh(√y) - √y) / y^1.5` on `[0, 0.625²]`.
+    pub const TANH_Q: [f32; 5] = [
+        -0.333_333_283_662_796,
+        0.133_327_692_747_116_1,
+        -0.053_850_878_030_061_72,
+        0.020_997_030_660_510_063,
+        -0.006_096_498_109_400_272,
+    ];
+}
+
+mod c64 {
+    pub const CLAMP: f64 = 746.0;
+    pub const LOG2E: f64 = std::f64::consts::LOG2_E;
+    pub const LN2_HI: f64 = 0.693_147_180_559_945_3;
+    pub const LN2_LO: f64 = 2.319_046_813_846_299_6e-17;
+    /// `g(r) ≈ (e^r - 1 - r) / r²` on `[-ln2/2, ln2/2]`, lowest degree first.
+    pub const G: [f64; 10] = [
+        0.500_000_000_000_000_1,
+        0.166_666_666_666_666_69,
+        0.041_666_666_666_623_48,
+        0.008_333_333_333_330_011,
+        0.001_388_888_891_753_829_6,
+        0.000_198_412_698_633_032_23,
+        2.480_152_079_257_269_4e-5,
+        2.755_726_807_289_01e-6,
+        2.762_032_742_826_824e-7,
+        2.510_056_927_581_368_3e-8,
+    ];
+    pub const TANH_SMALL: f64 = 0.625;
+    /// `q(y) ≈ (tanh(√y) - √y) / y^1.5` on `[0, 0.625²]`.
+    pub const TANH_Q: [f64; 11] = [
+        -0.333_333_333_333_333_2,
+        0.133_333_333_333_266_52,
+        -0.053_968_253_961_389_93,
+        0.021_869_488_260_359_775,
+        -0.008_863_229_827_368_367,
+        0.003_592_058_941_176_927,
+        -0.001_455_309_072_982_15,
+        0.000_587_436_429_260_359_2,
+        -0.000_230_774_193_592_667_42,
+        7.959_705_887_788_49e-5,
+        -1.724_353_061_346_532_7e-5,
+    ];
+}
+
+/// Horner's scheme `c[i0] + x·(c[i1] + x·(…))`, unrolled at compile time; `$x` must be a variable.
+macro_rules! horner {
+    ($fma:ident, $splat:ident, $x:ident, $c:expr; $i:literal) => {
+        $splat($c[$i])
+    };
+    ($fma:ident, $splat:ident, $x:ident, $c:expr; $i:literal, $($rest:literal),+) => {
+        $fma(horner!($fma, $splat, $x, $c; $($rest),+), $x, $splat($c[$i]))
+    };
+}
+
+#[inline(always)]
+unsafe fn exp_ps(x: __m512) -> __m512 {
+    let x = _mm512_range_ps::<RANGE_CLAMP>(x, _mm512_set1_ps(c32::CLAMP));
+    let n = _mm512_roundscale_ps::<ROUND_NEAREST>(_mm512_mul_ps(x, _mm512_set1_ps(c32::LOG2E)));
+    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(c32::LN2_HI), x);
+    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(c32::LN2_LO), r);
+    let g = horner!(_mm512_fmadd_ps, _mm512_set1_ps, r, c32::G; 0, 1, 2, 3, 4);
+    let one = _mm512_set1_ps(1.0);
+    let p = _mm512_fmadd_ps(_mm512_fmadd_ps(g, r, one), r, one);
+    _mm512_scalef_ps(p, n)
+}
+
+#[inline(always)]
+unsafe fn exp_pd(x: __m512d) -> __m512d {
+    let x = _mm512_range_pd::<RANGE_CLAMP>(x, _mm512_set1_pd(c64::CLAMP));
+    let n = _mm512_roundscale_pd::<ROUND_NEAREST>(_mm512_mul_pd(x, _mm512_set1_pd(c64::LOG2E)));
+    let r = _mm512_fnmadd_pd(n, _mm512_set1_pd(c64::LN2_HI), x);
+    let r = _mm512_fnmadd_pd(n, _mm512_set1_pd(c64::LN2_LO), r);
+    let g = horner!(_mm512_fmadd_pd, _mm512_set1_pd, r, c64::G; 0, 1, 2, 3, 4, 5, 6, 7, 8, 9);
+    let one = _mm512_set1_pd(1.0);
+    let p = _mm512_fmadd_pd(_mm512_fmadd_pd(g, r, one), r, one);
+    _mm512_scalef_pd(p, n)
+}
+
+/// `tanh`: `a + a³·q(a²)` for `|a| < 0.625`, else `1 - 2/(e^{2a} + 1)`; sign restored from `x`.
+#[inline(always)]
+unsafe fn tanh_ps(x: __m512) -> __m512 {
+    let a = _mm512_abs_ps(x);
+    let y = _mm512_mul_ps(a, a);
+    let q = horner!(_mm512_fmadd_ps, _mm512_set1_ps, y, c32::TANH_Q; 0, 1, 2, 3, 4);
+    let small = _mm512_fmadd_ps(_mm512_mul_ps(a, y), q, a);
+    let one = _mm512_set1_ps(1.0);
+    let e = exp_ps(_mm512_add_ps(a, a));
+    let large = _mm512_sub_ps(
+        one,
+        _mm512_div_ps(_mm512_set1_ps(2.0), _mm512_add_ps(e, one)),
+    );
+    let is_small = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(a, _mm512_set1_ps(c32::TANH_SMALL));
+    let t = _mm512_mask_blend_ps(is_small, large, small);
+    let sign = _mm512_and_ps(x, _mm512_set1_ps(-0.0));
+    _mm512_or_ps(t, sign)
+}
+
+#[inline(always)]
+unsafe fn tanh_pd(x: __m512d) -> __m512d {
+    let a = _mm512_abs_pd(x);
+    let y = _mm512_mul_pd(a, a);
+    let q =
+        horner!(_mm512_fmadd_pd, _mm512_set1_pd, y, c64::TANH_Q; 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10);
+    let small = _mm512_fmadd_pd(_mm512_mul_pd(a, y), q, a);
+    let one = _mm512_set1_pd(1.0);
+    let e = exp_pd(_mm512_add_pd(a, a));
+    let large = _mm512_sub_pd(
+        one,
+        _mm512_div_pd(_mm512_set1_pd(2.0), _mm512_add_pd(e, one)),
+    );
+    let is_small = _mm512_cmp_pd_mask::<_CMP_LT_OQ>(a, _mm512_set1_pd(c64::TANH_SMALL));
+    let t = _mm512_mask_blend_pd(is_small, large, small);
+    let sign = _mm512_and_pd(x, _mm512_set1_pd(-0.0));
+    _mm512_or_pd(t, sign)
+}
+
+// SAFETY: the token proves the CPU has AVX-512 F/BW/DQ/VL; full loads/stores slice to `LANES` first
+// (bounds-checked), partial ones mask off every lane at or past `len`, and masked-off lanes are
+// never accessed (no fault, no write).
+unsafe impl Simd<f32> for Avx512 {
+    type V = __m512;
+    const LANES: usize = 16;
+
+    #[inline(always)]
+    fn splat(self, x: f32) -> __m512 {
+        unsafe { _mm512_set1_ps(x) }
+    }
+    #[inline(always)]
+    fn load(self, x: &[f32]) -> __m512 {
+        let x = &x[..16];
+        unsafe { _mm512_loadu_ps(x.as_ptr()) }
+    }
+    #[inline(always)]
+    fn load_partial(self, x: &[f32], fill: f32) -> __m512 {
+        let m = ((1u32 << x.len().min(16)) - 1) as __mmask16;
+        unsafe { _mm512_mask_loadu_ps(_mm512_set1_ps(fill), m, x.as_ptr()) }
+    }
+    #[inline(always)]
+    fn store(self, out: &mut [f32], v: __m512) {
+        let out = &mut out[..16];
+        unsafe { _mm512_storeu_ps(out.as_mut_ptr(), v) }
+    }
+    #[inline(always)]
+    fn store_partial(self, out: &mut [f32], v: __m512) {
+        let m = ((1u32 << out.len().min(16)) - 1) as __mmask16;
+        unsafe { _mm512_mask_storeu_ps(out.as_mut_ptr(), m, v) }
+    }
+    #[inline(always)]
+    fn add(self, a: __m512, b: __m512) -> __m512 {
+        unsafe { _mm512_add_ps(a, b) }
+    }
+    #[inline(always)]
+    fn sub(self, a: __m512, b: __m512) -> __m512 {
+        unsafe { _mm512_sub_ps(a, b) }
+    }
+    #[inline(always)]
+    fn mul(self, a: __m512, b: __m512) -> __m512 {
+        unsafe { _mm512_mul_ps(a, b) }
+    }
+    #[inline(always)]
+    fn div(self, a: __m512, b: __m512) -> __m512 {
+        unsafe { _mm512_div_ps(a, b) }
+    }
+    #[inline(always)]
+    fn mul_add(self, a: __m512, b: __m512, c: __m512) -> __m512 {
+        unsafe { _mm512_fmadd_ps(a, b, c) }
+    }
+    #[inline(always)]
+    fn max(self, a: __m512, b: __m512) -> __m512 {
+        // `vmaxps`: returns `b` when either lane is NaN.
+        unsafe { _mm512_max_ps(a, b) }
+    }
+    #[inline(always)]
+    fn select_eq(self, a: __m512, b: __m512, x: __m512, y: __m512) -> __m512 {
+        unsafe { _mm512_mask_blend_ps(_mm512_cmp_ps_mask::<_CMP_EQ_OQ>(a, b), y, x) }
+    }
+    #[inline(always)]
+    fn exp(self, a: __m512) -> __m512 {
+        unsafe { exp_ps(a) }
+    }
+    #[inline(always)]
+    fn tanh(self, a: __m512) -> __m512 {
+        unsafe { tanh_ps(a) }
+    }
+    #[inline(always)]
+    fn reduce_max(self, v: __m512) -> f32 {
+        unsafe {
+            let m = _mm256_max_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps::<1>(v));
+            let m = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps::<1>(m));
+            let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+            _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)))
+        }
+    }
+    #[inline(always)]
+    fn reduce_sum(self, v: __m512) -> f32 {
+        unsafe {
+            let m = _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps::<1>(v));
+            let m = _mm_add_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps::<1>(m));
+            let m = _mm_add_ps(m, _mm_movehl_ps(m, m));
+            _mm_cvtss_f32(_mm_add_ss(m, _mm_movehdup_ps(m)))
+        }
+    }
+}
+
+// SAFETY: as for `f32` above.
+unsafe impl Simd<f64> for Avx512 {
+    type V = __m512d;
+    const LANES: usize = 8;
+
+    #[inline(always)]
+    fn splat(self, x: f64) -> __m512d {
+        unsafe { _mm512_set1_pd(x) }
+    }
+    #[inline(always)]
+    fn load(self, x: &[f64]) -> __m512d {
+        let x = &x[..8];
+        unsafe { _mm512_loadu_pd(x.as_ptr()) }
+    }
+    #[inline(always)]
+    fn load_partial(self, x: &[f64], fill: f64) -> __m512d {
+        let m = ((1u32 << x.len().min(8)) - 1) as __mmask8;
+        unsafe { _mm512_mask_loadu_pd(_mm512_set1_pd(fill), m, x.as_ptr()) }
+    }
+    #[inline(always)]
+    fn store(self, out: &mut [f64], v: __m512d) {
+        let out = &mut out[..8];
+        unsafe { _mm512_storeu_pd(out.as_mut_ptr(), v) }
+    }
+    #[inline(always)]
+    fn store_partial(self, out: &mut [f64], v: __m512d) {
+        let m = ((1u32 << out.len().min(8)) - 1) as __mmask8;
+        unsafe { _mm512_mask_storeu_pd(out.as_mut_ptr(), m, v) }
+    }
+    #[inline(always)]
+    fn add(self, a: __m512d, b: __m512d) -> __m512d {
+        unsafe { _mm512_add_pd(a, b) }
+    }
+    #[inline(always)]
+    fn sub(self, a: __m512d, b: __m512d) -> __m512d {
+        unsafe { _mm512_sub_pd(a, b) }
+    }
+    #[inline(always)]
+    fn mul(self, a: __m512d, b: __m512d) -> __m512d {
+        unsafe { _mm512_mul_pd(a, b) }
+    }
+    #[inline(always)]
+    fn div(self, a: __m512d, b: __m512d) -> __m512d {
+        unsafe { _mm512_div_pd(a, b) }
+    }
+    #[inline(always)]
+    fn mul_add(self, a: __m512d, b: __m512d, c: __m512d) -> __m512d {
+        unsafe { _mm512_fmadd_pd(a, b, c) }
+    }
+    #[inline(always)]
+    fn max(self, a: __m512d, b: __m512d) -> __m512d {
+        unsafe { _mm512_max_pd(a, b) }
+    }
+    #[inline(always)]
+    fn select_eq(self, a: __m512d, b: __m512d, x: __m512d, y: __m512d) -> __m512d {
+        unsafe { _mm512_mask_blend_pd(_mm512_cmp_pd_mask::<_CMP_EQ_OQ>(a, b), y, x) }
+    }
+    #[inline(always)]
+    fn exp(self, a: __m512d) -> __m512d {
+        unsafe { exp_pd(a) }
+    }
+    #[inline(always)]
+    fn tanh(self, a: __m512d) -> __m512d {
+        unsafe { tanh_pd(a) }
+    }
+    #[inline(always)]
+    fn reduce_max(self, v: __m512d) -> f64 {
+        unsafe {
+            let m = _mm256_max_pd(_mm512_castpd512_pd256(v), _mm512_extractf64x4_pd::<1>(v));
+            let m = _mm_max_pd(_mm256_castpd256_pd128(m), _mm256_extractf128_pd::<1>(m));
+            _mm_cvtsd_f64(_mm_max_sd(m, _mm_unpackhi_pd(m, m)))
+        }
+    }
+    #[inline(always)]
+    fn reduce_sum(self, v: __m512d) -> f64 {
+        unsafe {
+            let m = _mm256_add_pd(_mm512_castpd512_pd256(v), _mm512_extractf64x4_pd::<1>(v));
+            let m = _mm_add_pd(_mm256_castpd256_pd128(m), _mm256_extractf128_pd::<1>(m));
+            _mm_cvtsd_f64(_mm_add_sd(m, _mm_unpackhi_pd(m, m)))
+        }
     }
 }
