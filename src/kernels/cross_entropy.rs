@@ -13,7 +13,7 @@
 //! z-term by the number of counted rows. All of this is known before the first row is read (the label
 //! pre-pass), so the gradient is written in the same pass that reads the row.
 
-use super::{finish_lse, log_shift, max_sum, Acc, Buf, Pre, Scale, SendPtr, SoftCap};
+use super::{finish_lse, max_sum, Acc, Buf, Pre, Scale, SendPtr, SoftCap};
 use crate::parallel::{chunk_rows, map_ranges};
 use crate::simd::{Backend, Element, Isa, Simd, WithSimd};
 use crate::KernelError;
@@ -301,7 +301,10 @@ impl<T: Element> CeRows<'_, T> {
             // SAFETY: row `r` is in bounds; the slice is not used once the gradient pass starts.
             let x = unsafe { self.src.slice(off, cols) };
             let (m, sum) = max_sum(s, &p, x);
-            let lse = log_shift(finish_lse(s, &p, x, m, sum));
+            let parts = finish_lse(s, &p, x, m, sum);
+            // A row holding +inf has a NaN loss and gradient, like its log-softmax.
+            let log_sum = parts.log_sum_for_log_softmax();
+            let lse = parts.m + log_sum;
             let z_term = opts.z_loss * lse * lse;
             // Coefficients of the gradient g = p·a - w·(bw + bq·q) (and -k at the label).
             let (main, a, bw, bq, at_label) = match (label, self.target) {
@@ -309,7 +312,8 @@ impl<T: Element> CeRows<'_, T> {
                     let y = y as usize;
                     let wy = opts.weight.map_or(1.0, |w| w[y].to_f64());
                     let oy = p.apply_scalar(x[y]).to_f64();
-                    let mut main = wy * (1.0 - eps) * (lse - oy);
+                    // (m - o'_y) + log_sum keeps log_sum when m is huge.
+                    let mut main = wy * (1.0 - eps) * ((parts.m - oy) + log_sum);
                     if eps > 0.0 {
                         let (_, _, wo) = dots(s, &p, x, opts.weight, None);
                         main += eps * inv_c * (plan.w_total * lse - wo);

@@ -30,7 +30,7 @@ pub fn logsumexp<T: Element>(
             });
             let (m, sum) = merge_max_sum(&parts);
             let lse = backend.dispatch(FinishLse { x: row, p, m, sum });
-            *o = T::from_f64(lse.to_f64() * unscale);
+            *o = T::from_f64(lse.value() * unscale);
         }
         return Ok(());
     }
@@ -75,7 +75,7 @@ impl<T: Element> WithSimd for Rows<'_, T> {
         let s = T::simd(s);
         for (row, o) in self.x.chunks_exact(self.cols).zip(self.out.iter_mut()) {
             let (m, sum) = max_sum(s, &self.p, row);
-            *o = T::from_f64(finish_lse(s, &self.p, row, m, sum) * self.unscale);
+            *o = T::from_f64(finish_lse(s, &self.p, row, m, sum).value() * self.unscale);
         }
     }
 }

@@ -334,6 +334,32 @@ pub(crate) fn sum_exp_rest<T: Element, S: Simd<T>, P: Pre<T, S>>(
     acc.value() + (count - 1.0)
 }
 
+/// A row's log-sum-exp as `m + log_sum`, kept in two parts so `p(x) - lse` can be formed as
+/// `(p(x) - m) - log_sum` without losing `log_sum` against a huge `m`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Lse {
+    pub m: f64,
+    pub log_sum: f64,
+}
+
+impl Lse {
+    #[inline(always)]
+    pub(crate) fn value(self) -> f64 {
+        self.m + self.log_sum
+    }
+
+    /// The `log_sum` a log-softmax subtracts: a row holding `+inf` gives NaN everywhere (API.md §3)
+    /// rather than `-inf` for its finite entries.
+    #[inline(always)]
+    pub(crate) fn log_sum_for_log_softmax(self) -> f64 {
+        if self.m == f64::INFINITY {
+            f64::NAN
+        } else {
+            self.log_sum
+        }
+    }
+}
+
 /// `log Σ exp(p(x))` from the row's `(m, sum)`, with the special values of API.md §3 and, for types
 /// that ask for it, SciPy's `log1p` refinement.
 #[inline(always)]
@@ -343,36 +369,24 @@ pub(crate) fn finish_lse<T: Element, S: Simd<T>, P: Pre<T, S>>(
     x: &[T],
     m: T,
     sum: f64,
-) -> f64 {
+) -> Lse {
     let mf = m.to_f64();
     if !mf.is_finite() {
         // -inf: every element -inf (or NaN); +inf: an element is +inf. NaN anywhere wins.
-        return if mf.is_nan() || has_nan(x) {
-            f64::NAN
-        } else {
-            mf
+        let nan = mf.is_nan() || has_nan(x);
+        return Lse {
+            m: if nan { f64::NAN } else { mf },
+            log_sum: if nan { f64::NAN } else { 0.0 },
         };
-    }
-    if sum.is_nan() {
-        return f64::NAN;
     }
     // The largest term contributes exactly 1, so `sum < 2` means the rest is < 1: the regime where
     // `log(sum)` rounds away what `log1p(rest)` keeps.
-    if T::REFINE_LSE && sum < 2.0 {
-        return mf + sum_exp_rest(s, p, x, m).ln_1p();
-    }
-    mf + sum.ln()
-}
-
-/// The shift a log-softmax subtracts: `lse`, except that a row holding `+inf` (`lse = +inf`) gives
-/// NaN everywhere (API.md §3) rather than `-inf` for its finite entries.
-#[inline(always)]
-pub(crate) fn log_shift(lse: f64) -> f64 {
-    if lse == f64::INFINITY {
-        f64::NAN
+    let log_sum = if T::REFINE_LSE && sum < 2.0 {
+        sum_exp_rest(s, p, x, m).ln_1p()
     } else {
-        lse
-    }
+        sum.ln()
+    };
+    Lse { m: mf, log_sum }
 }
 
 /// `exp(y - m)` with the rounding error of `y - m` put back (TwoSum): the float32 difference of a far

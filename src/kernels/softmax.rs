@@ -1,6 +1,6 @@
 //! `softmax`, `log_softmax` and `softmin` (a negative scale) over the rows of a matrix.
 
-use super::{exp_diff, finish_lse, log_shift, max_sum, merge_max_sum, Buf, Pre, Scale, SendPtr};
+use super::{exp_diff, finish_lse, max_sum, merge_max_sum, Buf, Lse, Pre, Scale, SendPtr};
 use crate::parallel::{chunk_rows, for_ranges, map_ranges, split_rows, SEGMENT};
 use crate::simd::{Backend, Element, Isa, Simd, WithSimd};
 use crate::KernelError;
@@ -10,7 +10,7 @@ use crate::KernelError;
 pub enum Mode {
     /// `exp(x·s - m) / Σ exp(x·s - m)`
     Softmax,
-    /// `x·s - logsumexp(x·s)`
+    /// `(x·s - m) - log Σ exp(x·s - m)`
     LogSoftmax,
 }
 
@@ -77,7 +77,7 @@ impl<T: Element> WithSimd for Rows<T> {
             let x = unsafe { self.src.slice(off, self.cols) };
             let stat = match self.mode {
                 Mode::Softmax => T::from_f64(1.0 / sum),
-                Mode::LogSoftmax => T::from_f64(log_shift(finish_lse(s, &self.p, x, m, sum))),
+                Mode::LogSoftmax => T::from_f64(finish_lse(s, &self.p, x, m, sum).log_sum_for_log_softmax()),
             };
             unsafe {
                 write_row(
@@ -95,7 +95,7 @@ impl<T: Element> WithSimd for Rows<T> {
     }
 }
 
-/// Pass 2: `dst = exp(p(src) - m) · inv_sum` or `dst = p(src) - lse`. `src` may equal `dst`.
+/// Pass 2: `dst = exp(p(src) - m) · inv_sum` or `dst = (p(src) - m) - log_sum`. `src` may equal `dst`.
 ///
 /// # Safety
 /// `src` and `dst` must be valid for `len` elements, and nobody else may touch them meanwhile.
@@ -119,7 +119,7 @@ unsafe fn write_row<T: Element, S: Simd<T>, P: Pre<T, S>>(
     // short-lived slices keep every access bounds-checked.
     let op = |v: S::V| match mode {
         Mode::Softmax => s.mul(exp_diff(s, p.apply(s, v), neg_m), sv),
-        Mode::LogSoftmax => s.sub(p.apply(s, v), sv),
+        Mode::LogSoftmax => s.sub(s.add(p.apply(s, v), neg_m), sv),
     };
     while i + l <= len {
         let v = s.load(src.slice(i, l));
@@ -157,7 +157,7 @@ fn split_row<T: Element>(
         Mode::LogSoftmax => {
             // SAFETY: as above; the write pass has not started.
             let x = unsafe { src.slice(0, cols) };
-            T::from_f64(log_shift(backend.dispatch(FinishLse { x, p, m, sum }).to_f64()))
+            T::from_f64(backend.dispatch(FinishLse { x, p, m, sum }).log_sum_for_log_softmax())
         }
     };
     for_ranges(cols, SEGMENT, cols, |seg| {
@@ -194,10 +194,10 @@ pub(crate) struct FinishLse<'a, T> {
 }
 
 impl<T: Element> WithSimd for FinishLse<'_, T> {
-    type Output = T;
+    type Output = Lse;
     #[inline(always)]
-    fn with_simd<S: Isa>(self, s: S) -> T {
-        T::from_f64(finish_lse(T::simd(s), &self.p, self.x, self.m, self.sum))
+    fn with_simd<S: Isa>(self, s: S) -> Lse {
+        finish_lse(T::simd(s), &self.p, self.x, self.m, self.sum)
     }
 }
 

@@ -51,7 +51,8 @@ unsafe fn run_avx512<W: WithSimd>(s: Avx512, job: W) -> W::Output {
 
 const ROUND_NEAREST: i32 = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
 
-mod c32 {
+/// The `f32` constants, shared with the AVX2 backend.
+pub(super) mod c32 {
     pub const CLAMP: f32 = 104.0;
     pub const LOG2E: f32 = std::f32::consts::LOG2_E;
     pub const LN2_HI: f32 = 0.693_147_182_464_599_6;
@@ -76,7 +77,8 @@ mod c32 {
     ];
 }
 
-mod c64 {
+/// The `f64` constants, shared with the AVX2 backend.
+pub(super) mod c64 {
     pub const CLAMP: f64 = 746.0;
     pub const LOG2E: f64 = std::f64::consts::LOG2_E;
     pub const LN2_HI: f64 = 0.693_147_180_559_945_3;
