@@ -390,7 +390,7 @@ def jax_impl() -> Callable[[str, List[np.ndarray], List[np.ndarray]], Call]:
 def _to_numpy(a: Any) -> np.ndarray:
     if hasattr(a, "detach"):  # torch
         a = a.detach().numpy()
-    return np.asarray(a, dtype=np.float64)
+    return np.array(a, dtype=np.float64, copy=True)  # never a view of an out= buffer
 
 
 def summarize(result: Any, rows: int = 4) -> np.ndarray:
