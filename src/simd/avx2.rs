@@ -1,18 +1,326 @@
-//! PLACEHOLDER: the avx2 backend is being written; until then it reports itself unsupported.
+//! The AVX2 + FMA backend: 8 × `f32` / 4 × `f64` per vector.
+//!
+//! `exp` uses the AVX-512 backend's Cody–Waite reduction and polynomials (same constants); without
+//! `vscalef`, `2^n` is rebuilt from integers in two halves, `p · 2^⌊n/2⌋ · 2^(n-⌊n/2⌋)`, so that each
+//! factor is a normal power of two and only the last multiplication rounds: overflow gives `+inf`
+//! and the denormal range is rounded correctly (no flushing), down to 0. The input is clamped to
+//! `±104` / `±746` first (NaN passes through), which maps `±inf` to the overflow / underflow range.
+//! Partial loads and stores use `vmaskmov`, which never touches masked-off lanes.
 
-use super::{scalar::Scalar, WithSimd};
+use core::arch::x86_64::*;
 
+use super::avx512::{c32, c64};
+use super::{Simd, WithSimd};
+
+/// The AVX2 token; only [`Avx2::new`] makes one, after checking the CPU.
 #[derive(Clone, Copy, Debug)]
 pub struct Avx2(());
 
 impl Avx2 {
-    /// Returns the token if this CPU supports the instruction set.
+    /// Returns the token if this CPU supports AVX2 and FMA.
+    #[inline]
     pub fn new() -> Option<Self> {
-        None
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            Some(Avx2(()))
+        } else {
+            None
+        }
     }
 
     /// Runs `job` compiled for this instruction set.
+    #[inline]
     pub fn run<W: WithSimd>(self, job: W) -> W::Output {
-        job.with_simd(Scalar)
+        // SAFETY: the token exists only if `new` found every feature `run_avx2` enables.
+        unsafe { run_avx2(self, job) }
+    }
+}
+
+#[target_feature(enable = "avx2,fma")]
+unsafe fn run_avx2<W: WithSimd>(s: Avx2, job: W) -> W::Output {
+    job.with_simd(s)
+}
+
+const ROUND_NEAREST: i32 = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+const ROUND_DOWN: i32 = _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC;
+
+/// Horner's scheme `c[i0] + x·(c[i1] + x·(…))`, unrolled at compile time; `$x` must be a variable.
+macro_rules! horner {
+    ($fma:ident, $splat:ident, $x:ident, $c:expr; $i:literal) => {
+        $splat($c[$i])
+    };
+    ($fma:ident, $splat:ident, $x:ident, $c:expr; $i:literal, $($rest:literal),+) => {
+        $fma(horner!($fma, $splat, $x, $c; $($rest),+), $x, $splat($c[$i]))
+    };
+}
+
+/// Lane mask `i < n` for 8 × 32-bit lanes.
+#[inline(always)]
+unsafe fn mask32(n: usize) -> __m256i {
+    let n = n.min(8) as i32;
+    _mm256_cmpgt_epi32(
+        _mm256_set1_epi32(n),
+        _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+    )
+}
+
+/// Lane mask `i < n` for 4 × 64-bit lanes.
+#[inline(always)]
+unsafe fn mask64(n: usize) -> __m256i {
+    let n = n.min(4) as i64;
+    _mm256_cmpgt_epi64(_mm256_set1_epi64x(n), _mm256_setr_epi64x(0, 1, 2, 3))
+}
+
+#[inline(always)]
+unsafe fn exp_ps(x: __m256) -> __m256 {
+    // `vmaxps`/`vminps` return their second operand when either is NaN: NaN passes through.
+    let x = _mm256_max_ps(_mm256_set1_ps(-c32::CLAMP), x);
+    let x = _mm256_min_ps(_mm256_set1_ps(c32::CLAMP), x);
+    let n = _mm256_round_ps::<ROUND_NEAREST>(_mm256_mul_ps(x, _mm256_set1_ps(c32::LOG2E)));
+    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(c32::LN2_HI), x);
+    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(c32::LN2_LO), r);
+    let g = horner!(_mm256_fmadd_ps, _mm256_set1_ps, r, c32::G; 0, 1, 2, 3, 4);
+    let one = _mm256_set1_ps(1.0);
+    let p = _mm256_fmadd_ps(_mm256_fmadd_ps(g, r, one), r, one);
+    // |n| <= 151, so both halves are in [-76, 76]: normal powers of two.
+    let ni = _mm256_cvtps_epi32(n);
+    let n1 = _mm256_srai_epi32::<1>(ni);
+    let n2 = _mm256_sub_epi32(ni, n1);
+    let bias = _mm256_set1_epi32(127);
+    let s1 = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(n1, bias)));
+    let s2 = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(n2, bias)));
+    _mm256_mul_ps(_mm256_mul_ps(p, s1), s2)
+}
+
+#[inline(always)]
+unsafe fn exp_pd(x: __m256d) -> __m256d {
+    let x = _mm256_max_pd(_mm256_set1_pd(-c64::CLAMP), x);
+    let x = _mm256_min_pd(_mm256_set1_pd(c64::CLAMP), x);
+    let n = _mm256_round_pd::<ROUND_NEAREST>(_mm256_mul_pd(x, _mm256_set1_pd(c64::LOG2E)));
+    let r = _mm256_fnmadd_pd(n, _mm256_set1_pd(c64::LN2_HI), x);
+    let r = _mm256_fnmadd_pd(n, _mm256_set1_pd(c64::LN2_LO), r);
+    let g = horner!(_mm256_fmadd_pd, _mm256_set1_pd, r, c64::G; 0, 1, 2, 3, 4, 5, 6, 7, 8, 9);
+    let one = _mm256_set1_pd(1.0);
+    let p = _mm256_fmadd_pd(_mm256_fmadd_pd(g, r, one), r, one);
+    // No 64-bit arithmetic shift or float->int64 conversion in AVX2: halve in floating point, and
+    // get `(k + 1023) << 52` from the bits of `k + (2^52 + 1023)` (an exact integer-valued double
+    // whose low mantissa bits are `k + 1023`). |n| <= 1077, so both halves are in [-539, 539].
+    let n1 = _mm256_round_pd::<ROUND_DOWN>(_mm256_mul_pd(n, _mm256_set1_pd(0.5)));
+    let n2 = _mm256_sub_pd(n, n1);
+    let magic = _mm256_set1_pd(4_503_599_627_371_519.0); // 2^52 + 1023
+    let s1 = _mm256_castsi256_pd(_mm256_slli_epi64::<52>(_mm256_castpd_si256(_mm256_add_pd(
+        n1, magic,
+    ))));
+    let s2 = _mm256_castsi256_pd(_mm256_slli_epi64::<52>(_mm256_castpd_si256(_mm256_add_pd(
+        n2, magic,
+    ))));
+    _mm256_mul_pd(_mm256_mul_pd(p, s1), s2)
+}
+
+/// `tanh`: `a + a³·q(a²)` for `|a| < 0.625`, else `1 - 2/(e^{2a} + 1)`; sign restored from `x`.
+#[inline(always)]
+unsafe fn tanh_ps(x: __m256) -> __m256 {
+    let sign_bit = _mm256_set1_ps(-0.0);
+    let a = _mm256_andnot_ps(sign_bit, x);
+    let y = _mm256_mul_ps(a, a);
+    let q = horner!(_mm256_fmadd_ps, _mm256_set1_ps, y, c32::TANH_Q; 0, 1, 2, 3, 4);
+    let small = _mm256_fmadd_ps(_mm256_mul_ps(a, y), q, a);
+    let one = _mm256_set1_ps(1.0);
+    let e = exp_ps(_mm256_add_ps(a, a));
+    let large = _mm256_sub_ps(
+        one,
+        _mm256_div_ps(_mm256_set1_ps(2.0), _mm256_add_ps(e, one)),
+    );
+    let is_small = _mm256_cmp_ps::<_CMP_LT_OQ>(a, _mm256_set1_ps(c32::TANH_SMALL));
+    let t = _mm256_blendv_ps(large, small, is_small);
+    _mm256_or_ps(t, _mm256_and_ps(x, sign_bit))
+}
+
+#[inline(always)]
+unsafe fn tanh_pd(x: __m256d) -> __m256d {
+    let sign_bit = _mm256_set1_pd(-0.0);
+    let a = _mm256_andnot_pd(sign_bit, x);
+    let y = _mm256_mul_pd(a, a);
+    let q =
+        horner!(_mm256_fmadd_pd, _mm256_set1_pd, y, c64::TANH_Q; 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10);
+    let small = _mm256_fmadd_pd(_mm256_mul_pd(a, y), q, a);
+    let one = _mm256_set1_pd(1.0);
+    let e = exp_pd(_mm256_add_pd(a, a));
+    let large = _mm256_sub_pd(
+        one,
+        _mm256_div_pd(_mm256_set1_pd(2.0), _mm256_add_pd(e, one)),
+    );
+    let is_small = _mm256_cmp_pd::<_CMP_LT_OQ>(a, _mm256_set1_pd(c64::TANH_SMALL));
+    let t = _mm256_blendv_pd(large, small, is_small);
+    _mm256_or_pd(t, _mm256_and_pd(x, sign_bit))
+}
+
+// SAFETY: the token proves the CPU has AVX2 and FMA; full loads/stores slice to `LANES` first
+// (bounds-checked), partial ones use `vmaskmov` with every lane at or past `len` masked off, and
+// masked-off lanes are never accessed (no fault, no write).
+unsafe impl Simd<f32> for Avx2 {
+    type V = __m256;
+    const LANES: usize = 8;
+
+    #[inline(always)]
+    fn splat(self, x: f32) -> __m256 {
+        unsafe { _mm256_set1_ps(x) }
+    }
+    #[inline(always)]
+    fn load(self, x: &[f32]) -> __m256 {
+        let x = &x[..8];
+        unsafe { _mm256_loadu_ps(x.as_ptr()) }
+    }
+    #[inline(always)]
+    fn load_partial(self, x: &[f32], fill: f32) -> __m256 {
+        unsafe {
+            let m = mask32(x.len());
+            let v = _mm256_maskload_ps(x.as_ptr(), m);
+            _mm256_blendv_ps(_mm256_set1_ps(fill), v, _mm256_castsi256_ps(m))
+        }
+    }
+    #[inline(always)]
+    fn store(self, out: &mut [f32], v: __m256) {
+        let out = &mut out[..8];
+        unsafe { _mm256_storeu_ps(out.as_mut_ptr(), v) }
+    }
+    #[inline(always)]
+    fn store_partial(self, out: &mut [f32], v: __m256) {
+        unsafe { _mm256_maskstore_ps(out.as_mut_ptr(), mask32(out.len()), v) }
+    }
+    #[inline(always)]
+    fn add(self, a: __m256, b: __m256) -> __m256 {
+        unsafe { _mm256_add_ps(a, b) }
+    }
+    #[inline(always)]
+    fn sub(self, a: __m256, b: __m256) -> __m256 {
+        unsafe { _mm256_sub_ps(a, b) }
+    }
+    #[inline(always)]
+    fn mul(self, a: __m256, b: __m256) -> __m256 {
+        unsafe { _mm256_mul_ps(a, b) }
+    }
+    #[inline(always)]
+    fn div(self, a: __m256, b: __m256) -> __m256 {
+        unsafe { _mm256_div_ps(a, b) }
+    }
+    #[inline(always)]
+    fn mul_add(self, a: __m256, b: __m256, c: __m256) -> __m256 {
+        unsafe { _mm256_fmadd_ps(a, b, c) }
+    }
+    #[inline(always)]
+    fn max(self, a: __m256, b: __m256) -> __m256 {
+        // `vmaxps`: returns `b` when either lane is NaN.
+        unsafe { _mm256_max_ps(a, b) }
+    }
+    #[inline(always)]
+    fn select_eq(self, a: __m256, b: __m256, x: __m256, y: __m256) -> __m256 {
+        unsafe { _mm256_blendv_ps(y, x, _mm256_cmp_ps::<_CMP_EQ_OQ>(a, b)) }
+    }
+    #[inline(always)]
+    fn exp(self, a: __m256) -> __m256 {
+        unsafe { exp_ps(a) }
+    }
+    #[inline(always)]
+    fn tanh(self, a: __m256) -> __m256 {
+        unsafe { tanh_ps(a) }
+    }
+    #[inline(always)]
+    fn reduce_max(self, v: __m256) -> f32 {
+        unsafe {
+            let m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+            let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+            _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)))
+        }
+    }
+    #[inline(always)]
+    fn reduce_sum(self, v: __m256) -> f32 {
+        unsafe {
+            let m = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+            let m = _mm_add_ps(m, _mm_movehl_ps(m, m));
+            _mm_cvtss_f32(_mm_add_ss(m, _mm_movehdup_ps(m)))
+        }
+    }
+}
+
+// SAFETY: as for `f32` above.
+unsafe impl Simd<f64> for Avx2 {
+    type V = __m256d;
+    const LANES: usize = 4;
+
+    #[inline(always)]
+    fn splat(self, x: f64) -> __m256d {
+        unsafe { _mm256_set1_pd(x) }
+    }
+    #[inline(always)]
+    fn load(self, x: &[f64]) -> __m256d {
+        let x = &x[..4];
+        unsafe { _mm256_loadu_pd(x.as_ptr()) }
+    }
+    #[inline(always)]
+    fn load_partial(self, x: &[f64], fill: f64) -> __m256d {
+        unsafe {
+            let m = mask64(x.len());
+            let v = _mm256_maskload_pd(x.as_ptr(), m);
+            _mm256_blendv_pd(_mm256_set1_pd(fill), v, _mm256_castsi256_pd(m))
+        }
+    }
+    #[inline(always)]
+    fn store(self, out: &mut [f64], v: __m256d) {
+        let out = &mut out[..4];
+        unsafe { _mm256_storeu_pd(out.as_mut_ptr(), v) }
+    }
+    #[inline(always)]
+    fn store_partial(self, out: &mut [f64], v: __m256d) {
+        unsafe { _mm256_maskstore_pd(out.as_mut_ptr(), mask64(out.len()), v) }
+    }
+    #[inline(always)]
+    fn add(self, a: __m256d, b: __m256d) -> __m256d {
+        unsafe { _mm256_add_pd(a, b) }
+    }
+    #[inline(always)]
+    fn sub(self, a: __m256d, b: __m256d) -> __m256d {
+        unsafe { _mm256_sub_pd(a, b) }
+    }
+    #[inline(always)]
+    fn mul(self, a: __m256d, b: __m256d) -> __m256d {
+        unsafe { _mm256_mul_pd(a, b) }
+    }
+    #[inline(always)]
+    fn div(self, a: __m256d, b: __m256d) -> __m256d {
+        unsafe { _mm256_div_pd(a, b) }
+    }
+    #[inline(always)]
+    fn mul_add(self, a: __m256d, b: __m256d, c: __m256d) -> __m256d {
+        unsafe { _mm256_fmadd_pd(a, b, c) }
+    }
+    #[inline(always)]
+    fn max(self, a: __m256d, b: __m256d) -> __m256d {
+        unsafe { _mm256_max_pd(a, b) }
+    }
+    #[inline(always)]
+    fn select_eq(self, a: __m256d, b: __m256d, x: __m256d, y: __m256d) -> __m256d {
+        unsafe { _mm256_blendv_pd(y, x, _mm256_cmp_pd::<_CMP_EQ_OQ>(a, b)) }
+    }
+    #[inline(always)]
+    fn exp(self, a: __m256d) -> __m256d {
+        unsafe { exp_pd(a) }
+    }
+    #[inline(always)]
+    fn tanh(self, a: __m256d) -> __m256d {
+        unsafe { tanh_pd(a) }
+    }
+    #[inline(always)]
+    fn reduce_max(self, v: __m256d) -> f64 {
+        unsafe {
+            let m = _mm_max_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd::<1>(v));
+            _mm_cvtsd_f64(_mm_max_sd(m, _mm_unpackhi_pd(m, m)))
+        }
+    }
+    #[inline(always)]
+    fn reduce_sum(self, v: __m256d) -> f64 {
+        unsafe {
+            let m = _mm_add_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd::<1>(v));
+            _mm_cvtsd_f64(_mm_add_sd(m, _mm_unpackhi_pd(m, m)))
+        }
     }
 }
