@@ -565,13 +565,8 @@ def run_workload(
 
 
 def fmt_ms(ms: float) -> str:
-    if ms < 0.01:
-        return f"{ms * 1e3:.2f} µs"
-    if ms < 1:
-        return f"{ms:.4f}"
-    if ms < 100:
-        return f"{ms:.2f}"
-    return f"{ms:.1f}"
+    """Milliseconds with four significant digits (0.009610 = 9.61 µs)."""
+    return f"{ms:#.4g}".rstrip(".") if ms >= 1e-4 else f"{ms:.3e}"
 
 
 def fmt_rate(v: float) -> str:
@@ -777,10 +772,10 @@ def plot(results: Dict[str, WorkloadResult], ceilings: Ceilings, path: str) -> N
         for j, name in enumerate(impl_names):
             xsv, hs = [], []
             for i, op in enumerate(ops):
-                r = res.get(op, name)
-                if r is not None and r.bytes_per_s:
+                got = res.get(op, name)
+                if got is not None and got.bytes_per_s:
                     xsv.append(i + (j - (len(impl_names) - 1) / 2) * width)
-                    hs.append(r.bytes_per_s / 1e9)
+                    hs.append(got.bytes_per_s / 1e9)
             ax.bar(xsv, hs, width=width, color=colors[name], label=name)
         ax.axhline(ceilings.copy_bps / 1e9, color="k", ls="--", lw=1, label="copy ceiling")
         ax.axhline(ceilings.read_bps / 1e9, color="k", ls=":", lw=1, label="read ceiling")
