@@ -998,7 +998,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         size = n * c * np.dtype(dt).itemsize
         emit(f"{h}{wid}: {n:,} × {c:,} {dt} — {desc}")
         emit()
-        emit(("" if not md else "") + f"input {size / 1e6:.1f} MB, "
+        emit(f"input {size / 1e6:.1f} MB, " if size >= 100_000 else f"input {size / 1e3:.2f} kB, "
              + ("fits in the LLC: calls rotate between two inputs" if res.rotated else "one input (larger than the LLC)"))
         emit()
         emit(workload_table(res).render(md))
