@@ -1,0 +1,336 @@
+//! Vector-Jacobian products of `softmax` and `log_softmax` over the rows of a matrix: what an autograd
+//! framework needs to use them as a layer.
+//!
+//! - softmax, given its output `y` and the upstream gradient `g`: `out = y · (g − Σ g·y)`;
+//! - log_softmax, given its output `log_y`: `out = g − exp(log_y) · Σ g`.
+//!
+//! Each row is read twice while it sits in cache: pass 1 forms the row's reduction (`Σ g·y` or `Σ g`)
+//! block by block with several vector accumulators and a compensated f64 sum of the block sums; pass 2
+//! re-reads `g` and `y` and writes each output once. The output may be `g` or `y` itself (in place):
+//! pass 2 loads both vectors into registers before it stores the result.
+
+use super::{Acc, SendPtr, BLOCK};
+use crate::parallel::{chunk_rows, for_ranges, map_ranges, split_rows, SEGMENT};
+use crate::simd::{Backend, Element, Isa, Simd, WithSimd};
+use crate::KernelError;
+
+/// Which vector-Jacobian product.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Vjp {
+    /// `out = y · (g − Σ g·y)`; the second input is the softmax output `y`.
+    Softmax,
+    /// `out = g − exp(log_y) · Σ g`; the second input is the log-softmax output `log_y`.
+    LogSoftmax,
+}
+
+/// The two inputs (upstream gradient `g` and forward output `y`) and where the result goes.
+pub enum VjpBuf<'a, T> {
+    /// Read `g` and `y`, write `out` (all the same length).
+    Separate {
+        g: &'a [T],
+        y: &'a [T],
+        out: &'a mut [T],
+    },
+    /// Overwrite `g` with the result (`out=grad_output`).
+    IntoGrad { g: &'a mut [T], y: &'a [T] },
+    /// Overwrite `y` with the result (`out=y`).
+    IntoY { g: &'a [T], y: &'a mut [T] },
+    /// `g`, `y` and the output are one buffer.
+    Same(&'a mut [T]),
+}
+
+impl<T> VjpBuf<'_, T> {
+    fn lens(&self) -> (usize, usize, usize) {
+        match self {
+            VjpBuf::Separate { g, y, out } => (g.len(), y.len(), out.len()),
+            VjpBuf::IntoGrad { g, y } => (g.len(), y.len(), g.len()),
+            VjpBuf::IntoY { g, y } => (g.len(), y.len(), y.len()),
+            VjpBuf::Same(b) => (b.len(), b.len(), b.len()),
+        }
+    }
+
+    /// `(g, y, out)` as raw pointers (some equal when in place).
+    fn ptrs(&mut self) -> (SendPtr<T>, SendPtr<T>, SendPtr<T>) {
+        let ro = |s: &[T]| SendPtr(s.as_ptr() as *mut T);
+        match self {
+            VjpBuf::Separate { g, y, out } => (ro(g), ro(y), SendPtr(out.as_mut_ptr())),
+            VjpBuf::IntoGrad { g, y } => {
+                let p = g.as_mut_ptr();
+                (SendPtr(p), ro(y), SendPtr(p))
+            }
+            VjpBuf::IntoY { g, y } => {
+                let p = y.as_mut_ptr();
+                (ro(g), SendPtr(p), SendPtr(p))
+            }
+            VjpBuf::Same(b) => {
+                let p = b.as_mut_ptr();
+                (SendPtr(p), SendPtr(p), SendPtr(p))
+            }
+        }
+    }
+}
+
+/// Writes the vector-Jacobian product `kind` of each row of the `rows × cols` matrices in `buf`.
+pub fn softmax_backward<T: Element>(
+    backend: Backend,
+    mut buf: VjpBuf<'_, T>,
+    cols: usize,
+    kind: Vjp,
+) -> Result<(), KernelError> {
+    let (ng, ny, no) = buf.lens();
+    if ng != ny || ng != no {
+        return Err(KernelError::Shape(format!(
+            "grad_output has {ng} elements, y has {ny}, out has {no}"
+        )));
+    }
+    let n = ng;
+    if cols == 0 || n == 0 {
+        return Ok(());
+    }
+    if n % cols != 0 {
+        return Err(KernelError::Shape(format!(
+            "{n} elements do not form rows of {cols}"
+        )));
+    }
+    let rows = n / cols;
+    let (g, y, dst) = buf.ptrs();
+    if split_rows(cols) {
+        for r in 0..rows {
+            let off = r * cols;
+            split_row(backend, g.add(off), y.add(off), dst.add(off), cols, kind);
+        }
+        return Ok(());
+    }
+    for_ranges(rows, chunk_rows(cols), n, |range| {
+        backend.dispatch(Rows {
+            g,
+            y,
+            dst,
+            cols,
+            rows: range,
+            kind,
+        })
+    });
+    Ok(())
+}
+
+struct Rows<T> {
+    g: SendPtr<T>,
+    y: SendPtr<T>,
+    dst: SendPtr<T>,
+    cols: usize,
+    rows: std::ops::Range<usize>,
+    kind: Vjp,
+}
+
+impl<T: Element> WithSimd for Rows<T> {
+    type Output = ();
+    #[inline(always)]
+    fn with_simd<S: Isa>(self, s: S) {
+        let s = T::simd(s);
+        for r in self.rows {
+            let off = r * self.cols;
+            // SAFETY: row `r` is in bounds and belongs to this task alone; the read-only slices are
+            // dropped before the write pass touches the (possibly identical) destination.
+            let red = unsafe {
+                reduce(
+                    s,
+                    self.g.slice(off, self.cols),
+                    self.y.slice(off, self.cols),
+                    self.kind,
+                )
+            };
+            unsafe {
+                write(
+                    s,
+                    self.g.add(off),
+                    self.y.add(off),
+                    self.dst.add(off),
+                    self.cols,
+                    T::from_f64(red),
+                    self.kind,
+                )
+            };
+        }
+    }
+}
+
+/// Pass 1: `Σ g·y` (softmax) or `Σ g` (log-softmax) of a row or segment, in f64.
+#[inline(always)]
+fn reduce<T: Element, S: Simd<T>>(s: S, g: &[T], y: &[T], kind: Vjp) -> f64 {
+    let mut acc = Acc::default();
+    for (gb, yb) in g.chunks(BLOCK).zip(y.chunks(BLOCK)) {
+        let b = match kind {
+            Vjp::Softmax => dot_block(s, gb, yb),
+            Vjp::LogSoftmax => sum_block(s, gb),
+        };
+        acc.add(b.to_f64());
+    }
+    acc.value()
+}
+
+/// `Σ g·y` over one block, with four independent accumulators.
+#[inline(always)]
+fn dot_block<T: Element, S: Simd<T>>(s: S, g: &[T], y: &[T]) -> T {
+    let l = S::LANES;
+    let zero = s.splat(T::ZERO);
+    let (mut a0, mut a1, mut a2, mut a3) = (zero, zero, zero, zero);
+    let mut gq = g.chunks_exact(4 * l);
+    let mut yq = y.chunks_exact(4 * l);
+    for (gc, yc) in (&mut gq).zip(&mut yq) {
+        a0 = s.mul_add(s.load(&gc[..l]), s.load(&yc[..l]), a0);
+        a1 = s.mul_add(s.load(&gc[l..2 * l]), s.load(&yc[l..2 * l]), a1);
+        a2 = s.mul_add(s.load(&gc[2 * l..3 * l]), s.load(&yc[2 * l..3 * l]), a2);
+        a3 = s.mul_add(s.load(&gc[3 * l..]), s.load(&yc[3 * l..]), a3);
+    }
+    let mut gs = gq.remainder().chunks_exact(l);
+    let mut ys = yq.remainder().chunks_exact(l);
+    for (gc, yc) in (&mut gs).zip(&mut ys) {
+        a0 = s.mul_add(s.load(gc), s.load(yc), a0);
+    }
+    let (gt, yt) = (gs.remainder(), ys.remainder());
+    if !gt.is_empty() {
+        let gv = s.load_partial(gt, T::ZERO);
+        let yv = s.load_partial(yt, T::ZERO);
+        a1 = s.mul_add(gv, yv, a1);
+    }
+    s.reduce_sum(s.add(s.add(a0, a1), s.add(a2, a3)))
+}
+
+/// `Σ g` over one block, with four independent accumulators.
+#[inline(always)]
+fn sum_block<T: Element, S: Simd<T>>(s: S, g: &[T]) -> T {
+    let l = S::LANES;
+    let zero = s.splat(T::ZERO);
+    let (mut a0, mut a1, mut a2, mut a3) = (zero, zero, zero, zero);
+    let mut gq = g.chunks_exact(4 * l);
+    for gc in &mut gq {
+        a0 = s.add(a0, s.load(&gc[..l]));
+        a1 = s.add(a1, s.load(&gc[l..2 * l]));
+        a2 = s.add(a2, s.load(&gc[2 * l..3 * l]));
+        a3 = s.add(a3, s.load(&gc[3 * l..]));
+    }
+    let mut gs = gq.remainder().chunks_exact(l);
+    for gc in &mut gs {
+        a0 = s.add(a0, s.load(gc));
+    }
+    let gt = gs.remainder();
+    if !gt.is_empty() {
+        a1 = s.add(a1, s.load_partial(gt, T::ZERO));
+    }
+    s.reduce_sum(s.add(s.add(a0, a1), s.add(a2, a3)))
+}
+
+/// Pass 2: `dst = y·(g − red)` or `dst = g − exp(y)·red`. `dst` may equal `g` or `y`.
+///
+/// # Safety
+/// `g`, `y` and `dst` must be valid for `len` elements, and nobody else may touch them meanwhile.
+#[inline(always)]
+unsafe fn write<T: Element, S: Simd<T>>(
+    s: S,
+    g: SendPtr<T>,
+    y: SendPtr<T>,
+    dst: SendPtr<T>,
+    len: usize,
+    red: T,
+    kind: Vjp,
+) {
+    let l = S::LANES;
+    let rv = s.splat(red);
+    let neg_rv = s.splat(-red);
+    // Both inputs are loaded into registers before the result is stored, so `dst` may be either;
+    // short-lived slices keep every access bounds-checked.
+    let op = |gv: S::V, yv: S::V| match kind {
+        Vjp::Softmax => s.mul(yv, s.sub(gv, rv)),
+        Vjp::LogSoftmax => s.mul_add(s.exp(yv), neg_rv, gv),
+    };
+    let mut i = 0;
+    while i + l <= len {
+        let r = op(s.load(g.add(i).slice(0, l)), s.load(y.add(i).slice(0, l)));
+        s.store(dst.add(i).slice_mut(l), r);
+        i += l;
+    }
+    if i < len {
+        let t = len - i;
+        let gv = s.load_partial(g.add(i).slice(0, t), T::ZERO);
+        let yv = s.load_partial(y.add(i).slice(0, t), T::ZERO);
+        s.store_partial(dst.add(i).slice_mut(t), op(gv, yv));
+    }
+}
+
+/// A row long enough to split: the reduction per fixed segment in parallel, summed in order, then
+/// the segments written in parallel.
+fn split_row<T: Element>(
+    backend: Backend,
+    g: SendPtr<T>,
+    y: SendPtr<T>,
+    dst: SendPtr<T>,
+    cols: usize,
+    kind: Vjp,
+) {
+    let parts = map_ranges(cols, SEGMENT, cols, |seg| {
+        backend.dispatch(SegmentReduce {
+            // SAFETY: the segment is in bounds; nothing writes the row during this pass.
+            g: unsafe { g.add(seg.start).slice(0, seg.len()) },
+            y: unsafe { y.add(seg.start).slice(0, seg.len()) },
+            kind,
+        })
+    });
+    let mut acc = Acc::default();
+    for p in parts {
+        acc.add(p);
+    }
+    let red = T::from_f64(acc.value());
+    for_ranges(cols, SEGMENT, cols, |seg| {
+        backend.dispatch(SegmentWrite {
+            g: g.add(seg.start),
+            y: y.add(seg.start),
+            dst: dst.add(seg.start),
+            len: seg.len(),
+            red,
+            kind,
+        })
+    });
+}
+
+struct SegmentReduce<'a, T> {
+    g: &'a [T],
+    y: &'a [T],
+    kind: Vjp,
+}
+
+impl<T: Element> WithSimd for SegmentReduce<'_, T> {
+    type Output = f64;
+    #[inline(always)]
+    fn with_simd<S: Isa>(self, s: S) -> f64 {
+        reduce(T::simd(s), self.g, self.y, self.kind)
+    }
+}
+
+struct SegmentWrite<T> {
+    g: SendPtr<T>,
+    y: SendPtr<T>,
+    dst: SendPtr<T>,
+    len: usize,
+    red: T,
+    kind: Vjp,
+}
+
+impl<T: Element> WithSimd for SegmentWrite<T> {
+    type Output = ();
+    #[inline(always)]
+    fn with_simd<S: Isa>(self, s: S) {
+        // SAFETY: each segment is written by one task only.
+        unsafe {
+            write(
+                T::simd(s),
+                self.g,
+                self.y,
+                self.dst,
+                self.len,
+                self.red,
+                self.kind,
+            )
+        }
+    }
+}
