@@ -3,6 +3,7 @@
 //! Validation of user input happens in `python/fastsoftmax/_api.py`; the checks here are the last
 //! line of defence, so a wrong call can raise but never crash.
 
+use crate::kernels::{backward as bw, entropy as ent};
 use crate::kernels::{cross_entropy as ce, logsumexp as lse, softmax as sm, Buf};
 use crate::simd::{self, Backend, Element};
 use crate::KernelError;
@@ -393,6 +394,159 @@ fn cross_entropy(
     }
 }
 
+fn backward_t<T: Float>(
+    py: Python<'_>,
+    g: &Bound<'_, PyAny>,
+    y: &Bound<'_, PyAny>,
+    out: &Bound<'_, PyAny>,
+    kind: bw::Vjp,
+) -> PyResult<()> {
+    let g = cast2::<T>(g, "grad_output")?;
+    let y = cast2::<T>(y, "y")?;
+    let out = cast2::<T>(out, "out")?;
+    if g.shape() != y.shape() || g.shape() != out.shape() {
+        return Err(PyValueError::new_err(format!(
+            "grad_output {:?}, y {:?} and out {:?} must have one shape",
+            g.shape(),
+            y.shape(),
+            out.shape()
+        )));
+    }
+    let cols = g.shape()[1];
+    let n = g.len();
+    let backend = simd::active();
+    // In place when `out` is `g` and/or `y` (the same memory); any other overlap fails to borrow.
+    let (to_g, to_y) = (out.data() == g.data(), out.data() == y.data());
+    macro_rules! go {
+        ($buf:expr) => {{
+            let buf = $buf;
+            Ok(run(py, n, || bw::softmax_backward(backend, buf, cols, kind))?)
+        }};
+    }
+    match (to_g, to_y) {
+        (true, true) => {
+            let mut w = out.try_readwrite().map_err(borrow_err)?;
+            go!(bw::VjpBuf::Same(w.as_slice_mut().map_err(borrow_err)?))
+        }
+        (true, false) => {
+            let r = y.try_readonly().map_err(borrow_err)?;
+            let mut w = out.try_readwrite().map_err(borrow_err)?;
+            go!(bw::VjpBuf::IntoGrad {
+                g: w.as_slice_mut().map_err(borrow_err)?,
+                y: r.as_slice().map_err(borrow_err)?,
+            })
+        }
+        (false, true) => {
+            let r = g.try_readonly().map_err(borrow_err)?;
+            let mut w = out.try_readwrite().map_err(borrow_err)?;
+            go!(bw::VjpBuf::IntoY {
+                g: r.as_slice().map_err(borrow_err)?,
+                y: w.as_slice_mut().map_err(borrow_err)?,
+            })
+        }
+        (false, false) => {
+            let rg = g.try_readonly().map_err(borrow_err)?;
+            let ry = y.try_readonly().map_err(borrow_err)?;
+            let mut w = out.try_readwrite().map_err(borrow_err)?;
+            go!(bw::VjpBuf::Separate {
+                g: rg.as_slice().map_err(borrow_err)?,
+                y: ry.as_slice().map_err(borrow_err)?,
+                out: w.as_slice_mut().map_err(borrow_err)?,
+            })
+        }
+    }
+}
+
+/// Vector-Jacobian product of softmax (`out = y·(g − Σ g·y)`) or, with `log=True`, of log-softmax
+/// (`out = g − exp(y)·Σ g`, `y` the log-softmax output) over the rows of C-contiguous 2-D arrays of
+/// one shape and dtype. `out` may be `g` or `y`.
+#[pyfunction]
+fn softmax_backward(
+    py: Python<'_>,
+    g: &Bound<'_, PyAny>,
+    y: &Bound<'_, PyAny>,
+    out: &Bound<'_, PyAny>,
+    log: bool,
+) -> PyResult<()> {
+    let kind = if log {
+        bw::Vjp::LogSoftmax
+    } else {
+        bw::Vjp::Softmax
+    };
+    if is_f32(g)? {
+        backward_t::<f32>(py, g, y, out, kind)
+    } else {
+        backward_t::<f64>(py, g, y, out, kind)
+    }
+}
+
+fn entropy_t<T: Float>(
+    py: Python<'_>,
+    p: &Bound<'_, PyAny>,
+    q: Option<&Bound<'_, PyAny>>,
+    out: &Bound<'_, PyAny>,
+    input: ent::Input,
+    scale: f64,
+) -> PyResult<()> {
+    let p = cast2::<T>(p, "p")?;
+    let out = cast1::<T>(out, "out")?;
+    let cols = p.shape()[1];
+    let backend = simd::active();
+    let rp = p.try_readonly().map_err(borrow_err)?;
+    let rq = match q {
+        Some(q) => {
+            let q = cast2::<T>(q, "q")?;
+            if q.shape() != p.shape() {
+                return Err(PyValueError::new_err(format!(
+                    "q has shape {:?}, p has {:?}",
+                    q.shape(),
+                    p.shape()
+                )));
+            }
+            Some(q.try_readonly().map_err(borrow_err)?)
+        }
+        None => None,
+    };
+    let mut w = out.try_readwrite().map_err(borrow_err)?;
+    let ps = rp.as_slice().map_err(borrow_err)?;
+    let os = w.as_slice_mut().map_err(borrow_err)?;
+    match &rq {
+        None => Ok(run(py, ps.len(), || {
+            ent::entropy(backend, ps, cols, input, scale, os)
+        })?),
+        Some(rq) => {
+            let qs = rq.as_slice().map_err(borrow_err)?;
+            Ok(run(py, ps.len(), || {
+                ent::kl_divergence(backend, ps, qs, cols, input, scale, os)
+            })?)
+        }
+    }
+}
+
+/// Per row of C-contiguous 2-D `p`: `out[r] = scale · H(p[r])`, or with `q` (same shape and dtype)
+/// `out[r] = scale · KL(p[r] ‖ q[r])`; `from_logits` takes logits and uses their softmax.
+#[pyfunction]
+#[pyo3(signature = (p, q, out, from_logits, scale))]
+fn entropy(
+    py: Python<'_>,
+    p: &Bound<'_, PyAny>,
+    q: Option<&Bound<'_, PyAny>>,
+    out: &Bound<'_, PyAny>,
+    from_logits: bool,
+    scale: f64,
+) -> PyResult<()> {
+    let input = if from_logits {
+        ent::Input::Logits
+    } else {
+        ent::Input::Probs
+    };
+    if is_f32(p)? {
+        entropy_t::<f32>(py, p, q, out, input, scale)
+    } else {
+        entropy_t::<f64>(py, p, q, out, input, scale)
+    }
+}
+
 /// Sets the number of threads the kernels use.
 #[pyfunction]
 fn set_num_threads(n: i64) -> PyResult<()> {
@@ -437,6 +591,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(logsumexp, m)?)?;
     m.add_function(wrap_pyfunction!(logsumexp_b, m)?)?;
     m.add_function(wrap_pyfunction!(cross_entropy, m)?)?;
+    m.add_function(wrap_pyfunction!(softmax_backward, m)?)?;
+    m.add_function(wrap_pyfunction!(entropy, m)?)?;
     m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(get_num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(simd_backend, m)?)?;

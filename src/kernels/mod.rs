@@ -4,7 +4,9 @@
 //! (each block read twice while it sits in L1, so the row is read once from memory); pass 2, when the
 //! kernel writes an output, re-reads the row (now in L2) and writes each element once.
 
+pub mod backward;
 pub mod cross_entropy;
+pub mod entropy;
 pub mod logsumexp;
 pub mod softmax;
 
