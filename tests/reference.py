@@ -250,20 +250,21 @@ def _to_rows(logits, target, axis):
 
 
 def ref_cross_entropy_parts(logits, target, *, axis=-1, weight=None, ignore_index=-100,
-                            label_smoothing=0.0, z_loss=0.0, softcap=None):
+                            label_smoothing=0.0, z_loss=0.0, softcap=None, chain=True):
     """Per-row losses (N,), the per-row gradient of each row loss (N, C), and the mean denominators.
 
     Returns (ce_rows, z_rows, g_ce, g_z, ce_den, z_den, row_shape, soft).
     ce_rows / g_ce: the (weighted, smoothed) cross-entropy part; z_rows / g_z: the z-loss part.
     ce_den: sum(weight[y]) over non-ignored rows (hard) or N (soft); z_den: non-ignored row count.
-    The gradients are with respect to the raw logits (softcap's chain rule included).
+    The gradients are with respect to the raw logits (softcap's chain rule included unless chain=False).
     """
     o_raw, t, soft, row_shape = _to_rows(logits, target, axis)
     N, C = o_raw.shape
     if softcap is not None:
         th = np.tanh(o_raw / softcap)
         o = softcap * th
-        dcap = 1.0 - th * th
+        with np.errstate(over="ignore"):
+            dcap = 1.0 / np.cosh(o_raw / softcap) ** 2  # 1 - tanh^2 without its cancellation
     else:
         o = o_raw
         dcap = np.ones_like(o)
@@ -295,6 +296,8 @@ def ref_cross_entropy_parts(logits, target, *, axis=-1, weight=None, ignore_inde
         ce_den = float(np.sum(np.where(valid, wy, 0.0)))
     zr = np.where(valid, z_loss * lse**2, 0.0)
     gz = np.where(valid[:, None], 2.0 * z_loss * lse[:, None] * p, 0.0)
+    if not chain:
+        dcap = np.ones_like(dcap)
     return ce, zr, g * dcap, gz * dcap, ce_den, float(np.sum(valid)), row_shape, soft
 
 
@@ -318,11 +321,14 @@ def ref_cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=-100
 
 
 def ref_cross_entropy_grad(logits, target, *, axis=-1, weight=None, ignore_index=-100, reduction="mean",
-                           label_smoothing=0.0, z_loss=0.0, softcap=None):
-    """d loss / d logits in float64, in the layout of `logits`. "none": the gradient of the sum."""
+                           label_smoothing=0.0, z_loss=0.0, softcap=None, chain=True):
+    """d loss / d logits in float64, in the layout of `logits`. "none": the gradient of the sum.
+
+    chain=False leaves out softcap's factor 1 - tanh^2 (the gradient with respect to the capped logits).
+    """
     _, _, g, gz, ce_den, z_den, row_shape, _ = ref_cross_entropy_parts(
         logits, target, axis=axis, weight=weight, ignore_index=ignore_index,
-        label_smoothing=label_smoothing, z_loss=z_loss, softcap=softcap)
+        label_smoothing=label_smoothing, z_loss=z_loss, softcap=softcap, chain=chain)
     if reduction == "mean":
         g = g / ce_den if ce_den != 0 else np.zeros_like(g)
         gz = gz / z_den if z_den != 0 else np.zeros_like(gz)
@@ -347,3 +353,11 @@ def finite_difference_grad(f, x, h=1e-6):
         flat[i] = old
         gflat[i] = (fp - fm) / (2 * step)
     return g
+
+
+def grad_scale(logits, target, **kw):
+    """The scale a gradient's error is measured against: the largest entry before softcap's factor
+    1 - tanh^2, which a float implementation can only know to a few ulp in absolute terms."""
+    kw = {k: v for k, v in kw.items()}
+    g = ref_cross_entropy_grad(logits, target, chain=False, **kw)
+    return float(np.abs(g).max()) if g.size else 0.0
