@@ -83,6 +83,11 @@ template <> __device__ __forceinline__ float fs_nan<float>() { return __int_as_f
 template <> __device__ __forceinline__ double fs_nan<double>() {
     return __longlong_as_double(0x7fffffffffffffffLL);
 }
+// (a - b) / T, with the difference and the scaling done in double when T != 1 (float32 inputs then
+// see a single rounding, as with T = 1).
+template <typename A> __device__ __forceinline__ A fs_sd(A a, A b, bool unit, double it) {
+    return unit ? a - b : (A)(((double)a - (double)b) * it);
+}
 // max that propagates NaN from either side
 template <typename A> __device__ __forceinline__ A fs_max(A a, A b) {
     return (a > b || a != a) ? a : b;
@@ -134,12 +139,12 @@ __device__ __forceinline__ void group_reduce(A (&v)[NV], A* smem) {
 #define FS_NPART 5
 
 template <typename T, int TPR, int VPT, int VEC, int MODE>
-__global__ void __launch_bounds__(TPR <= 32 ? 128 : TPR)
+__global__ void __launch_bounds__(TPR <= 32 ? 128 : TPR, (TPR <= 32 ? 8 : (1024 / TPR > 1 ? 1024 / TPR : 1)))
 fs_rows(const T* x,                    // (rows, cols) C-contiguous
         T* y,                          // output (softmax / log_softmax / CE gradient); may be x
         typename Cvt<T>::A* rowout,    // per-row logsumexp (MODE_LSE) or loss (MODE_CE)
         fs_i64 rows, fs_i64 cols, fs_i64 chunk, int S,
-        typename Cvt<T>::A scale,      // x is multiplied by it (1/T, -1/T for softmin)
+        double inv_t,                  // 1/T; negative for softmin (the row is -x/T)
         typename Cvt<T>::A* part,      // split workspace: rows * S * FS_NPART
         int* sync,                     // [ticket, done, arrive[rows]] (self-resetting)
         const fs_i64* tgt,             // CE hard labels (rows,) or null
@@ -179,6 +184,8 @@ fs_rows(const T* x,                    // (rows, cols) C-contiguous
     const T* xr = x + row * cols;
     const A NEG_INF = -fs_inf<A>();
     const A C = (A)cols;
+    const double it = inv_t < 0.0 ? -inv_t : inv_t;
+    const bool unit = (MODE == MODE_CE) || it == 1.0;
 
     // Cross-entropy row status: 0 normal, 1 ignored, 2 label out of range.
     int status = 0;
@@ -212,8 +219,8 @@ fs_rows(const T* x,                    // (rows, cols) C-contiguous
                 A u = v[k * VEC + j];
                 if (MODE == MODE_CE) {
                     if (cap > (A)0) u = cap * fs_tanh(u / cap);
-                } else {
-                    u = u * scale;
+                } else if (inv_t < 0.0) {
+                    u = -u;
                 }
                 v[k * VEC + j] = u;
             }
@@ -242,7 +249,7 @@ fs_rows(const T* x,                    // (rows, cols) C-contiguous
         for (int j = 0; j < VEC; ++j) {
             const int n = k * VEC + j;
             const A o = v[n];
-            const A e = fs_exp(o - shift);
+            const A e = fs_exp(fs_sd(o, shift, unit, it));
             if (o == mc && mc > NEG_INF) s[0] += (A)1;
             else s[1] += e;
             if (!keep_v) v[n] = e;
@@ -301,7 +308,7 @@ fs_rows(const T* x,                    // (rows, cols) C-contiguous
                     r[0] += cj;
                     r[1] += rj;
                 } else {
-                    r[1] += (cj + rj) * fs_exp(mj - M);
+                    r[1] += (cj + rj) * fs_exp(fs_sd(mj, M, unit, it));
                 }
                 if (NS > 2) r[NS > 2 ? 2 : 0] += pv[j * FS_NPART + 3];
                 if (NS > 3) r[NS > 3 ? 3 : 0] += pv[j * FS_NPART + 4];
@@ -330,9 +337,9 @@ fs_rows(const T* x,                    // (rows, cols) C-contiguous
     A lse;
     if (M == NEG_INF) lse = NEG_INF;
     else if (M == fs_inf<A>()) lse = fs_inf<A>();
-    else lse = M + off;
+    else lse = (unit ? M : (A)((double)M * it)) + off;
     // factor turning the stored exp(v - shift) into a probability
-    A factor = fs_exp(mc - M) / L;
+    A factor = fs_exp(fs_sd(mc, M, unit, it)) / L;
     if (M == fs_inf<A>()) factor = fs_nan<A>();
 
     const bool lead = active && t == 0 && c == 0;
@@ -354,7 +361,7 @@ fs_rows(const T* x,                    // (rows, cols) C-contiguous
                 for (int j = 0; j < VEC; ++j) {
                     const A u = v[k * VEC + j];
                     if (MODE == MODE_SOFTMAX) o[j] = u * factor;
-                    else o[j] = (M == fs_inf<A>()) ? fs_nan<A>() : (u - M) - off;
+                    else o[j] = (M == fs_inf<A>()) ? fs_nan<A>() : fs_sd(u, M, unit, it) - off;
                 }
                 if (VEC == 1) {
                     yr[i0] = Cvt<T>::st(o[0]);
@@ -410,7 +417,7 @@ fs_rows(const T* x,                    // (rows, cols) C-contiguous
                 }
                 const fs_i64 idx = i0 + j;
                 const A u = v[k * VEC + j];
-                const A p = (keep_v ? fs_exp(u - shift) : u) * factor;
+                const A p = (keep_v ? fs_exp(u - shift) : u) * factor;  // CE: unit scale
                 A gr = alpha * p;
                 if (q != 0) {
                     const A qq = ((A)1 - eps) * q[row * cols + idx] + eps / C;
