@@ -9,6 +9,7 @@ use only).
 
 from __future__ import annotations
 
+import math
 import operator
 from typing import Any, Literal, Optional, Sequence, Tuple, Union
 
@@ -630,6 +631,229 @@ def cross_entropy_with_grad(
 
 for _f in (cross_entropy, cross_entropy_grad, cross_entropy_with_grad):
     _f.__doc__ = (_f.__doc__ or "") + _CE_DOC_OPTIONS
+
+
+# --------------------------------------------------------------------------------------------------
+# backward passes, entropy, KL divergence
+
+
+def _pair_dtypes(a: np.ndarray, b: np.ndarray, what: Tuple[str, str]) -> Tuple[np.dtype, np.dtype]:
+    """(kernel dtype, result dtype) of two inputs: their common result dtype when it is the same
+    (float16 stays float16, computed in float32), else the promotion of their kernel dtypes."""
+    ka, ra = _dtypes(a, what[0])
+    kb, rb = _dtypes(b, what[1])
+    if ra == rb:
+        return ka, ra
+    k = np.dtype(np.result_type(ka, kb))
+    return k, k
+
+
+def _data_ptr(a: np.ndarray) -> int:
+    return int(a.__array_interface__["data"][0])
+
+
+def _backward(grad_output: Any, y: Any, axis: Any, out: Any, log: bool, yname: str) -> Any:
+    g = _asarray(grad_output, "grad_output")
+    yy = _asarray(y, yname)
+    kdt, rdt = _pair_dtypes(g, yy, ("grad_output", yname))
+    if g.shape != yy.shape:
+        raise ValueError(f"grad_output has shape {g.shape}, {yname} has shape {yy.shape}")
+    if g.ndim == 0:
+        ax = 0
+        g1, y1 = g.reshape(1), yy.reshape(1)
+    else:
+        (ax,) = _normalize_axes(axis, g.ndim, allow_multiple=False)
+        g1, y1 = g, yy
+    if out is not None:
+        out = _check_out(out, g.shape, rdt)
+    lg = _Layout(g1, (ax,), kdt)
+    ly = _Layout(y1, (ax,), kdt)
+    if lg.rows * lg.cols == 0:
+        return out if out is not None else np.empty(g.shape, dtype=rdt)
+    if out is not None and rdt == kdt and g.ndim:
+        view = lg.out_view(out)
+        # The kernel may write `out` directly when it is exactly `g` and/or `y` (in place) or shares
+        # no memory with either; any other overlap goes through a temporary.
+        if view is not None and all(
+            _data_ptr(view) == _data_ptr(a) or not np.may_share_memory(view, a)
+            for a in (lg.x2d, ly.x2d)
+        ):
+            _native.softmax_backward(lg.x2d, ly.x2d, view, log)
+            return out
+    dst = np.empty((lg.rows, lg.cols), dtype=kdt)
+    _native.softmax_backward(lg.x2d, ly.x2d, dst, log)
+    res = lg.restore(dst).reshape(g.shape)
+    if out is not None:
+        np.copyto(out, res, casting="unsafe")
+        return out
+    return res.astype(rdt) if rdt != kdt else res
+
+
+def softmax_backward(grad_output: Any, y: Any, axis: int = -1, *, out: Any = None) -> Any:
+    r"""Vector-Jacobian product of :func:`softmax`: the gradient with respect to its input `o`.
+
+    Given ``y = softmax(o, axis)`` and the upstream gradient :math:`g = \partial L/\partial y`,
+    returns :math:`\partial L/\partial o = J^T g = y \odot (g - \sum_k g_k y_k)`, the sum taken along
+    `axis` (the Jacobian is :math:`J = \mathrm{diag}(y) - y y^T`).
+
+    Parameters
+    ----------
+    grad_output, y : array_like, one shape
+        float32/float64 keep their dtype; float16/bfloat16 compute in float32 and return their own
+        dtype; integer and bool inputs become float64; two different dtypes promote.
+    axis : int
+        The softmax axis.
+    out : ndarray, optional
+        Result of `grad_output`'s shape and the result dtype; may be `grad_output` or `y` itself.
+
+    Returns
+    -------
+    ndarray of `grad_output`'s shape.
+
+    >>> import numpy as np, fastsoftmax as fs
+    >>> y = fs.softmax(np.array([1.0, 2.0, 3.0]))
+    >>> fs.softmax_backward(np.array([1.0, 0.0, 0.0]), y).round(4)
+    array([ 0.0819, -0.022 , -0.0599])
+    """
+    if _is_cupy(grad_output):
+        return _cuda().softmax_backward(grad_output, y, axis, out=out)
+    return _backward(grad_output, y, axis, out, False, "y")
+
+
+def log_softmax_backward(grad_output: Any, log_y: Any, axis: int = -1, *, out: Any = None) -> Any:
+    r"""Vector-Jacobian product of :func:`log_softmax`: the gradient with respect to its input `o`.
+
+    Given ``log_y = log_softmax(o, axis)`` and the upstream gradient :math:`g`, returns
+    :math:`g - e^{\log y} \sum_k g_k`, the sum taken along `axis`. With :math:`g` the negative
+    one-hot label this is the cross-entropy gradient :math:`\mathrm{softmax}(o) - \mathrm{onehot}(y)`.
+
+    Shapes, dtypes and `out=` (which may be `grad_output` or `log_y`) as in
+    :func:`softmax_backward`.
+
+    >>> import numpy as np, fastsoftmax as fs
+    >>> log_y = fs.log_softmax(np.array([0.0, 0.0]))
+    >>> fs.log_softmax_backward(np.array([-1.0, 0.0]), log_y)
+    array([-0.5,  0.5])
+    """
+    if _is_cupy(grad_output):
+        return _cuda().log_softmax_backward(grad_output, log_y, axis, out=out)
+    return _backward(grad_output, log_y, axis, out, True, "log_y")
+
+
+def _base_scale(base: Any) -> float:
+    """1 / ln(base): the factor from nats to `base` units."""
+    if base is None:
+        return 1.0
+    try:
+        b = float(base)
+    except (TypeError, ValueError):
+        raise TypeError(f"base must be a real number or None, got {base!r}") from None
+    if not b > 0.0:
+        raise ValueError(f"base must be > 0, got {base!r}")
+    if b == 1.0:
+        raise ValueError("base must not be 1 (log(1) = 0)")
+    return 1.0 / math.log(b)
+
+
+def _row_reduce(p: np.ndarray, q: Optional[np.ndarray], axis: Any, from_logits: bool, scale: float,
+                kdt: np.dtype, rdt: np.dtype) -> Any:
+    if p.ndim == 0:
+        p = p.reshape(1)
+        q = None if q is None else q.reshape(1)
+        axes: Tuple[int, ...] = (0,)
+    else:
+        axes = _normalize_axes(axis, p.ndim, allow_multiple=False)
+    lp = _Layout(p, axes, kdt)
+    q2d = None if q is None else _Layout(q, axes, kdt).x2d
+    res = np.empty(lp.rows, dtype=kdt)
+    if lp.rows:
+        _native.entropy(lp.x2d, q2d, res, bool(from_logits), scale)
+    r = res.reshape(lp.batch_shape)
+    if rdt != kdt:
+        r = r.astype(rdt)
+    return r[()] if r.ndim == 0 else r
+
+
+def entropy(p: Any, axis: int = -1, *, base: Optional[float] = None, from_logits: bool = False) -> Any:
+    r"""Shannon entropy along `axis`: :math:`H[P] = -\sum_j p_j \log p_j`.
+
+    In nats by default, in bits with ``base=2`` (the result is divided by :math:`\log b`).
+    SciPy's ``entr`` convention per element: :math:`0 \log 0 = 0`, a negative entry gives
+    :math:`-\infty`. Unlike ``scipy.stats.entropy``, `p` is **not** normalised to sum to 1.
+    With ``from_logits=True``, `p` holds logits `o` and the result is :math:`H[\mathrm{softmax}(o)]`,
+    computed stably as :math:`\mathrm{logsumexp}(o) - \sum_j \mathrm{softmax}(o)_j o_j` (a row
+    that has no softmax, one holding NaN or +inf or only -inf, gives NaN).
+
+    Parameters
+    ----------
+    p : array_like
+        Probabilities (or logits). float32/float64 keep their dtype; float16/bfloat16 compute in
+        float32 and return their own dtype; integer and bool inputs become float64.
+    axis : int
+        The axis summed over. An empty axis gives 0.
+    base : float, optional
+        Logarithm base; ``ValueError`` unless ``base > 0`` and ``base != 1``.
+    from_logits : bool
+        Whether `p` holds logits.
+
+    Returns
+    -------
+    ndarray of `p`'s shape without `axis` (a NumPy scalar for a 1-D `p`).
+
+    >>> import numpy as np, fastsoftmax as fs
+    >>> float(fs.entropy(np.array([0.5, 0.5]), base=2))
+    1.0
+    >>> fs.entropy(np.array([[0.0, 0.0], [0.0, -np.inf]]), from_logits=True).round(4)
+    array([0.6931, 0.    ])
+    """
+    if _is_cupy(p):
+        return _cuda().entropy(p, axis, base=base, from_logits=from_logits)
+    pa = _asarray(p, "p")
+    kdt, rdt = _dtypes(pa, "p")
+    scale = _base_scale(base)
+    return _row_reduce(pa, None, axis, from_logits, scale, kdt, rdt)
+
+
+def kl_divergence(
+    p: Any, q: Any, axis: int = -1, *, base: Optional[float] = None, from_logits: bool = False
+) -> Any:
+    r"""Kullback-Leibler divergence along `axis`: :math:`KL(P\|Q) = \sum_j p_j \log(p_j / q_j)
+    = H(P, Q) - H(P)`.
+
+    SciPy's ``rel_entr`` convention per element: :math:`0 \log(0/q) = 0` for :math:`q \ge 0`,
+    :math:`p > 0, q = 0 \to +\infty`, a negative entry gives :math:`+\infty`; `p` and `q` are not
+    normalised. With ``from_logits=True``, `p` and `q` hold logits `o` and `r` and the result is
+    :math:`\sum_j \mathrm{softmax}(o)_j\,(\mathrm{log\_softmax}(o)_j - \mathrm{log\_softmax}(r)_j)`.
+    `base` as in :func:`entropy`.
+
+    Parameters
+    ----------
+    p, q : array_like
+        Broadcast against each other. dtypes as in :func:`entropy`; two different dtypes promote.
+
+    Returns
+    -------
+    ndarray of the broadcast shape without `axis` (a NumPy scalar for 1-D inputs).
+
+    >>> import numpy as np, fastsoftmax as fs
+    >>> float(fs.kl_divergence(np.array([0.5, 0.5]), np.array([0.25, 0.75]))).__round__(6)
+    0.143841
+    >>> float(fs.kl_divergence(np.array([1.0, 0.0]), np.array([0.0, 1.0])))
+    inf
+    """
+    if _is_cupy(p):
+        return _cuda().kl_divergence(p, q, axis, base=base, from_logits=from_logits)
+    pa = _asarray(p, "p")
+    qa = _asarray(q, "q")
+    kdt, rdt = _pair_dtypes(pa, qa, ("p", "q"))
+    scale = _base_scale(base)
+    try:
+        shape = np.broadcast_shapes(pa.shape, qa.shape)
+    except ValueError:
+        raise ValueError(f"p of shape {pa.shape} and q of shape {qa.shape} do not broadcast") from None
+    pa = np.broadcast_to(pa, shape) if pa.shape != shape else pa
+    qa = np.broadcast_to(qa, shape) if qa.shape != shape else qa
+    return _row_reduce(pa, qa, axis, from_logits, scale, kdt, rdt)
 
 
 # --------------------------------------------------------------------------------------------------

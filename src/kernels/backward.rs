@@ -14,6 +14,29 @@ use crate::parallel::{chunk_rows, for_ranges, map_ranges, split_rows, SEGMENT};
 use crate::simd::{Backend, Element, Isa, Simd, WithSimd};
 use crate::KernelError;
 
+/// A compensated sum ([`Acc`]) that also takes infinities and NaN: `Acc`'s compensation term turns
+/// an infinite addend into NaN (`inf - inf`), so non-finite values are summed apart and added last.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Total {
+    acc: Acc,
+    special: f64,
+}
+
+impl Total {
+    #[inline(always)]
+    pub(crate) fn add(&mut self, v: f64) {
+        if v.is_finite() {
+            self.acc.add(v);
+        } else {
+            self.special += v;
+        }
+    }
+    #[inline(always)]
+    pub(crate) fn value(self) -> f64 {
+        self.acc.value() + self.special
+    }
+}
+
 /// Which vector-Jacobian product.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Vjp {
@@ -158,7 +181,7 @@ impl<T: Element> WithSimd for Rows<T> {
 /// Pass 1: `Σ g·y` (softmax) or `Σ g` (log-softmax) of a row or segment, in f64.
 #[inline(always)]
 fn reduce<T: Element, S: Simd<T>>(s: S, g: &[T], y: &[T], kind: Vjp) -> f64 {
-    let mut acc = Acc::default();
+    let mut acc = Total::default();
     for (gb, yb) in g.chunks(BLOCK).zip(y.chunks(BLOCK)) {
         let b = match kind {
             Vjp::Softmax => dot_block(s, gb, yb),
@@ -276,7 +299,7 @@ fn split_row<T: Element>(
             kind,
         })
     });
-    let mut acc = Acc::default();
+    let mut acc = Total::default();
     for p in parts {
         acc.add(p);
     }

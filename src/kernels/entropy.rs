@@ -16,8 +16,9 @@
 //! < 1 ulp; scalar for now), accumulating block sums with a compensated f64 sum.
 //! Each result is multiplied by `scale` (`1 / ln(base)`, or 1 for nats).
 
+use super::backward::Total;
 use super::softmax::{FinishLse, SegmentStats};
-use super::{finish_lse, max_sum, merge_max_sum, Acc, Lse, Scale, SendPtr, BLOCK};
+use super::{finish_lse, max_sum, merge_max_sum, Lse, Scale, SendPtr, BLOCK};
 use crate::parallel::{chunk_rows, for_ranges, map_ranges, split_rows, SEGMENT};
 use crate::simd::{Backend, Element, Isa, Simd, WithSimd};
 use crate::KernelError;
@@ -178,7 +179,7 @@ fn rel_entr(p: f64, q: f64) -> f64 {
 /// `Σ entr(p)`: block sums in f64, added with compensation.
 #[inline(always)]
 fn entr_sum<T: Element>(p: &[T]) -> f64 {
-    let mut acc = Acc::default();
+    let mut acc = Total::default();
     for block in p.chunks(BLOCK) {
         acc.add(block.iter().map(|v| entr(v.to_f64())).sum());
     }
@@ -188,7 +189,7 @@ fn entr_sum<T: Element>(p: &[T]) -> f64 {
 /// `Σ rel_entr(p, q)`.
 #[inline(always)]
 fn rel_entr_sum<T: Element>(p: &[T], q: &[T]) -> f64 {
-    let mut acc = Acc::default();
+    let mut acc = Total::default();
     for (pb, qb) in p.chunks(BLOCK).zip(q.chunks(BLOCK)) {
         acc.add(
             pb.iter()
@@ -248,7 +249,7 @@ fn weighted<T: Element, S: Simd<T>>(s: S, o: &[T], r: Option<&[T]>, mo: T, mr: T
         };
         s.select_eq(e, zero, zero, s.mul(e, d))
     };
-    let mut acc = Acc::default();
+    let mut acc = Total::default();
     let mut start = 0;
     while start < o.len() {
         let end = (start + BLOCK).min(o.len());
@@ -285,7 +286,7 @@ fn weighted<T: Element, S: Simd<T>>(s: S, o: &[T], r: Option<&[T]>, mo: T, mr: T
 fn split_row<T: Element>(backend: Backend, job: Job<'_, T>) -> f64 {
     let cols = job.cols;
     let sum_parts = |parts: Vec<f64>| {
-        let mut acc = Acc::default();
+        let mut acc = Total::default();
         for v in parts {
             acc.add(v);
         }
