@@ -372,3 +372,21 @@ def test_special_values_in_logits(rng):
     assert np.all(g[0, 5:] == 0)
     assert_grad_close(g, ref_cross_entropy_grad(x[[0]], y[[0]]), np.float64, "masked grad")
     assert np.isnan(fs.cross_entropy(x, y))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+def test_huge_vocabulary_in_place(each_backend, rng, dtype):
+    """C large enough for a row to be split across threads; the gradient written over the logits."""
+    c = 262_147
+    x = make_logits(rng, 2, c, dtype)
+    y = np.array([5, c - 1])
+    kw = dict(label_smoothing=0.05, z_loss=1e-4)
+    el, eg = ref_cross_entropy(x, y, **kw), ref_cross_entropy_grad(x, y, **kw)
+    xi = x.copy()
+    loss, g = fs.cross_entropy_with_grad(xi, y, out=xi, **kw)
+    assert g is xi
+    check_loss(loss, el, dtype, "mean", "huge C loss")
+    assert_grad_close(xi, eg, dtype, "huge C grad")
+    q = soft_labels(rng, 2, c, dtype)
+    check_loss(fs.cross_entropy(x, q, reduction="none"), ref_cross_entropy(x, q, reduction="none"), dtype, "none",
+               "huge C soft")

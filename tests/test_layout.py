@@ -198,3 +198,47 @@ def test_empty_batch(dtype):
     assert fs.logsumexp(np.zeros((0, 3, 5), dtype), axis=(1, 2)).shape == (0,)
     assert fs.logsumexp(np.zeros((2, 0, 5), dtype), axis=(1, 2)).shape == (2,)
     assert fs.softmax(np.zeros(0, dtype)).shape == (0,)
+
+
+# --- byte order and alignment ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", list(FUNCS))
+@pytest.mark.parametrize("dtype", [">f4", ">f8"])
+def test_non_native_byte_order(rng, name, dtype):
+    func, ref, check = FUNCS[name]
+    x = (rng.standard_normal((5, 19)) * 3).astype(dtype)
+    native = x.astype(np.dtype(dtype).newbyteorder("="))
+    y = np.asarray(func(x))
+    assert y.dtype.kind == "f" and y.dtype.itemsize == np.dtype(dtype).itemsize
+    check(y.astype(native.dtype), ref(native), native.dtype, f"{name} {dtype}")
+
+
+@pytest.mark.parametrize("name", list(FUNCS))
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+def test_unaligned_input(rng, name, dtype):
+    func, ref, check = FUNCS[name]
+    n = 7 * 33
+    item = np.dtype(dtype).itemsize
+    raw = np.zeros(n * item + 1, np.uint8)
+    x = np.frombuffer(raw.data, dtype=dtype, count=n, offset=1).reshape(7, 33)
+    assert not x.flags.aligned
+    x[...] = rng.standard_normal((7, 33)) * 3
+    e = ref(x.copy())
+    check(np.asarray(func(x)), e, dtype, f"{name} unaligned")
+    if name != "logsumexp":
+        xa = x.copy()  # aligned input, unaligned out=
+        assert func(xa, out=x) is x
+        check(x, e, dtype, f"{name} unaligned out=")
+        x[...] = xa
+        assert func(x, out=x) is x
+        check(x, e, dtype, f"{name} unaligned in place")
+
+
+def test_b_broadcasts_x_like_scipy(rng):
+    """b may broadcast x to a larger shape (SciPy broadcasts a and b together)."""
+    x = rng.standard_normal(6)
+    b = rng.uniform(0.5, 2.0, size=(4, 6))
+    r = fs.logsumexp(x, b=b)
+    e = sps.logsumexp(x, axis=-1, b=b)
+    assert np.shape(r) == e.shape == (4,)
+    assert_log_close(np.asarray(r), e, np.float64, "b broadcasts x")

@@ -184,3 +184,21 @@ def test_f64_accuracy_long_rows(each_backend, rng):
     x = rng.standard_normal((2, 262_144)) * 4.0
     assert_prob_close(fs.softmax(x), ref_softmax(x), np.float64, "f64 softmax 262144")
     assert_log_close(fs.log_softmax(x), ref_log_softmax(x), np.float64, "f64 log_softmax 262144")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+def test_long_rows_in_place_and_axis0(each_backend, rng, dtype):
+    """Rows long enough to be split across threads, in place and along axis 0."""
+    x = (rng.standard_normal((2, 300_001)) * 3).astype(dtype)
+    esm, elsm = ref_softmax(x), ref_log_softmax(x)
+    xi = x.copy()
+    assert fs.softmax(xi, out=xi) is xi
+    assert_prob_close(xi, esm, dtype, "long rows softmax in place")
+    xi = x.copy()
+    assert fs.log_softmax(xi, out=xi) is xi
+    assert_log_close(xi, elsm, dtype, "long rows log_softmax in place")
+    xt = np.ascontiguousarray(x.T)
+    assert_prob_close(fs.softmax(xt, axis=0), esm.T, dtype, "long columns softmax axis=0")
+    xt2 = xt.copy()
+    assert fs.log_softmax(xt2, axis=0, out=xt2) is xt2
+    assert_log_close(xt2, elsm.T, dtype, "long columns log_softmax axis=0 in place")
