@@ -242,3 +242,23 @@ def test_b_broadcasts_x_like_scipy(rng):
     e = sps.logsumexp(x, axis=-1, b=b)
     assert np.shape(r) == e.shape == (4,)
     assert_log_close(np.asarray(r), e, np.float64, "b broadcasts x")
+
+
+@pytest.mark.parametrize("name", ["softmax", "log_softmax", "softmin"])
+def test_out_overlapping_input_is_right_or_refused(rng, name):
+    """out= sharing memory with the input in another layout: a right answer (as NumPy's ufuncs give) or
+    a ValueError with nothing written, never a silently wrong answer (API.md 5)."""
+    func, ref, check = FUNCS[name]
+    x = rng.standard_normal((6, 6)) * 3
+    for label, make_out in [("reversed rows", lambda b: b[::-1]), ("transpose", lambda b: b.T),
+                            ("reversed cols", lambda b: b[:, ::-1])]:
+        buf = x.copy()
+        out = make_out(buf)
+        e = ref(x)
+        try:
+            r = func(buf, out=out)
+        except ValueError:
+            np.testing.assert_array_equal(buf, x, err_msg=f"{name} {label}: wrote before refusing")
+            continue
+        assert r is out
+        check(out, e, np.float64, f"{name} out= overlapping the input ({label})")
