@@ -390,3 +390,17 @@ def test_huge_vocabulary_in_place(each_backend, rng, dtype):
     q = soft_labels(rng, 2, c, dtype)
     check_loss(fs.cross_entropy(x, q, reduction="none"), ref_cross_entropy(x, q, reduction="none"), dtype, "none",
                "huge C soft")
+
+
+def test_byte_order_and_alignment(rng):
+    x = make_logits(rng, 6, 9, np.float64)
+    y = hard_labels(rng, 6, 9)
+    e, eg = ref_cross_entropy(x, y, reduction="none"), ref_cross_entropy_grad(x, y)
+    assert_log_close(fs.cross_entropy(x.astype(">f8"), y, reduction="none"), e, np.float64, "big-endian logits")
+    assert_log_close(fs.cross_entropy(x, y.astype(">i4"), reduction="none"), e, np.float64, "big-endian target")
+    raw = np.zeros(x.size * 8 + 1, np.uint8)
+    xu = np.frombuffer(raw.data, np.float64, x.size, 1).reshape(x.shape)
+    xu[...] = x
+    assert_log_close(fs.cross_entropy(xu, y, reduction="none"), e, np.float64, "unaligned logits")
+    assert fs.cross_entropy_grad(x, y, out=xu) is xu
+    assert_grad_close(xu, eg, np.float64, "unaligned out=")
