@@ -50,6 +50,10 @@ def _dtypes(x: np.ndarray, what: str = "x") -> Tuple[np.dtype, np.dtype]:
     dt = x.dtype
     if dt in _KERNEL_DTYPES:
         return dt, dt
+    if dt.kind == "f" and dt.itemsize in (4, 8):
+        # Non-native byte order: computed and returned in native order, as NumPy's ufuncs do.
+        native = _F32 if dt.itemsize == 4 else _F64
+        return native, native
     if dt == _F16 or _is_bfloat16(dt):
         return _F32, dt
     if dt.kind in "biu":
@@ -57,6 +61,11 @@ def _dtypes(x: np.ndarray, what: str = "x") -> Tuple[np.dtype, np.dtype]:
     raise TypeError(
         f"{what} has unsupported dtype {dt}; expected a floating, integer or bool array"
     )
+
+
+def _c(a: Any, dtype: Any) -> np.ndarray:
+    """`a` as a C-contiguous, aligned, native-order array of `dtype` (no copy when it already is)."""
+    return np.require(a, dtype=dtype, requirements=("C", "A"))
 
 
 def _asarray(x: Any, what: str = "x") -> np.ndarray:
@@ -113,8 +122,8 @@ class _Layout:
             rows *= s
         self.rows, self.cols = rows, cols
         moved = x if self.trailing else np.transpose(x, self.keep + axes)
-        # ascontiguousarray is a no-op (no copy) for a C-contiguous array of the right dtype.
-        self.x2d = np.ascontiguousarray(moved, dtype=dtype).reshape(rows, cols)
+        # No copy for a C-contiguous, aligned array of the right dtype.
+        self.x2d = _c(moved, dtype).reshape(rows, cols)
 
     def restore(self, y2d: np.ndarray) -> np.ndarray:
         """A (rows, cols) result back in the input's shape and axis order (a view when possible)."""
@@ -126,7 +135,7 @@ class _Layout:
 
     def out_view(self, out: np.ndarray) -> Optional[np.ndarray]:
         """`out` as a (rows, cols) C-contiguous view the kernel can write directly, or None."""
-        if self.trailing and out.flags.c_contiguous:
+        if self.trailing and out.flags.c_contiguous and out.flags.aligned:
             return out.reshape(self.rows, self.cols)
         return None
 
@@ -233,8 +242,9 @@ def softmax(x: Any, axis: Axis = -1, *, temperature: float = 1.0, out: Any = Non
         and type(x) is np.ndarray
         and x.ndim == 2
         and x.dtype in _KERNEL_DTYPES
-        and x.flags.c_contiguous
         and x.size
+        and x.flags.c_contiguous
+        and x.flags.aligned
     ):
         # The common small call (T5): no layout work.
         y = np.empty_like(x)
@@ -352,7 +362,7 @@ def logsumexp(
         x2d = layout.x2d if inv_t == 1.0 else layout.x2d * kdt.type(inv_t)
         sign = np.empty(layout.rows, dtype=kdt)
         if layout.rows:
-            _native.logsumexp_b(np.ascontiguousarray(x2d), b2d, res, sign)
+            _native.logsumexp_b(_c(x2d, kdt), b2d, res, sign)
         if inv_t != 1.0:
             res *= kdt.type(1.0 / inv_t)
         if not return_sign:
@@ -442,7 +452,7 @@ class _CeCall:
                 raise IndexError(
                     f"target {int(t[pos])} at position {pos} is out of bounds for {C} classes"
                 )
-            t = np.ascontiguousarray(t, dtype=np.int64)
+            t = _c(t, np.int64)
             soft = False
         elif target.dtype.kind == "f" or _is_bfloat16(target.dtype):
             if target.shape != logits.shape:
@@ -464,7 +474,7 @@ class _CeCall:
                 raise TypeError(f"weight has unsupported dtype {w.dtype}")
             if w.shape != (C,):
                 raise ValueError(f"weight must have shape ({C},) (one per class), got {w.shape}")
-            w = np.ascontiguousarray(w, dtype=kdt)
+            w = _c(w, kdt)
         self.logits = logits
         self.layout = layout
         self.kdt, self.rdt = kdt, rdt

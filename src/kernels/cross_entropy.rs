@@ -404,35 +404,52 @@ unsafe fn grad_row<T: Element, S: Simd<T>, P: Pre<T, S>>(
     w: Option<&[T]>,
     q: Option<&[T]>,
 ) {
-    let l = S::LANES;
     let (mv, av, bwv, bqv) = (s.splat(c.m), s.splat(c.a), s.splat(c.bw), s.splat(c.bq));
     let one = s.splat(T::ONE);
-    let op = |x: S::V, wv: S::V, qv: S::V| {
-        let y = p.apply(s, x);
-        let e = s.exp(s.sub(y, mv));
-        // g = e·a - w·(bw + bq·q)
-        let g = s.sub(s.mul(e, av), s.mul(wv, s.mul_add(bqv, qv, bwv)));
-        if P::HAS_CHAIN {
-            s.mul(g, p.chain(s, y))
-        } else {
-            g
-        }
-    };
-    let mut i = 0;
-    while i + l <= len {
-        let x = s.load(src.slice(i, l));
-        let wv = w.map_or(one, |w| s.load(&w[i..i + l]));
-        let qv = q.map_or(one, |q| s.load(&q[i..i + l]));
-        let g = op(x, wv, qv);
-        s.store(std::slice::from_raw_parts_mut(dst.0.add(i), l), g);
-        i += l;
+    // Four specialised loops (weights or not, soft labels or not) so the common case loads nothing
+    // but the logits; `map_row!` instead of closures keeps the vector code inlined.
+    macro_rules! grad {
+        ($x:expr, $wv:expr, $qv:expr) => {{
+            let y = p.apply(s, $x);
+            let e = s.exp(s.sub(y, mv));
+            // g = e·a - w·(bw + bq·q)
+            let g = s.sub(s.mul(e, av), s.mul($wv, s.mul_add(bqv, $qv, bwv)));
+            if P::HAS_CHAIN {
+                s.mul(g, p.chain(s, y))
+            } else {
+                g
+            }
+        }};
     }
-    if i < len {
-        let x = s.load_partial(src.slice(i, len - i), T::ZERO);
-        let wv = w.map_or(one, |w| s.load_partial(&w[i..], T::ZERO));
-        let qv = q.map_or(one, |q| s.load_partial(&q[i..], T::ZERO));
-        let g = op(x, wv, qv);
-        s.store_partial(std::slice::from_raw_parts_mut(dst.0.add(i), len - i), g);
+    match (w, q) {
+        (None, None) => map_row!(T, S, s, src, dst, len, |x, _i| grad!(x, one, one)),
+        (Some(w), None) => map_row!(T, S, s, src, dst, len, |x, i| grad!(
+            x,
+            load_at(s, w, i),
+            one
+        )),
+        (None, Some(q)) => map_row!(T, S, s, src, dst, len, |x, i| grad!(
+            x,
+            one,
+            load_at(s, q, i)
+        )),
+        (Some(w), Some(q)) => {
+            map_row!(T, S, s, src, dst, len, |x, i| grad!(
+                x,
+                load_at(s, w, i),
+                load_at(s, q, i)
+            ))
+        }
+    }
+}
+
+/// The vector of `v` starting at `i`, zero-filled past the end.
+#[inline(always)]
+fn load_at<T: Element, S: Simd<T>>(s: S, v: &[T], i: usize) -> S::V {
+    if i + S::LANES <= v.len() {
+        s.load(&v[i..i + S::LANES])
+    } else {
+        s.load_partial(&v[i..], T::ZERO)
     }
 }
 
@@ -455,8 +472,14 @@ fn dots<T: Element, S: Simd<T>, P: Pre<T, S>>(
         let (mut a, mut b, mut c) = (zero, zero, zero);
         for i in (start..end).step_by(l) {
             let o = p.apply(s, s.load(&x[i..i + l]));
-            let wv = w.map_or(one, |w| s.load(&w[i..i + l]));
-            let qv = q.map_or(one, |q| s.load(&q[i..i + l]));
+            let wv = match w {
+                Some(w) => s.load(&w[i..i + l]),
+                None => one,
+            };
+            let qv = match q {
+                Some(q) => s.load(&q[i..i + l]),
+                None => one,
+            };
             let wqv = s.mul(wv, qv);
             a = s.add(a, wqv);
             b = s.mul_add(wqv, o, b);

@@ -1,6 +1,8 @@
 //! `logsumexp` over the rows of a matrix: one read of the input, one value per row.
 
+use super::small::{tile_chunk, TileJob, TileOp, SMALL_COLS};
 use super::softmax::{FinishLse, SegmentStats};
+use super::SendPtr;
 use super::{finish_lse, max_sum, merge_max_sum, Acc, Scale};
 use crate::parallel::{chunk_rows, for_ranges, map_ranges, split_rows, SEGMENT};
 use crate::simd::{Backend, Element, Isa, WithSimd};
@@ -22,6 +24,21 @@ pub fn logsumexp<T: Element>(
         out.fill(T::NEG_INFINITY);
         return Ok(());
     }
+    if cols <= SMALL_COLS {
+        let (src, dst) = (SendPtr(x.as_ptr() as *mut T), SendPtr(out.as_mut_ptr()));
+        let op = TileOp::Lse { unscale };
+        for_ranges(rows, tile_chunk(cols), x.len(), |rows| {
+            backend.dispatch(TileJob {
+                src,
+                dst,
+                rows,
+                cols,
+                scale,
+                op,
+            })
+        });
+        return Ok(());
+    }
     if split_rows(cols) {
         for (r, o) in out.iter_mut().enumerate() {
             let row = &x[r * cols..(r + 1) * cols];
@@ -35,7 +52,7 @@ pub fn logsumexp<T: Element>(
         return Ok(());
     }
     let chunk = chunk_rows(cols);
-    let out_ptr = super::SendPtr(out.as_mut_ptr());
+    let out_ptr = SendPtr(out.as_mut_ptr());
     for_ranges(rows, chunk, x.len(), |range| {
         // SAFETY: each task writes its own rows of `out`.
         let o = unsafe { out_ptr.add(range.start).slice_mut(range.len()) };

@@ -4,10 +4,34 @@
 //! (each block read twice while it sits in L1, so the row is read once from memory); pass 2, when the
 //! kernel writes an output, re-reads the row (now in L2) and writes each element once.
 
+/// `dst[i] = f(src[i])` vector by vector over `len` elements, `src` possibly equal to `dst`: each
+/// vector is loaded into a register before its lanes are stored, and short-lived slices keep every
+/// access bounds-checked. A macro, not a closure, so `f` is compiled for the caller's instruction set.
+/// Must be used inside an `unsafe` function whose contract makes `src`/`dst` valid for `len`.
+macro_rules! map_row {
+    ($T:ty, $S:ty, $s:expr, $src:expr, $dst:expr, $len:expr, |$v:ident, $i:ident| $f:expr) => {{
+        let l = <$S as $crate::simd::Simd<$T>>::LANES;
+        let (src, dst, len) = ($src, $dst, $len);
+        let mut $i = 0usize;
+        while $i + l <= len {
+            let $v = $s.load(src.slice($i, l));
+            let r = $f;
+            $s.store(std::slice::from_raw_parts_mut(dst.0.add($i), l), r);
+            $i += l;
+        }
+        if $i < len {
+            let $v = $s.load_partial(src.slice($i, len - $i), <$T as $crate::simd::Element>::ZERO);
+            let r = $f;
+            $s.store_partial(std::slice::from_raw_parts_mut(dst.0.add($i), len - $i), r);
+        }
+    }};
+}
+
 pub mod backward;
 pub mod cross_entropy;
 pub mod entropy;
 pub mod logsumexp;
+pub mod small;
 pub mod softmax;
 
 use crate::simd::{Element, Simd};
@@ -17,8 +41,7 @@ use crate::simd::{Element, Simd};
 /// per-block rescale (one scalar `exp`) is amortised over 2048 elements.
 pub(crate) const BLOCK: usize = 2048;
 
-/// The widest vector of any backend, in elements (AVX-512 f32): sizes the stack buffer for tails.
-pub(crate) const MAX_LANES: usize = 16;
+pub(crate) use crate::simd::MAX_LANES;
 
 /// An input matrix and where the result goes.
 pub enum Buf<'a, T> {
@@ -123,6 +146,8 @@ impl Acc {
 pub(crate) trait Pre<T: Element, S: Simd<T>>: Copy {
     fn apply(&self, s: S, v: S::V) -> S::V;
     fn apply_scalar(&self, x: T) -> T;
+    /// An input that `apply` maps to `-inf`, if there is one (tails are filled with it).
+    fn preimage_of_neg_inf(&self) -> Option<T>;
     /// Whether `apply` has a derivative other than a constant the caller handles (the soft cap).
     const HAS_CHAIN: bool = false;
     /// `d apply / dx` expressed through the mapped value `y = apply(x)`.
@@ -148,6 +173,14 @@ impl<T: Element, S: Simd<T>> Pre<T, S> for Scale<T> {
     fn apply_scalar(&self, x: T) -> T {
         x * self.0
     }
+    #[inline(always)]
+    fn preimage_of_neg_inf(&self) -> Option<T> {
+        Some(if self.0 > T::ZERO {
+            T::NEG_INFINITY
+        } else {
+            T::INFINITY
+        })
+    }
 }
 
 /// Gemma 2's soft cap `c · tanh(x / c)`.
@@ -165,6 +198,10 @@ impl<T: Element, S: Simd<T>> Pre<T, S> for SoftCap<T> {
     #[inline(always)]
     fn apply_scalar(&self, x: T) -> T {
         T::from_f64((x * self.inv_c).to_f64().tanh()) * self.c
+    }
+    #[inline(always)]
+    fn preimage_of_neg_inf(&self) -> Option<T> {
+        None // c·tanh is bounded below by -c.
     }
     const HAS_CHAIN: bool = true;
     /// `d/dx c·tanh(x/c) = 1 - tanh² = 1 - (y/c)²`.
@@ -188,6 +225,12 @@ pub(crate) fn load_tail_mapped<T: Element, S: Simd<T>, P: Pre<T, S>>(
     x: &[T],
     fill: T,
 ) -> S::V {
+    if fill == T::NEG_INFINITY {
+        if let Some(pre) = p.preimage_of_neg_inf() {
+            // The fill maps to -inf by itself: one masked load, no round trip through memory.
+            return p.apply(s, s.load_partial(x, pre));
+        }
+    }
     let v = p.apply(s, s.load_partial(x, T::ZERO));
     let mut buf = [fill; MAX_LANES];
     s.store(&mut buf, v);
@@ -261,7 +304,9 @@ pub(crate) fn max_sum<T: Element, S: Simd<T>, P: Pre<T, S>>(s: S, p: &P, x: &[T]
     for block in x.chunks(BLOCK) {
         let bm = max_mapped(s, p, block);
         if bm > m {
-            acc.scale((m - bm).to_f64().exp());
+            if m != T::NEG_INFINITY {
+                acc.scale((m - bm).to_f64().exp());
+            }
             m = bm;
         }
         if m == T::NEG_INFINITY {

@@ -1,5 +1,6 @@
 //! `softmax`, `log_softmax` and `softmin` (a negative scale) over the rows of a matrix.
 
+use super::small::{tile_chunk, TileJob, TileOp, SMALL_COLS};
 use super::{exp_diff, finish_lse, max_sum, merge_max_sum, Buf, Lse, Pre, Scale, SendPtr};
 use crate::parallel::{chunk_rows, for_ranges, map_ranges, split_rows, SEGMENT};
 use crate::simd::{Backend, Element, Isa, Simd, WithSimd};
@@ -36,6 +37,23 @@ pub fn softmax<T: Element>(
     let rows = n / cols;
     let (src, dst) = buf.ptrs();
     let p = Scale(scale);
+    if cols <= SMALL_COLS {
+        let op = match mode {
+            Mode::Softmax => TileOp::Softmax,
+            Mode::LogSoftmax => TileOp::LogSoftmax,
+        };
+        for_ranges(rows, tile_chunk(cols), n, |rows| {
+            backend.dispatch(TileJob {
+                src,
+                dst,
+                rows,
+                cols,
+                scale,
+                op,
+            })
+        });
+        return Ok(());
+    }
     if split_rows(cols) {
         for r in 0..rows {
             split_row(backend, src.add(r * cols), dst.add(r * cols), cols, p, mode);
@@ -77,7 +95,9 @@ impl<T: Element> WithSimd for Rows<T> {
             let x = unsafe { self.src.slice(off, self.cols) };
             let stat = match self.mode {
                 Mode::Softmax => T::from_f64(1.0 / sum),
-                Mode::LogSoftmax => T::from_f64(finish_lse(s, &self.p, x, m, sum).log_sum_for_log_softmax()),
+                Mode::LogSoftmax => {
+                    T::from_f64(finish_lse(s, &self.p, x, m, sum).log_sum_for_log_softmax())
+                }
             };
             unsafe {
                 write_row(
@@ -111,26 +131,15 @@ unsafe fn write_row<T: Element, S: Simd<T>, P: Pre<T, S>>(
     stat: T,
     mode: Mode,
 ) {
-    let l = S::LANES;
     let neg_m = s.splat(-m);
     let sv = s.splat(stat);
-    let mut i = 0;
-    // Each vector is loaded into a register before its lanes are stored, so `src == dst` is fine;
-    // short-lived slices keep every access bounds-checked.
-    let op = |v: S::V| match mode {
-        Mode::Softmax => s.mul(exp_diff(s, p.apply(s, v), neg_m), sv),
-        Mode::LogSoftmax => s.sub(s.add(p.apply(s, v), neg_m), sv),
-    };
-    while i + l <= len {
-        let v = s.load(src.slice(i, l));
-        let r = op(v);
-        s.store(std::slice::from_raw_parts_mut(dst.0.add(i), l), r);
-        i += l;
-    }
-    if i < len {
-        let v = s.load_partial(src.slice(i, len - i), T::ZERO);
-        let r = op(v);
-        s.store_partial(std::slice::from_raw_parts_mut(dst.0.add(i), len - i), r);
+    // No closures here: a closure is a function of its own that does not inherit the caller's
+    // `#[target_feature]`s, so vector intrinsics inside it would not inline.
+    match mode {
+        Mode::Softmax => map_row!(T, S, s, src, dst, len, |v, _i| s
+            .mul(exp_diff(s, p.apply(s, v), neg_m), sv)),
+        Mode::LogSoftmax => map_row!(T, S, s, src, dst, len, |v, _i| s
+            .sub(s.add(p.apply(s, v), neg_m), sv)),
     }
 }
 
@@ -157,7 +166,11 @@ fn split_row<T: Element>(
         Mode::LogSoftmax => {
             // SAFETY: as above; the write pass has not started.
             let x = unsafe { src.slice(0, cols) };
-            T::from_f64(backend.dispatch(FinishLse { x, p, m, sum }).log_sum_for_log_softmax())
+            T::from_f64(
+                backend
+                    .dispatch(FinishLse { x, p, m, sum })
+                    .log_sum_for_log_softmax(),
+            )
         }
     };
     for_ranges(cols, SEGMENT, cols, |seg| {

@@ -47,6 +47,7 @@ pub trait Element:
     fn from_f64(x: f64) -> Self;
     fn to_f64(self) -> f64;
     fn is_nan(self) -> bool;
+    fn ln(self) -> Self;
 }
 
 impl Element for f32 {
@@ -73,6 +74,10 @@ impl Element for f32 {
     fn is_nan(self) -> bool {
         f32::is_nan(self)
     }
+    #[inline(always)]
+    fn ln(self) -> Self {
+        f32::ln(self)
+    }
 }
 
 impl Element for f64 {
@@ -98,6 +103,10 @@ impl Element for f64 {
     #[inline(always)]
     fn is_nan(self) -> bool {
         f64::is_nan(self)
+    }
+    #[inline(always)]
+    fn ln(self) -> Self {
+        f64::ln(self)
     }
 }
 
@@ -137,10 +146,29 @@ pub unsafe trait Simd<T: Element>: Copy + Send + Sync + 'static {
     fn exp(self, a: Self::V) -> Self::V;
     /// `tanh(a)`, for the soft cap.
     fn tanh(self, a: Self::V) -> Self::V;
+    /// Natural log: `ln(0) = -inf`, `ln(x < 0) = NaN`, `ln(+inf) = +inf`. The default goes lane by
+    /// lane through the standard library; backends override it with a vectorised one.
+    #[inline(always)]
+    fn ln(self, a: Self::V) -> Self::V {
+        let mut buf = [T::ZERO; MAX_LANES];
+        self.store(&mut buf[..Self::LANES], a);
+        for v in &mut buf[..Self::LANES] {
+            *v = Element::ln(*v);
+        }
+        self.load(&buf[..Self::LANES])
+    }
+    /// `1 / a` lane-wise (the reciprocal of a sum); the default is a division.
+    #[inline(always)]
+    fn recip(self, a: Self::V) -> Self::V {
+        self.div(self.splat(T::ONE), a)
+    }
 
     fn reduce_max(self, v: Self::V) -> T;
     fn reduce_sum(self, v: Self::V) -> T;
 }
+
+/// The widest vector of any backend, in elements (AVX-512 f32).
+pub const MAX_LANES: usize = 16;
 
 /// An instruction set that has vectors of both element types.
 pub trait Isa: Simd<f32> + Simd<f64> {}

@@ -1,0 +1,164 @@
+//! Tiny rows (`cols <= SMALL_COLS`, e.g. 1,000,000 × 10): the per-row work of the row kernels (a few
+//! reductions across a vector, scalar bookkeeping) would cost more than the row itself. Instead a
+//! tile of `LANES` rows is transposed into a column-major scratch, so each vector holds one column of
+//! `LANES` rows and every row reduction becomes a lane-wise vector operation: no horizontal
+//! reductions, no scalar `exp`/`log`, no per-row branches.
+
+use super::{exp_diff, finish_lse, max_sum, Pre, SendPtr, MAX_LANES};
+use crate::simd::{Element, Simd};
+
+/// Rows at most this long take the tile path. At 64 columns a row is 4 AVX-512 vectors, and the row
+/// kernels' fixed cost per row (two horizontal reductions and a scalar `exp`, ~15 ns) is still
+/// about as large as the row's own work; past it the row kernels win.
+pub const SMALL_COLS: usize = 64;
+
+/// What a tile computes.
+#[derive(Clone, Copy, PartialEq)]
+pub(crate) enum TileOp {
+    Softmax,
+    LogSoftmax,
+    /// One value per row into `out[row]`, scaled by `unscale` (the temperature).
+    Lse {
+        unscale: f64,
+    },
+}
+
+/// Processes rows `rows` of the `cols`-wide matrix at `src` (cols <= SMALL_COLS), writing `dst`
+/// (softmax/log-softmax: same shape; logsumexp: one value per row).
+///
+/// # Safety
+/// `src`/`dst` valid for those rows; the rows belong to the caller's task; `src` may equal `dst`.
+#[inline(always)]
+pub(crate) unsafe fn tile_rows<T: Element, S: Simd<T>, P: Pre<T, S>>(
+    s: S,
+    p: &P,
+    src: SendPtr<T>,
+    dst: SendPtr<T>,
+    rows: std::ops::Range<usize>,
+    cols: usize,
+    op: TileOp,
+) {
+    let l = S::LANES;
+    debug_assert!(cols <= SMALL_COLS && cols > 0);
+    let mut scratch = [T::ZERO; SMALL_COLS * MAX_LANES];
+    let scratch = &mut scratch[..cols * l];
+    let mut r0 = rows.start;
+    while r0 < rows.end {
+        let k = l.min(rows.end - r0);
+        // Transpose in: scratch[j*l + r] = x[r0 + r, j]; absent rows read as 0 and are not written.
+        let tile = src.slice(r0 * cols, k * cols);
+        for (r, row) in tile.chunks_exact(cols).enumerate() {
+            for (j, &v) in row.iter().enumerate() {
+                // SAFETY: j < cols and r < k <= l, so j*l + r < cols*l = scratch.len().
+                *scratch.get_unchecked_mut(j * l + r) = v;
+            }
+        }
+        if k < l {
+            for j in 0..cols {
+                scratch[j * l + k..(j + 1) * l].fill(T::ZERO);
+            }
+        }
+        let mut m = s.splat(T::NEG_INFINITY);
+        for col in scratch.chunks_exact(l) {
+            m = s.max(m, p.apply(s, s.load(col)));
+        }
+        // An all -inf row gives NaN here (-inf - -inf), which is its softmax and log-softmax;
+        // logsumexp fixes such rows below.
+        let neg_m = s.sub(s.splat(T::ZERO), m);
+        let mut sum = s.splat(T::ZERO);
+        if op == TileOp::Softmax {
+            // One exp per element: keep exp(y - m) in the scratch and scale it afterwards.
+            for col in scratch.chunks_exact_mut(l) {
+                let e = exp_diff(s, p.apply(s, s.load(col)), neg_m);
+                sum = s.add(sum, e);
+                s.store(col, e);
+            }
+        } else {
+            for col in scratch.chunks_exact(l) {
+                sum = s.add(sum, s.exp(s.add(p.apply(s, s.load(col)), neg_m)));
+            }
+        }
+        match op {
+            TileOp::Softmax | TileOp::LogSoftmax => {
+                if op == TileOp::Softmax {
+                    let inv = s.recip(sum);
+                    for col in scratch.chunks_exact_mut(l) {
+                        s.store(col, s.mul(s.load(col), inv));
+                    }
+                } else {
+                    let log_sum = s.ln(sum);
+                    for col in scratch.chunks_exact_mut(l) {
+                        let y = p.apply(s, s.load(col));
+                        s.store(col, s.sub(s.add(y, neg_m), log_sum));
+                    }
+                }
+                // Transpose out.
+                let out = std::slice::from_raw_parts_mut(dst.0.add(r0 * cols), k * cols);
+                for (r, row) in out.chunks_exact_mut(cols).enumerate() {
+                    for (j, v) in row.iter_mut().enumerate() {
+                        // SAFETY: as for the transpose in.
+                        *v = *scratch.get_unchecked(j * l + r);
+                    }
+                }
+            }
+            TileOp::Lse { unscale } => {
+                let lse = s.add(m, s.ln(sum));
+                let (mut mb, mut sb, mut lb) = (
+                    [T::ZERO; MAX_LANES],
+                    [T::ZERO; MAX_LANES],
+                    [T::ZERO; MAX_LANES],
+                );
+                s.store(&mut mb[..l], m);
+                s.store(&mut sb[..l], sum);
+                s.store(&mut lb[..l], lse);
+                for r in 0..k {
+                    let (mr, sr) = (mb[r], sb[r]);
+                    let v = if mr.to_f64().is_finite() && !(T::REFINE_LSE && sr.to_f64() < 2.0) {
+                        lb[r].to_f64()
+                    } else {
+                        // Rare: infinite maxima, NaN, or float64's log1p refinement.
+                        let row = src.slice((r0 + r) * cols, cols);
+                        let (m1, s1) = max_sum(s, p, row);
+                        finish_lse(s, p, row, m1, s1).value()
+                    };
+                    *dst.0.add(r0 + r) = T::from_f64(v * unscale);
+                }
+            }
+        }
+        r0 += k;
+    }
+}
+
+/// Rows per parallel task on the tile path: the usual grain, in whole tiles of the widest vector.
+pub(crate) fn tile_chunk(cols: usize) -> usize {
+    (crate::parallel::chunk_rows(cols) / MAX_LANES).max(1) * MAX_LANES
+}
+
+/// A task of [`tile_rows`] with the plain scale map (temperature, softmin).
+pub(crate) struct TileJob<T> {
+    pub src: SendPtr<T>,
+    pub dst: SendPtr<T>,
+    pub rows: std::ops::Range<usize>,
+    pub cols: usize,
+    pub scale: T,
+    pub op: TileOp,
+}
+
+impl<T: Element> crate::simd::WithSimd for TileJob<T> {
+    type Output = ();
+    #[inline(always)]
+    fn with_simd<S: crate::simd::Isa>(self, s: S) {
+        // SAFETY: the caller hands each task its own rows of valid buffers.
+        unsafe {
+            tile_rows(
+                T::simd(s),
+                &super::Scale(self.scale),
+                self.src,
+                self.dst,
+                self.rows,
+                self.cols,
+                self.op,
+            )
+        }
+    }
+}
