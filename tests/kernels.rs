@@ -47,23 +47,55 @@ fn softmax_and_log_softmax_match_f64_reference_on_every_backend() {
             let x32: Vec<f32> = x64.iter().map(|&v| v as f32).collect();
             for &scale in &[1.0f64, 0.5, -2.0] {
                 let mut out = vec![0f32; x32.len()];
-                softmax(b, Buf::Separate { x: &x32, out: &mut out }, cols, scale as f32, Mode::Softmax).unwrap();
+                softmax(
+                    b,
+                    Buf::Separate {
+                        x: &x32,
+                        out: &mut out,
+                    },
+                    cols,
+                    scale as f32,
+                    Mode::Softmax,
+                )
+                .unwrap();
                 let mut lout = vec![0f64; x64.len()];
-                softmax(b, Buf::Separate { x: &x64, out: &mut lout }, cols, scale, Mode::LogSoftmax).unwrap();
+                softmax(
+                    b,
+                    Buf::Separate {
+                        x: &x64,
+                        out: &mut lout,
+                    },
+                    cols,
+                    scale,
+                    Mode::LogSoftmax,
+                )
+                .unwrap();
                 for r in 0..rows {
-                    let row: Vec<f64> = x32[r * cols..(r + 1) * cols].iter().map(|&v| v as f64 * scale).collect();
+                    let row: Vec<f64> = x32[r * cols..(r + 1) * cols]
+                        .iter()
+                        .map(|&v| v as f64 * scale)
+                        .collect();
                     let lse = ref_lse(&row);
                     for c in 0..cols {
                         let want = (row[c] - lse).exp();
                         let got = out[r * cols + c] as f64;
-                        assert!(close(got, want, 2e-6, 1e-37), "{b:?} cols={cols} scale={scale} softmax {got} vs {want}");
+                        assert!(
+                            close(got, want, 2e-6, 1e-37),
+                            "{b:?} cols={cols} scale={scale} softmax {got} vs {want}"
+                        );
                     }
-                    let row64: Vec<f64> = x64[r * cols..(r + 1) * cols].iter().map(|&v| v * scale).collect();
+                    let row64: Vec<f64> = x64[r * cols..(r + 1) * cols]
+                        .iter()
+                        .map(|&v| v * scale)
+                        .collect();
                     let lse64 = ref_lse(&row64);
                     for c in 0..cols {
                         let want = row64[c] - lse64;
                         let got = lout[r * cols + c];
-                        assert!(close(got, want, 0.0, 1e-13 * want.abs().max(1.0)), "{b:?} cols={cols} log_softmax {got} vs {want}");
+                        assert!(
+                            close(got, want, 0.0, 1e-13 * want.abs().max(1.0)),
+                            "{b:?} cols={cols} log_softmax {got} vs {want}"
+                        );
                     }
                 }
             }
@@ -76,10 +108,23 @@ fn in_place_equals_separate() {
     let mut rng = Rng(7);
     for b in Backend::supported() {
         for &cols in &COLS {
-            let x: Vec<f32> = data(&mut rng, 4, cols, 3.0).iter().map(|&v| v as f32).collect();
+            let x: Vec<f32> = data(&mut rng, 4, cols, 3.0)
+                .iter()
+                .map(|&v| v as f32)
+                .collect();
             for mode in [Mode::Softmax, Mode::LogSoftmax] {
                 let mut sep = vec![0f32; x.len()];
-                softmax(b, Buf::Separate { x: &x, out: &mut sep }, cols, 1.0, mode).unwrap();
+                softmax(
+                    b,
+                    Buf::Separate {
+                        x: &x,
+                        out: &mut sep,
+                    },
+                    cols,
+                    1.0,
+                    mode,
+                )
+                .unwrap();
                 let mut inp = x.clone();
                 softmax(b, Buf::InPlace(&mut inp), cols, 1.0, mode).unwrap();
                 assert_eq!(sep, inp, "{b:?} cols={cols} {mode:?}");
@@ -96,16 +141,36 @@ fn backends_agree_with_scalar() {
             let x: Vec<f64> = data(&mut rng, 5, cols, 10.0);
             let mut a = vec![0f64; x.len()];
             let mut s = vec![0f64; x.len()];
-            softmax(b, Buf::Separate { x: &x, out: &mut a }, cols, 1.0, Mode::Softmax).unwrap();
-            softmax(Backend::Scalar, Buf::Separate { x: &x, out: &mut s }, cols, 1.0, Mode::Softmax).unwrap();
+            softmax(
+                b,
+                Buf::Separate { x: &x, out: &mut a },
+                cols,
+                1.0,
+                Mode::Softmax,
+            )
+            .unwrap();
+            softmax(
+                Backend::Scalar,
+                Buf::Separate { x: &x, out: &mut s },
+                cols,
+                1.0,
+                Mode::Softmax,
+            )
+            .unwrap();
             for (g, w) in a.iter().zip(&s) {
-                assert!(close(*g, *w, 1e-14, 1e-300), "{b:?} cols={cols}: {g} vs scalar {w}");
+                assert!(
+                    close(*g, *w, 1e-14, 1e-300),
+                    "{b:?} cols={cols}: {g} vs scalar {w}"
+                );
             }
             let (mut la, mut ls) = (vec![0f64; 5], vec![0f64; 5]);
             logsumexp(b, &x, cols, 1.0, &mut la).unwrap();
             logsumexp(Backend::Scalar, &x, cols, 1.0, &mut ls).unwrap();
             for (g, w) in la.iter().zip(&ls) {
-                assert!(close(*g, *w, 1e-14, 1e-14), "{b:?} cols={cols}: lse {g} vs scalar {w}");
+                assert!(
+                    close(*g, *w, 1e-14, 1e-14),
+                    "{b:?} cols={cols}: lse {g} vs scalar {w}"
+                );
             }
         }
     }
@@ -124,18 +189,45 @@ fn logsumexp_long_rows_and_split_rows() {
             logsumexp(b, &x32, cols, 1.0, &mut o32).unwrap();
             logsumexp(b, &x64, cols, 1.0, &mut o64).unwrap();
             for r in 0..2 {
-                let w32 = ref_lse(&x32[r * cols..(r + 1) * cols].iter().map(|&v| v as f64).collect::<Vec<_>>());
+                let w32 = ref_lse(
+                    &x32[r * cols..(r + 1) * cols]
+                        .iter()
+                        .map(|&v| v as f64)
+                        .collect::<Vec<_>>(),
+                );
                 let w64 = ref_lse(&x64[r * cols..(r + 1) * cols]);
-                assert!(close(o32[r] as f64, w32, 0.0, 2e-6 * w32.abs().max(1.0)), "{b:?} {cols} f32 {} vs {w32}", o32[r]);
-                assert!(close(o64[r], w64, 1e-14, 0.0), "{b:?} {cols} f64 {} vs {w64}", o64[r]);
+                assert!(
+                    close(o32[r] as f64, w32, 0.0, 2e-6 * w32.abs().max(1.0)),
+                    "{b:?} {cols} f32 {} vs {w32}",
+                    o32[r]
+                );
+                assert!(
+                    close(o64[r], w64, 1e-14, 0.0),
+                    "{b:?} {cols} f64 {} vs {w64}",
+                    o64[r]
+                );
             }
             // softmax on the split path sums to one and matches the reference.
             let mut out = vec![0f32; x32.len()];
-            softmax(b, Buf::Separate { x: &x32, out: &mut out }, cols, 1.0, Mode::Softmax).unwrap();
+            softmax(
+                b,
+                Buf::Separate {
+                    x: &x32,
+                    out: &mut out,
+                },
+                cols,
+                1.0,
+                Mode::Softmax,
+            )
+            .unwrap();
             let w = ref_lse(&x32[..cols].iter().map(|&v| v as f64).collect::<Vec<_>>());
             for c in (0..cols).step_by(997) {
                 let want = (x32[c] as f64 - w).exp();
-                assert!(close(out[c] as f64, want, 2e-6, 0.0), "{b:?} split softmax {} vs {want}", out[c]);
+                assert!(
+                    close(out[c] as f64, want, 2e-6, 0.0),
+                    "{b:?} split softmax {} vs {want}",
+                    out[c]
+                );
             }
         }
     }
@@ -146,7 +238,11 @@ fn logsumexp_log1p_refinement() {
     for b in Backend::supported() {
         let mut o = [0f64];
         logsumexp(b, &[0.0f64, -40.0], 2, 1.0, &mut o).unwrap();
-        assert!(close(o[0], 4.248354255291589e-18, 1e-14, 0.0), "{b:?}: {}", o[0]);
+        assert!(
+            close(o[0], 4.248354255291589e-18, 1e-14, 0.0),
+            "{b:?}: {}",
+            o[0]
+        );
         // Ties of the maximum: log(2) + log1p(tiny).
         logsumexp(b, &[3.0f64, 3.0, -50.0], 3, 1.0, &mut o).unwrap();
         assert!(close(o[0], 3.0 + 2f64.ln(), 1e-15, 0.0), "{b:?}: {}", o[0]);
@@ -174,9 +270,29 @@ fn special_values() {
             ];
             for (row, what) in cases {
                 let mut sm = vec![0f32; cols];
-                softmax(b, Buf::Separate { x: &row, out: &mut sm }, cols, 1.0, Mode::Softmax).unwrap();
+                softmax(
+                    b,
+                    Buf::Separate {
+                        x: &row,
+                        out: &mut sm,
+                    },
+                    cols,
+                    1.0,
+                    Mode::Softmax,
+                )
+                .unwrap();
                 let mut ls = vec![0f32; cols];
-                softmax(b, Buf::Separate { x: &row, out: &mut ls }, cols, 1.0, Mode::LogSoftmax).unwrap();
+                softmax(
+                    b,
+                    Buf::Separate {
+                        x: &row,
+                        out: &mut ls,
+                    },
+                    cols,
+                    1.0,
+                    Mode::LogSoftmax,
+                )
+                .unwrap();
                 let mut l = [0f32];
                 logsumexp(b, &row, cols, 1.0, &mut l).unwrap();
                 match what {
@@ -188,7 +304,11 @@ fn special_values() {
                             "+inf" => inf,
                             _ => -inf,
                         };
-                        assert!(close(l[0] as f64, want as f64, 0.0, 0.0), "{b:?} {what} lse {}", l[0]);
+                        assert!(
+                            close(l[0] as f64, want as f64, 0.0, 0.0),
+                            "{b:?} {what} lse {}",
+                            l[0]
+                        );
                     }
                     "-inf entry" => {
                         assert_eq!(sm[0], 0.0);
@@ -218,7 +338,14 @@ fn weighted_logsumexp_matches_reference() {
     assert!(close(o[0], want.abs().ln(), 1e-15, 0.0) && s[0] == want.signum());
 }
 
-fn ce_reference(x: &[f64], y: &[i64], cols: usize, w: Option<&[f64]>, eps: f64, ignore: i64) -> (f64, Vec<f64>) {
+fn ce_reference(
+    x: &[f64],
+    y: &[i64],
+    cols: usize,
+    w: Option<&[f64]>,
+    eps: f64,
+    ignore: i64,
+) -> (f64, Vec<f64>) {
     let rows = y.len();
     let wt = |c: usize| w.map_or(1.0, |w| w[c]);
     let wsum: f64 = (0..cols).map(wt).sum();
@@ -242,7 +369,8 @@ fn ce_reference(x: &[f64], y: &[i64], cols: usize, w: Option<&[f64]>, eps: f64, 
         loss += wt(yy) * (1.0 - eps) * (lse - row[yy]) + eps / cols as f64 * (wsum * lse - lin);
         for c in 0..cols {
             let p = (row[c] - lse).exp();
-            let mut g = p * (wt(yy) * (1.0 - eps) + eps * wsum / cols as f64) - eps / cols as f64 * wt(c);
+            let mut g =
+                p * (wt(yy) * (1.0 - eps) + eps * wsum / cols as f64) - eps / cols as f64 * wt(c);
             if c == yy {
                 g -= wt(yy) * (1.0 - eps);
             }
@@ -259,22 +387,67 @@ fn cross_entropy_matches_reference_and_in_place() {
         for &cols in &[1usize, 5, 17, 1000] {
             let rows = 9;
             let x = data(&mut rng, rows, cols, 3.0);
-            let y: Vec<i64> = (0..rows).map(|i| if i == 4 { -100 } else { (rng.next() * cols as f64) as i64 }).collect();
+            let y: Vec<i64> = (0..rows)
+                .map(|i| {
+                    if i == 4 {
+                        -100
+                    } else {
+                        (rng.next() * cols as f64) as i64
+                    }
+                })
+                .collect();
             let w: Vec<f64> = (0..cols).map(|_| 0.5 + rng.next()).collect();
             for (weight, eps) in [(None, 0.0), (Some(&w[..]), 0.0), (Some(&w[..]), 0.3)] {
-                let opts = CeOptions { weight, label_smoothing: eps, ..CeOptions::default() };
+                let opts = CeOptions {
+                    weight,
+                    label_smoothing: eps,
+                    ..CeOptions::default()
+                };
                 let (want_l, want_g) = ce_reference(&x, &y, cols, weight, eps, -100);
                 let mut g = vec![0f64; x.len()];
-                let l = cross_entropy(b, Logits::Grad(Buf::Separate { x: &x, out: &mut g }), rows, cols, Target::Hard(&y), &opts, None).unwrap();
-                assert!(close(l, want_l, 1e-13, 1e-13), "{b:?} cols={cols} loss {l} vs {want_l}");
+                let l = cross_entropy(
+                    b,
+                    Logits::Grad(Buf::Separate { x: &x, out: &mut g }),
+                    rows,
+                    cols,
+                    Target::Hard(&y),
+                    &opts,
+                    None,
+                )
+                .unwrap();
+                assert!(
+                    close(l, want_l, 1e-13, 1e-13),
+                    "{b:?} cols={cols} loss {l} vs {want_l}"
+                );
                 for (a, e) in g.iter().zip(&want_g) {
-                    assert!(close(*a, *e, 1e-12, 1e-15), "{b:?} cols={cols} grad {a} vs {e}");
+                    assert!(
+                        close(*a, *e, 1e-12, 1e-15),
+                        "{b:?} cols={cols} grad {a} vs {e}"
+                    );
                 }
                 let mut inp = x.clone();
-                let l2 = cross_entropy(b, Logits::Grad(Buf::InPlace(&mut inp)), rows, cols, Target::Hard(&y), &opts, None).unwrap();
+                let l2 = cross_entropy(
+                    b,
+                    Logits::Grad(Buf::InPlace(&mut inp)),
+                    rows,
+                    cols,
+                    Target::Hard(&y),
+                    &opts,
+                    None,
+                )
+                .unwrap();
                 assert_eq!(l, l2);
                 assert_eq!(g, inp);
-                let l3 = cross_entropy(b, Logits::Read(&x), rows, cols, Target::Hard(&y), &opts, None).unwrap();
+                let l3 = cross_entropy(
+                    b,
+                    Logits::Read(&x),
+                    rows,
+                    cols,
+                    Target::Hard(&y),
+                    &opts,
+                    None,
+                )
+                .unwrap();
                 assert!(close(l3, l, 1e-15, 0.0));
             }
         }
@@ -286,15 +459,64 @@ fn cross_entropy_errors_write_nothing() {
     let x = vec![0.25f32; 6];
     let mut inp = x.clone();
     let opts = CeOptions::<f32>::default();
-    let err = cross_entropy(Backend::Scalar, Logits::Grad(Buf::InPlace(&mut inp)), 2, 3, Target::Hard(&[1, 3]), &opts, None).unwrap_err();
-    assert!(matches!(err, fastsoftmax::KernelError::Label { label: 3, position: 1, classes: 3 }));
+    let err = cross_entropy(
+        Backend::Scalar,
+        Logits::Grad(Buf::InPlace(&mut inp)),
+        2,
+        3,
+        Target::Hard(&[1, 3]),
+        &opts,
+        None,
+    )
+    .unwrap_err();
+    assert!(matches!(
+        err,
+        fastsoftmax::KernelError::Label {
+            label: 3,
+            position: 1,
+            classes: 3
+        }
+    ));
     assert_eq!(inp, x);
-    let bad = CeOptions { label_smoothing: 1.5, ..CeOptions::default() };
-    assert!(cross_entropy(Backend::Scalar, Logits::Grad(Buf::InPlace(&mut inp)), 2, 3, Target::Hard(&[1, 2]), &bad, None).is_err());
+    let bad = CeOptions {
+        label_smoothing: 1.5,
+        ..CeOptions::default()
+    };
+    assert!(cross_entropy(
+        Backend::Scalar,
+        Logits::Grad(Buf::InPlace(&mut inp)),
+        2,
+        3,
+        Target::Hard(&[1, 2]),
+        &bad,
+        None
+    )
+    .is_err());
     assert_eq!(inp, x);
     // All rows ignored with "mean": 0.0, not NaN.
-    let l = cross_entropy(Backend::Scalar, Logits::Read(&x), 2, 3, Target::Hard(&[-100, -100]), &opts, None).unwrap();
+    let l = cross_entropy(
+        Backend::Scalar,
+        Logits::Read(&x),
+        2,
+        3,
+        Target::Hard(&[-100, -100]),
+        &opts,
+        None,
+    )
+    .unwrap();
     assert_eq!(l, 0.0);
-    let none = CeOptions { reduction: Reduction::None, ..CeOptions::default() };
-    assert!(cross_entropy(Backend::Scalar, Logits::Read(&x), 2, 3, Target::Hard(&[0, 1]), &none, None).is_err());
+    let none = CeOptions {
+        reduction: Reduction::None,
+        ..CeOptions::default()
+    };
+    assert!(cross_entropy(
+        Backend::Scalar,
+        Logits::Read(&x),
+        2,
+        3,
+        Target::Hard(&[0, 1]),
+        &none,
+        None
+    )
+    .is_err());
 }

@@ -235,21 +235,11 @@ def softmax(x: Any, axis: Axis = -1, *, temperature: float = 1.0, out: Any = Non
     >>> fs.softmax(np.array([[1.0, 2.0, 3.0]])).round(4)
     array([[0.09  , 0.2447, 0.6652]])
     """
-    if (
-        out is None
-        and temperature == 1.0
-        and axis == -1
-        and type(x) is np.ndarray
-        and x.ndim == 2
-        and x.dtype in _KERNEL_DTYPES
-        and x.size
-        and x.flags.c_contiguous
-        and x.flags.aligned
-    ):
-        # The common small call (T5): no layout work.
-        y = np.empty_like(x)
-        _native.softmax(x, y, 1.0, False)
-        return y
+    if axis == -1 and type(x) is np.ndarray:
+        # The common call (T5): one native call, no layout work.
+        y = _native.softmax_fast(x, out, 1.0 if temperature == 1.0 else _scale(temperature), False)
+        if y is not None:
+            return y
     if _is_cupy(x):
         return _cuda().softmax(x, axis, temperature=temperature, out=out)
     return _softmax_impl(x, axis, temperature, out, 1.0, False)
@@ -264,6 +254,10 @@ def log_softmax(x: Any, axis: Axis = -1, *, temperature: float = 1.0, out: Any =
     >>> fs.log_softmax(np.array([0.0, 0.0])).round(4)
     array([-0.6931, -0.6931])
     """
+    if axis == -1 and type(x) is np.ndarray:
+        y = _native.softmax_fast(x, out, 1.0 if temperature == 1.0 else _scale(temperature), True)
+        if y is not None:
+            return y
     if _is_cupy(x):
         return _cuda().log_softmax(x, axis, temperature=temperature, out=out)
     return _softmax_impl(x, axis, temperature, out, 1.0, True)
@@ -276,6 +270,10 @@ def softmin(x: Any, axis: Axis = -1, *, temperature: float = 1.0, out: Any = Non
     >>> fs.softmin(np.array([1.0, 2.0])).round(4)
     array([0.7311, 0.2689])
     """
+    if axis == -1 and type(x) is np.ndarray:
+        y = _native.softmax_fast(x, out, -_scale(temperature), False)
+        if y is not None:
+            return y
     if _is_cupy(x):
         return _cuda().softmin(x, axis, temperature=temperature, out=out)
     return _softmax_impl(x, axis, temperature, out, -1.0, False)
@@ -308,6 +306,17 @@ def logsumexp(
     >>> float(fs.logsumexp(np.array([0.0, -40.0])))
     4.248354255291589e-18
     """
+    if (
+        axis == -1
+        and b is None
+        and out is None
+        and not keepdims
+        and not return_sign
+        and type(x) is np.ndarray
+    ):
+        r = _native.logsumexp_fast(x, 1.0 if temperature == 1.0 else _scale(temperature))
+        if r is not None:
+            return r[()] if r.ndim == 0 else r
     if _is_cupy(x):
         return _cuda().logsumexp(
             x,
@@ -545,11 +554,45 @@ def cross_entropy(
             z_loss=z_loss,
             softcap=softcap,
         )
+    if axis == -1:
+        r = _ce_fast(
+            logits, target, weight, ignore_index, reduction, label_smoothing, z_loss, softcap,
+            False, None,
+        )
+        if r is not None:
+            return r[0]
     call = _CeCall(
         logits, target, axis, weight, ignore_index, reduction, label_smoothing, z_loss, softcap
     )
     loss, _ = call.run(None)
     return loss
+
+
+def _ce_fast(
+    logits: Any,
+    target: Any,
+    weight: Any,
+    ignore_index: Any,
+    reduction: Any,
+    label_smoothing: Any,
+    z_loss: Any,
+    softcap: Any,
+    want_grad: bool,
+    out: Any,
+) -> Optional[Tuple[Any, Any]]:
+    """The common call (2-D C-contiguous logits, int64 labels) in one native call, or None."""
+    if type(logits) is not np.ndarray or type(reduction) is not str:
+        return None
+    r = _native.cross_entropy_fast(
+        logits, target, weight, ignore_index, label_smoothing, z_loss, softcap, reduction,
+        want_grad, out,
+    )
+    if r is None:
+        return None
+    loss, grad = r
+    if type(loss) is float:
+        loss = logits.dtype.type(loss)
+    return loss, grad
 
 
 def _ce_with_grad(call: _CeCall, out: Any) -> Tuple[Any, Any]:
@@ -598,6 +641,13 @@ def cross_entropy_grad(
             softcap=softcap,
             out=out,
         )
+    if axis == -1:
+        r = _ce_fast(
+            logits, target, weight, ignore_index, reduction, label_smoothing, z_loss, softcap,
+            True, out,
+        )
+        if r is not None:
+            return r[1]
     call = _CeCall(
         logits, target, axis, weight, ignore_index, reduction, label_smoothing, z_loss, softcap
     )
@@ -633,6 +683,13 @@ def cross_entropy_with_grad(
             softcap=softcap,
             out=out,
         )
+    if axis == -1:
+        r = _ce_fast(
+            logits, target, weight, ignore_index, reduction, label_smoothing, z_loss, softcap,
+            True, out,
+        )
+        if r is not None:
+            return r
     call = _CeCall(
         logits, target, axis, weight, ignore_index, reduction, label_smoothing, z_loss, softcap
     )
