@@ -315,8 +315,8 @@ impl<T: Element> CeRows<'_, T> {
                     // (m - o'_y) + log_sum keeps log_sum when m is huge.
                     let mut main = wy * (1.0 - eps) * ((parts.m - oy) + log_sum);
                     if eps > 0.0 {
-                        let (_, _, wo) = dots(s, &p, x, opts.weight, None);
-                        main += eps * inv_c * (plan.w_total * lse - wo);
+                        let (_, _, wo) = dots(s, &p, x, m, opts.weight, None);
+                        main += eps * inv_c * (plan.w_total * log_sum - wo);
                     }
                     let a = plan.r_main * (wy * (1.0 - eps) + eps * plan.w_total * inv_c);
                     let k = plan.r_main * wy * (1.0 - eps);
@@ -324,9 +324,10 @@ impl<T: Element> CeRows<'_, T> {
                 }
                 (None, Target::Soft(q)) => {
                     let q = &q[off..off + cols];
-                    let (wq, wqo, wo) = dots(s, &p, x, opts.weight, Some(q));
+                    let (wq, wqo, wo) = dots(s, &p, x, m, opts.weight, Some(q));
                     let q_total = (1.0 - eps) * wq + eps * inv_c * plan.w_total;
-                    let main = lse * q_total - ((1.0 - eps) * wqo + eps * inv_c * wo);
+                    // lse·Q - Σ w q' o' = log_sum·Q - Σ w q' (o' - m): no cancellation of large terms.
+                    let main = log_sum * q_total - ((1.0 - eps) * wqo + eps * inv_c * wo);
                     let a = plan.r_main * q_total;
                     let bw = plan.r_main * eps * inv_c;
                     let bq = plan.r_main * (1.0 - eps);
@@ -453,17 +454,20 @@ fn load_at<T: Element, S: Simd<T>>(s: S, v: &[T], i: usize) -> S::V {
     }
 }
 
-/// `(Σ w·q, Σ w·q·o', Σ w·o')` over a row (`w`, `q` are 1 when absent), in f64.
+/// `(Σ w·q, Σ w·q·(o' - m), Σ w·(o' - m))` over a row (`w`, `q` are 1 when absent), in f64. Summing
+/// `o' - m` rather than `o'` keeps logits with a large common offset from cancelling in the loss.
 #[inline(always)]
 fn dots<T: Element, S: Simd<T>, P: Pre<T, S>>(
     s: S,
     p: &P,
     x: &[T],
+    m: T,
     w: Option<&[T]>,
     q: Option<&[T]>,
 ) -> (f64, f64, f64) {
     let l = S::LANES;
     let zero = s.splat(T::ZERO);
+    let mv = s.splat(m);
     let one = s.splat(T::ONE);
     let (mut wq, mut wqo, mut wo) = (Acc::default(), Acc::default(), Acc::default());
     let full = x.len() / l * l;
@@ -471,7 +475,7 @@ fn dots<T: Element, S: Simd<T>, P: Pre<T, S>>(
         let end = (start + super::BLOCK).min(full);
         let (mut a, mut b, mut c) = (zero, zero, zero);
         for i in (start..end).step_by(l) {
-            let o = p.apply(s, s.load(&x[i..i + l]));
+            let o = s.sub(p.apply(s, s.load(&x[i..i + l])), mv);
             let wv = match w {
                 Some(w) => s.load(&w[i..i + l]),
                 None => one,
@@ -490,7 +494,7 @@ fn dots<T: Element, S: Simd<T>, P: Pre<T, S>>(
         wo.add(s.reduce_sum(c).to_f64());
     }
     for i in full..x.len() {
-        let o = p.apply_scalar(x[i]).to_f64();
+        let o = p.apply_scalar(x[i]).to_f64() - m.to_f64();
         let wi = w.map_or(1.0, |w| w[i].to_f64());
         let qi = q.map_or(1.0, |q| q[i].to_f64());
         wq.add(wi * qi);
