@@ -10,15 +10,15 @@
 //! - `kl_divergence`, logits `o`, `r`: `Σ p_o (log p_o − log q_r)` =
 //!   `Σ e_j ((o_j − m_o) − (r_j − m_r)) / sum_o + (log_sum_r − log_sum_o)`.
 //!
-//! The logits paths are generic over the SIMD layer (pass 1: the row's `(max, Σ exp)`, pass 2 while
-//! the row is in cache: the weighted sum). The probability paths need a logarithm, which the `Simd`
+//! The logits paths are generic over the SIMD layer (pass 1: the row's maximum; pass 2 while the row
+//! is in cache: `Σ exp(o − m)` and the weighted sum, in short float32 partial sums added in f64). The probability paths need a logarithm, which the `Simd`
 //! trait does not have: they compute each term in f64 with the standard library's `ln` (correct to
 //! < 1 ulp; scalar for now), accumulating block sums with a compensated f64 sum.
 //! Each result is multiplied by `scale` (`1 / ln(base)`, or 1 for nats).
 
 use super::backward::Total;
-use super::softmax::{FinishLse, SegmentStats};
-use super::{finish_lse, max_sum, merge_max_sum, Lse, Scale, SendPtr, BLOCK};
+use super::softmax::FinishLse;
+use super::{finish_lse, max_mapped, Lse, Scale, SendPtr, BLOCK};
 use crate::parallel::{chunk_rows, for_ranges, map_ranges, split_rows, SEGMENT};
 use crate::simd::{Backend, Element, Isa, Simd, WithSimd};
 use crate::KernelError;
@@ -201,47 +201,84 @@ fn rel_entr_sum<T: Element>(p: &[T], q: &[T]) -> f64 {
     acc.value()
 }
 
-/// A row's `(m, sum, Lse)` for a logits path.
+/// The maxima of a logits row (pair); `None` when one is not finite: a row of only `-inf`, or
+/// holding `+inf` or a NaN the maximum sees, has no softmax (API.md §3), so its entropy or
+/// divergence is NaN.
 #[inline(always)]
-fn row_lse<T: Element, S: Simd<T>>(s: S, x: &[T]) -> (T, f64, Lse) {
-    let p = Scale(T::ONE);
-    let (m, sum) = max_sum(s, &p, x);
-    (m, sum, finish_lse(s, &p, x, m, sum))
+fn maxima<T: Element>(mo: T, mr: Option<T>) -> Option<(T, T)> {
+    let fin = |m: T| m.to_f64().is_finite();
+    match mr {
+        None if fin(mo) => Some((mo, T::ZERO)),
+        Some(mr) if fin(mo) && fin(mr) => Some((mo, mr)),
+        _ => None,
+    }
+}
+
+/// Finishes a logits row from its maxima and [`Sums`]: `H = log_sum + w / sum` (entropy) or
+/// `KL = w / sum_o + (log_sum_r − log_sum_o)`. `finish` turns `(m, sum)` into an [`Lse`] (SciPy's
+/// `log1p` refinement, NaN for a NaN anywhere in the row).
+#[inline(always)]
+fn finish_logits<T: Element>(
+    mo: T,
+    mr: Option<T>,
+    sums: Sums,
+    finish: impl Fn(bool, T, f64) -> Lse,
+) -> f64 {
+    let lo = finish(false, mo, sums.so);
+    match mr {
+        None => lo.log_sum + sums.w / sums.so,
+        Some(mr) => {
+            let lr = finish(true, mr, sums.sr);
+            sums.w / sums.so + (lr.log_sum - lo.log_sum)
+        }
+    }
 }
 
 /// `H[softmax(o)]` of one row.
 #[inline(always)]
 fn entropy_logits<T: Element, S: Simd<T>>(s: S, o: &[T]) -> f64 {
-    let (m, sum, lse) = row_lse(s, o);
-    if !lse.m.is_finite() {
-        // All -inf, a +inf or a NaN: the softmax is NaN (API.md §3), and so is its entropy.
+    let p = Scale(T::ONE);
+    let Some((mo, _)) = maxima(max_mapped(s, &p, o), None) else {
         return f64::NAN;
-    }
-    lse.log_sum + weighted(s, o, None, m, T::ZERO) / sum
+    };
+    let sums = weighted(s, o, None, mo, T::ZERO);
+    finish_logits(mo, None, sums, |_, m, sum| finish_lse(s, &p, o, m, sum))
 }
 
 /// `KL(softmax(o) ‖ softmax(r))` of one row pair.
 #[inline(always)]
 fn kl_logits<T: Element, S: Simd<T>>(s: S, o: &[T], r: &[T]) -> f64 {
-    let (mo, so, lo) = row_lse(s, o);
-    let (mr, _, lr) = row_lse(s, r);
-    if !lo.m.is_finite() || !lr.m.is_finite() {
+    let p = Scale(T::ONE);
+    let Some((mo, mr)) = maxima(max_mapped(s, &p, o), Some(max_mapped(s, &p, r))) else {
         return f64::NAN;
-    }
-    weighted(s, o, Some(r), mo, mr) / so + (lr.log_sum - lo.log_sum)
+    };
+    let sums = weighted(s, o, Some(r), mo, mr);
+    finish_logits(mo, Some(mr), sums, |is_r, m, sum| {
+        finish_lse(s, &p, if is_r { r } else { o }, m, sum)
+    })
 }
 
-/// Elements per vector partial sum of [`weighted`] before it is added to the f64 total: the terms of a
-/// divergence have both signs, so the float32 vector sums are kept short (16 terms per lane with
-/// AVX-512 float32) to keep their rounding far below the result's 2e-6 bound; one horizontal sum per
-/// 256 elements costs nothing next to the `exp`.
-const WEIGHTED_CHUNK: usize = 256;
+/// The sums of one logits row (or segment): `so = Σ exp(o − mo)`, `w = Σ e_j d_j`, and for a
+/// divergence `sr = Σ exp(r − mr)`.
+#[derive(Clone, Copy, Default)]
+struct Sums {
+    so: f64,
+    w: f64,
+    sr: f64,
+}
 
-/// `Σ e_j · d_j` over a row or segment, where `e_j = exp(o_j − mo)` and `d_j = mo − o_j` (entropy,
-/// `r` absent) or `d_j = (o_j − mo) − (r_j − mr)` (divergence). Terms with `e_j = 0` add 0 whatever
-/// `d_j` is (SciPy's `0 · log 0 = 0`).
+/// Vectors per partial sum of [`weighted`] before it is added to the f64 totals: the terms of a
+/// divergence have both signs, and the scalar backend adds one element at a time, so the float32
+/// partial sums are kept short (16 vectors: 8 terms per accumulator lane) to keep their rounding far
+/// below the 2e-6 bound; one horizontal sum per 16 vectors costs little next to the `exp`s.
+const WEIGHTED_VECTORS: usize = 16;
+
+/// [`Sums`] over a row or segment, where `e_j = exp(o_j − mo)` and `d_j = mo − o_j` (entropy, `r`
+/// absent) or `d_j = (o_j − mo) − (r_j − mr)` (divergence). Terms with `e_j = 0` add 0 to `w` whatever
+/// `d_j` is (SciPy's `0 · log 0 = 0`). The exp-sums are formed here, in the same short partial sums,
+/// rather than taken from the shared `max_sum` (whose block sums are longer).
 #[inline(always)]
-fn weighted<T: Element, S: Simd<T>>(s: S, o: &[T], r: Option<&[T]>, mo: T, mr: T) -> f64 {
+fn weighted<T: Element, S: Simd<T>>(s: S, o: &[T], r: Option<&[T]>, mo: T, mr: T) -> Sums {
     let l = S::LANES;
     let neg_mo = s.splat(-mo);
     let neg_mr = s.splat(-mr);
@@ -255,52 +292,65 @@ fn weighted<T: Element, S: Simd<T>>(s: S, o: &[T], r: Option<&[T]>, mo: T, mr: T
         // Infinite `x` makes `err` NaN; its difference is exact.
         (d, s.select_eq(err, err, err, zero))
     };
+    // (e_o, e_o·d, e_r) of one vector.
     let term = |ov: S::V, rv: Option<S::V>| {
         let (d, err) = diff(ov, neg_mo);
         let e = s.exp(d);
-        let d = match rv {
-            None => s.sub(s.sub(zero, d), err),
+        let (d, er) = match rv {
+            None => (s.sub(s.sub(zero, d), err), zero),
             Some(rv) => {
                 let (dr, err_r) = diff(rv, neg_mr);
-                s.add(s.sub(d, dr), s.sub(err, err_r))
+                (s.add(s.sub(d, dr), s.sub(err, err_r)), s.exp(dr))
             }
         };
-        s.select_eq(e, zero, zero, s.mul(e, d))
+        (e, s.select_eq(e, zero, zero, s.mul(e, d)), er)
     };
-    let mut acc = Total::default();
+    let mut tot = [Total::default(); 3];
+    let chunk = WEIGHTED_VECTORS * l;
     let mut start = 0;
     while start < o.len() {
-        let end = (start + WEIGHTED_CHUNK).min(o.len());
+        let end = (start + chunk).min(o.len());
         let ob = &o[start..end];
         let rb = r.map(|r| &r[start..end]);
-        let (mut a0, mut a1) = (zero, zero);
+        let mut a = [zero; 6];
+        let mut add = |k: usize, t: (S::V, S::V, S::V)| {
+            a[k] = s.add(a[k], t.0);
+            a[k + 2] = s.add(a[k + 2], t.1);
+            a[k + 4] = s.add(a[k + 4], t.2);
+        };
         let mut i = 0;
         while i + 2 * l <= ob.len() {
             let r0 = rb.map(|rb| s.load(&rb[i..i + l]));
             let r1 = rb.map(|rb| s.load(&rb[i + l..i + 2 * l]));
-            a0 = s.add(a0, term(s.load(&ob[i..i + l]), r0));
-            a1 = s.add(a1, term(s.load(&ob[i + l..i + 2 * l]), r1));
+            add(0, term(s.load(&ob[i..i + l]), r0));
+            add(1, term(s.load(&ob[i + l..i + 2 * l]), r1));
             i += 2 * l;
         }
-        while i + l <= ob.len() {
+        if i + l <= ob.len() {
             let r0 = rb.map(|rb| s.load(&rb[i..i + l]));
-            a0 = s.add(a0, term(s.load(&ob[i..i + l]), r0));
+            add(0, term(s.load(&ob[i..i + l]), r0));
             i += l;
         }
         if i < ob.len() {
-            // Lanes past the tail hold o = -inf: e = 0, so they add 0.
+            // Lanes past the tail hold o = r = -inf: e = 0, so they add 0.
             let ov = s.load_partial(&ob[i..], T::NEG_INFINITY);
-            let rv = rb.map(|rb| s.load_partial(&rb[i..], T::ZERO));
-            a1 = s.add(a1, term(ov, rv));
+            let rv = rb.map(|rb| s.load_partial(&rb[i..], T::NEG_INFINITY));
+            add(1, term(ov, rv));
         }
-        acc.add(s.reduce_sum(s.add(a0, a1)).to_f64());
+        for (k, t) in tot.iter_mut().enumerate() {
+            t.add(s.reduce_sum(s.add(a[2 * k], a[2 * k + 1])).to_f64());
+        }
         start = end;
     }
-    acc.value()
+    Sums {
+        so: tot[0].value(),
+        w: tot[1].value(),
+        sr: tot[2].value(),
+    }
 }
 
-/// One huge row (`job` holds exactly one): statistics and weighted sums per fixed segment in
-/// parallel, merged in order.
+/// One huge row (`job` holds exactly one): maxima, then sums per fixed segment in parallel, merged
+/// in order.
 fn split_row<T: Element>(backend: Backend, job: Job<'_, T>) -> f64 {
     let cols = job.cols;
     let sum_parts = |parts: Vec<f64>| {
@@ -310,14 +360,19 @@ fn split_row<T: Element>(backend: Backend, job: Job<'_, T>) -> f64 {
         }
         acc.value()
     };
-    let stats = |x: &[T]| {
-        let p = Scale(T::ONE);
+    let p = Scale(T::ONE);
+    let max = |x: &[T]| {
         let parts = map_ranges(cols, SEGMENT, cols, |seg| {
-            backend.dispatch(SegmentStats { x: &x[seg], p })
+            backend.dispatch(SegmentMax { x: &x[seg] })
         });
-        let (m, sum) = merge_max_sum(&parts);
-        let lse = backend.dispatch(FinishLse { x, p, m, sum });
-        (m, sum, lse)
+        let mut m = T::NEG_INFINITY;
+        for v in parts {
+            // NaN never wins here; the sums catch it.
+            if v > m {
+                m = v;
+            }
+        }
+        m
     };
     match (job.b, job.input) {
         (None, Input::Probs) => {
@@ -326,37 +381,48 @@ fn split_row<T: Element>(backend: Backend, job: Job<'_, T>) -> f64 {
         (Some(q), Input::Probs) => sum_parts(map_ranges(cols, SEGMENT, cols, |seg| {
             rel_entr_sum(&job.a[seg.clone()], &q[seg])
         })),
-        (None, Input::Logits) => {
-            let (m, sum, lse) = stats(job.a);
-            if !lse.m.is_finite() {
+        (r, Input::Logits) => {
+            let o = job.a;
+            let Some((mo, mr)) = maxima(max(o), r.map(max)) else {
                 return f64::NAN;
-            }
-            let w = sum_parts(map_ranges(cols, SEGMENT, cols, |seg| {
+            };
+            let parts = map_ranges(cols, SEGMENT, cols, |seg| {
                 backend.dispatch(Weighted {
-                    o: &job.a[seg],
-                    r: None,
-                    mo: m,
-                    mr: T::ZERO,
-                })
-            }));
-            lse.log_sum + w / sum
-        }
-        (Some(r), Input::Logits) => {
-            let (mo, so, lo) = stats(job.a);
-            let (mr, _, lr) = stats(r);
-            if !lo.m.is_finite() || !lr.m.is_finite() {
-                return f64::NAN;
-            }
-            let w = sum_parts(map_ranges(cols, SEGMENT, cols, |seg| {
-                backend.dispatch(Weighted {
-                    o: &job.a[seg.clone()],
-                    r: Some(&r[seg]),
+                    o: &o[seg.clone()],
+                    r: r.map(|r| &r[seg]),
                     mo,
                     mr,
                 })
-            }));
-            w / so + (lr.log_sum - lo.log_sum)
+            });
+            let mut tot = [Total::default(); 3];
+            for part in parts {
+                tot[0].add(part.so);
+                tot[1].add(part.w);
+                tot[2].add(part.sr);
+            }
+            let sums = Sums {
+                so: tot[0].value(),
+                w: tot[1].value(),
+                sr: tot[2].value(),
+            };
+            let mr_opt = r.map(|_| mr);
+            finish_logits(mo, mr_opt, sums, |is_r, m, sum| {
+                let x = if is_r { r.unwrap_or(o) } else { o };
+                backend.dispatch(FinishLse { x, p, m, sum })
+            })
         }
+    }
+}
+
+struct SegmentMax<'a, T> {
+    x: &'a [T],
+}
+
+impl<T: Element> WithSimd for SegmentMax<'_, T> {
+    type Output = T;
+    #[inline(always)]
+    fn with_simd<S: Isa>(self, s: S) -> T {
+        max_mapped(T::simd(s), &Scale(T::ONE), self.x)
     }
 }
 
@@ -368,9 +434,9 @@ struct Weighted<'a, T> {
 }
 
 impl<T: Element> WithSimd for Weighted<'_, T> {
-    type Output = f64;
+    type Output = Sums;
     #[inline(always)]
-    fn with_simd<S: Isa>(self, s: S) -> f64 {
+    fn with_simd<S: Isa>(self, s: S) -> Sums {
         weighted(T::simd(s), self.o, self.r, self.mo, self.mr)
     }
 }
