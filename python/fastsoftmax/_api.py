@@ -539,8 +539,21 @@ def cross_entropy(
     z_loss: float = 0.0,
     softcap: Optional[float] = None,
 ) -> Any:
-    """Cross-entropy loss: per row ``l = logsumexp(o) - o[y]`` (hard labels) or
-    ``-sum(q * log_softmax(o))`` (soft labels).
+    r"""Cross-entropy loss: per row :math:`l = \mathrm{logsumexp}(o) - o_y` (hard labels) or
+    :math:`l = -\sum_j q_j \log \mathrm{softmax}(o)_j` (soft labels), reduced over the rows.
+
+    Shapes: `logits` ``(..., C, ...)`` with the classes along `axis`; `target` the logits' shape
+    without `axis` (integer class indices, any integer dtype) or the logits' shape (soft labels).
+    dtypes: float32/float64 keep their dtype; float16/bfloat16 compute in float32 and return their
+    own dtype; integer and bool logits become float64. Returns a NumPy scalar of that dtype for
+    "mean"/"sum", an array of the target's batch shape for "none".
+
+    >>> import numpy as np, fastsoftmax as fs
+    >>> o = np.array([[2.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+    >>> round(float(fs.cross_entropy(o, np.array([0, 2]))), 6)
+    0.669079
+    >>> fs.cross_entropy(o, np.array([0, 2]), reduction="none").round(4)
+    array([0.2395, 1.0986])
     """
     if _is_cupy(logits):
         return _cuda().cross_entropy(
@@ -625,8 +638,19 @@ def cross_entropy_grad(
     softcap: Optional[float] = None,
     out: Any = None,
 ) -> Any:
-    """Gradient of :func:`cross_entropy` with respect to the logits: ``(softmax(o) - onehot(y)) / N``
-    for ``reduction="mean"`` without options. ``out=logits`` writes it in place.
+    r"""Gradient of :func:`cross_entropy` with respect to the logits:
+    :math:`\partial l/\partial o = \mathrm{softmax}(o) - \mathrm{onehot}(y)` per row (soft labels:
+    :math:`\mathrm{softmax}(o) \sum_j q_j - q`), divided by `N` for ``reduction="mean"`` without
+    options; "none" gives the gradient of the sum.
+
+    Returns an array of the logits' shape and result dtype (as :func:`cross_entropy`);
+    ``out=logits`` writes it in place.
+
+    >>> import numpy as np, fastsoftmax as fs
+    >>> o = np.array([[2.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+    >>> fs.cross_entropy_grad(o, np.array([0, 2])).round(4)
+    array([[-0.1065,  0.0533,  0.0533],
+           [ 0.1667,  0.1667, -0.3333]])
     """
     if _is_cupy(logits):
         return _cuda().cross_entropy_grad(
@@ -667,8 +691,18 @@ def cross_entropy_with_grad(
     softcap: Optional[float] = None,
     out: Any = None,
 ) -> Tuple[Any, Any]:
-    """``(loss, grad)`` of :func:`cross_entropy`, computed in one pass over each row of `logits`.
-    ``out=logits`` is allowed and writes the gradient in place.
+    r"""``(loss, grad)`` of :func:`cross_entropy` and :func:`cross_entropy_grad`, computed in one
+    pass over each row of `logits` (:math:`l = \mathrm{logsumexp}(o) - o_y`,
+    :math:`\partial l/\partial o = \mathrm{softmax}(o) - \mathrm{onehot}(y)`).
+
+    Shapes and dtypes as in those two functions. ``out=logits`` is allowed and writes the gradient
+    in place.
+
+    >>> import numpy as np, fastsoftmax as fs
+    >>> o = np.array([[2.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+    >>> loss, grad = fs.cross_entropy_with_grad(o, np.array([0, 2]), out=o)
+    >>> round(float(loss), 6), grad is o
+    (0.669079, True)
     """
     if _is_cupy(logits):
         return _cuda().cross_entropy_with_grad(
@@ -929,7 +963,15 @@ def kl_divergence(
 
 def set_num_threads(n: int) -> None:
     """Sets the number of worker threads of the CPU kernels (default: the cores available, or
-    ``FASTSOFTMAX_NUM_THREADS``)."""
+    ``FASTSOFTMAX_NUM_THREADS``). `n` is an int >= 1 (``ValueError`` otherwise). Results do not
+    depend on it.
+
+    >>> import fastsoftmax as fs
+    >>> n = fs.get_num_threads()
+    >>> fs.set_num_threads(1); fs.get_num_threads()
+    1
+    >>> fs.set_num_threads(n)
+    """
     try:
         n = operator.index(n)
     except TypeError:
@@ -938,11 +980,21 @@ def set_num_threads(n: int) -> None:
 
 
 def get_num_threads() -> int:
-    """The number of worker threads of the CPU kernels."""
+    """The number of worker threads of the CPU kernels (an int >= 1).
+
+    >>> import fastsoftmax as fs
+    >>> fs.get_num_threads() >= 1
+    True
+    """
     return int(_native.get_num_threads())
 
 
 def simd_backend() -> str:
     """The instruction set the CPU kernels run on now: "avx512", "avx2", "neon" or "scalar"
-    (``FASTSOFTMAX_SIMD`` forces a lower one)."""
+    (``FASTSOFTMAX_SIMD`` forces a lower one).
+
+    >>> import fastsoftmax as fs
+    >>> fs.simd_backend() in ("avx512", "avx2", "neon", "scalar")
+    True
+    """
     return str(_native.simd_backend())
