@@ -102,7 +102,7 @@ def _one_axis(a: Any, ndim: int) -> int:
         raise TypeError(f"axis must be an int, a tuple of ints or None, got {a!r}") from None
     if not -ndim <= a < ndim:
         raise ValueError(f"axis {a} is out of bounds for an array of dimension {ndim}")
-    return a % ndim
+    return int(a) % ndim
 
 
 class _Layout:
@@ -612,7 +612,7 @@ def _ce_with_grad(call: _CeCall, out: Any) -> Tuple[Any, Any]:
     lay = call.layout
     if out is not None:
         out = _check_out(out, call.logits.shape, call.rdt)
-    result: dict = {}
+    result: dict[str, Any] = {}
 
     def run(dst: np.ndarray) -> None:
         result["loss"] = call.run(dst)[0]
@@ -705,7 +705,7 @@ def cross_entropy_with_grad(
     (0.669079, True)
     """
     if _is_cupy(logits):
-        return _cuda().cross_entropy_with_grad(
+        res: Tuple[Any, Any] = _cuda().cross_entropy_with_grad(
             logits,
             target,
             axis=axis,
@@ -717,6 +717,7 @@ def cross_entropy_with_grad(
             softcap=softcap,
             out=out,
         )
+        return res
     if axis == -1:
         r = _ce_fast(
             logits, target, weight, ignore_index, reduction, label_smoothing, z_loss, softcap,
