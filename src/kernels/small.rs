@@ -47,13 +47,18 @@ pub(crate) unsafe fn tile_rows<T: Element, S: Simd<T>, P: Pre<T, S>>(
         let k = l.min(rows.end - r0);
         // Transpose in: scratch[j*l + r] = x[r0 + r, j]; absent rows read as 0 and are not written.
         let tile = src.slice(r0 * cols, k * cols);
-        for (r, row) in tile.chunks_exact(cols).enumerate() {
-            for (j, &v) in row.iter().enumerate() {
-                // SAFETY: j < cols and r < k <= l, so j*l + r < cols*l = scratch.len().
-                *scratch.get_unchecked_mut(j * l + r) = v;
+        if k == l {
+            // A full tile: one strided (gather) load per column.
+            for (j, col) in scratch.chunks_exact_mut(l).enumerate() {
+                s.store(col, s.load_strided(&tile[j..], cols));
             }
-        }
-        if k < l {
+        } else {
+            for (r, row) in tile.chunks_exact(cols).enumerate() {
+                for (j, &v) in row.iter().enumerate() {
+                    // SAFETY: j < cols and r < k <= l, so j*l + r < cols*l = scratch.len().
+                    *scratch.get_unchecked_mut(j * l + r) = v;
+                }
+            }
             for j in 0..cols {
                 scratch[j * l + k..(j + 1) * l].fill(T::ZERO);
             }
@@ -94,6 +99,13 @@ pub(crate) unsafe fn tile_rows<T: Element, S: Simd<T>, P: Pre<T, S>>(
                 }
                 // Transpose out.
                 let out = std::slice::from_raw_parts_mut(dst.0.add(r0 * cols), k * cols);
+                if k == l {
+                    for (j, col) in scratch.chunks_exact(l).enumerate() {
+                        s.store_strided(&mut out[j..], cols, s.load(col));
+                    }
+                    r0 += k;
+                    continue;
+                }
                 for (r, row) in out.chunks_exact_mut(cols).enumerate() {
                     for (j, v) in row.iter_mut().enumerate() {
                         // SAFETY: as for the transpose in.

@@ -233,6 +233,18 @@ unsafe impl Simd<f32> for Avx2 {
         }
     }
     #[inline(always)]
+    fn load_strided(self, x: &[f32], stride: usize) -> __m256 {
+        assert!(x.len() > 7 * stride && stride <= (i32::MAX / 8) as usize);
+        // SAFETY: every index i·stride (i < 8) is inside `x`, checked above.
+        unsafe {
+            let idx = _mm256_mullo_epi32(
+                _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+                _mm256_set1_epi32(stride as i32),
+            );
+            _mm256_i32gather_ps::<4>(x.as_ptr(), idx)
+        }
+    }
+    #[inline(always)]
     fn reduce_sum(self, v: __m256) -> f32 {
         unsafe {
             let m = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
@@ -314,6 +326,15 @@ unsafe impl Simd<f64> for Avx2 {
         unsafe {
             let m = _mm_max_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd::<1>(v));
             _mm_cvtsd_f64(_mm_max_sd(m, _mm_unpackhi_pd(m, m)))
+        }
+    }
+    #[inline(always)]
+    fn load_strided(self, x: &[f64], stride: usize) -> __m256d {
+        assert!(x.len() > 3 * stride && stride <= (i32::MAX / 4) as usize);
+        // SAFETY: every index i·stride (i < 4) is inside `x`, checked above.
+        unsafe {
+            let idx = _mm_mullo_epi32(_mm_setr_epi32(0, 1, 2, 3), _mm_set1_epi32(stride as i32));
+            _mm256_i32gather_pd::<8>(x.as_ptr(), idx)
         }
     }
     #[inline(always)]

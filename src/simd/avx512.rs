@@ -267,6 +267,30 @@ unsafe impl Simd<f32> for Avx512 {
         }
     }
     #[inline(always)]
+    fn store_strided(self, out: &mut [f32], stride: usize, v: __m512) {
+        assert!(out.len() > 15 * stride && stride <= (i32::MAX / 16) as usize);
+        // SAFETY: every index i·stride (i < 16) is inside `out`, checked above.
+        unsafe {
+            let idx = _mm512_mullo_epi32(
+                _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                _mm512_set1_epi32(stride as i32),
+            );
+            _mm512_i32scatter_ps::<4>(out.as_mut_ptr() as *mut _, idx, v)
+        }
+    }
+    #[inline(always)]
+    fn load_strided(self, x: &[f32], stride: usize) -> __m512 {
+        assert!(x.len() > 15 * stride && stride <= (i32::MAX / 16) as usize);
+        // SAFETY: every index i·stride (i < 16) is inside `x`, checked above.
+        unsafe {
+            let idx = _mm512_mullo_epi32(
+                _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                _mm512_set1_epi32(stride as i32),
+            );
+            _mm512_i32gather_ps::<4>(idx, x.as_ptr() as *const _)
+        }
+    }
+    #[inline(always)]
     fn reduce_sum(self, v: __m512) -> f32 {
         unsafe {
             let m = _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps::<1>(v));
@@ -348,6 +372,18 @@ unsafe impl Simd<f64> for Avx512 {
             let m = _mm256_max_pd(_mm512_castpd512_pd256(v), _mm512_extractf64x4_pd::<1>(v));
             let m = _mm_max_pd(_mm256_castpd256_pd128(m), _mm256_extractf128_pd::<1>(m));
             _mm_cvtsd_f64(_mm_max_sd(m, _mm_unpackhi_pd(m, m)))
+        }
+    }
+    #[inline(always)]
+    fn load_strided(self, x: &[f64], stride: usize) -> __m512d {
+        assert!(x.len() > 7 * stride && stride <= (i32::MAX / 8) as usize);
+        // SAFETY: every index i·stride (i < 8) is inside `x`, checked above.
+        unsafe {
+            let idx = _mm256_mullo_epi32(
+                _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+                _mm256_set1_epi32(stride as i32),
+            );
+            _mm512_i32gather_pd::<8>(idx, x.as_ptr() as *const _)
         }
     }
     #[inline(always)]

@@ -157,6 +157,29 @@ pub unsafe trait Simd<T: Element>: Copy + Send + Sync + 'static {
         }
         self.load(&buf[..Self::LANES])
     }
+    /// Lane `i` = `x[i * stride]` (a strided load: it turns a tile of tiny rows into a column).
+    /// Panics unless `x` holds `(LANES - 1) * stride + 1` elements. The default goes element by
+    /// element; backends with gathers override it.
+    #[inline(always)]
+    fn load_strided(self, x: &[T], stride: usize) -> Self::V {
+        assert!(x.len() > (Self::LANES - 1) * stride);
+        let mut buf = [T::ZERO; MAX_LANES];
+        for (i, b) in buf[..Self::LANES].iter_mut().enumerate() {
+            *b = x[i * stride];
+        }
+        self.load(&buf[..Self::LANES])
+    }
+    /// `out[i * stride]` = lane `i` (the inverse of [`Simd::load_strided`]). Panics unless `out` holds
+    /// `(LANES - 1) * stride + 1` elements.
+    #[inline(always)]
+    fn store_strided(self, out: &mut [T], stride: usize, v: Self::V) {
+        assert!(out.len() > (Self::LANES - 1) * stride);
+        let mut buf = [T::ZERO; MAX_LANES];
+        self.store(&mut buf[..Self::LANES], v);
+        for (i, b) in buf[..Self::LANES].iter().enumerate() {
+            out[i * stride] = *b;
+        }
+    }
     /// `1 / a` lane-wise (the reciprocal of a sum); the default is a division.
     #[inline(always)]
     fn recip(self, a: Self::V) -> Self::V {
