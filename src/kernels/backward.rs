@@ -357,3 +357,133 @@ impl<T: Element> WithSimd for SegmentWrite<T> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(n: usize, seed: u64) -> Vec<f64> {
+        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..n)
+            .map(|_| {
+                x ^= x >> 12;
+                x ^= x << 25;
+                x ^= x >> 27;
+                (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64 * 4.0
+                    - 2.0
+            })
+            .collect()
+    }
+
+    fn softmax_rows(x: &[f64], cols: usize) -> Vec<f64> {
+        x.chunks(cols)
+            .flat_map(|r| {
+                let m = r.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                let s: f64 = r.iter().map(|v| (v - m).exp()).sum();
+                r.iter().map(move |v| (v - m).exp() / s).collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    fn check<T: Element>(tol: f64) {
+        for &cols in &[1usize, 3, 16, 17, 33, 2049, 5000] {
+            let rows = 3;
+            let g64 = data(rows * cols, cols as u64);
+            let y64 = softmax_rows(&data(rows * cols, cols as u64 + 7), cols);
+            let g: Vec<T> = g64.iter().map(|&v| T::from_f64(v)).collect();
+            let y: Vec<T> = y64.iter().map(|&v| T::from_f64(v)).collect();
+            for kind in [Vjp::Softmax, Vjp::LogSoftmax] {
+                let second: Vec<T> = match kind {
+                    Vjp::Softmax => y.clone(),
+                    Vjp::LogSoftmax => y.iter().map(|v| T::from_f64(v.to_f64().ln())).collect(),
+                };
+                for b in Backend::supported() {
+                    let mut out = vec![T::ZERO; rows * cols];
+                    softmax_backward(
+                        b,
+                        VjpBuf::Separate {
+                            g: &g,
+                            y: &second,
+                            out: &mut out,
+                        },
+                        cols,
+                        kind,
+                    )
+                    .unwrap();
+                    let mut inplace = g.clone();
+                    softmax_backward(
+                        b,
+                        VjpBuf::IntoGrad {
+                            g: &mut inplace,
+                            y: &second,
+                        },
+                        cols,
+                        kind,
+                    )
+                    .unwrap();
+                    assert_eq!(
+                        out.iter().map(|v| v.to_f64()).collect::<Vec<_>>(),
+                        inplace.iter().map(|v| v.to_f64()).collect::<Vec<_>>()
+                    );
+                    for r in 0..rows {
+                        let gr: Vec<f64> = g[r * cols..(r + 1) * cols]
+                            .iter()
+                            .map(|v| v.to_f64())
+                            .collect();
+                        let yr: Vec<f64> = second[r * cols..(r + 1) * cols]
+                            .iter()
+                            .map(|v| v.to_f64())
+                            .collect();
+                        let (red, mag): (f64, f64) = match kind {
+                            Vjp::Softmax => (
+                                gr.iter().zip(&yr).map(|(a, b)| a * b).sum(),
+                                gr.iter().zip(&yr).map(|(a, b)| (a * b).abs()).sum(),
+                            ),
+                            Vjp::LogSoftmax => (gr.iter().sum(), gr.iter().map(|a| a.abs()).sum()),
+                        };
+                        for j in 0..cols {
+                            let (want, scale) = match kind {
+                                Vjp::Softmax => {
+                                    (yr[j] * (gr[j] - red), yr[j] * (gr[j].abs() + mag))
+                                }
+                                Vjp::LogSoftmax => {
+                                    let e = yr[j].exp();
+                                    (gr[j] - e * red, gr[j].abs() + e * mag)
+                                }
+                            };
+                            let got = out[r * cols + j].to_f64();
+                            assert!(
+                                (got - want).abs() <= tol * scale + 1e-300,
+                                "{b:?} {kind:?} cols={cols} r={r} j={j}: {got} vs {want}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn matches_f64_reference_on_every_backend() {
+        check::<f32>(2e-6);
+        check::<f64>(1e-14);
+    }
+
+    #[test]
+    fn length_mismatch_is_an_error() {
+        let g = [0.0f64; 6];
+        let y = [0.0f64; 5];
+        let mut out = [0.0f64; 6];
+        let r = softmax_backward(
+            Backend::Scalar,
+            VjpBuf::Separate {
+                g: &g,
+                y: &y,
+                out: &mut out,
+            },
+            3,
+            Vjp::Softmax,
+        );
+        assert!(matches!(r, Err(KernelError::Shape(_))));
+    }
+}

@@ -440,3 +440,118 @@ impl<T: Element> WithSimd for Weighted<'_, T> {
         weighted(T::simd(s), self.o, self.r, self.mo, self.mr)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(n: usize, seed: u64) -> Vec<f64> {
+        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..n)
+            .map(|_| {
+                x ^= x >> 12;
+                x ^= x << 25;
+                x ^= x >> 27;
+                (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64 * 8.0
+                    - 4.0
+            })
+            .collect()
+    }
+
+    fn log_softmax(r: &[f64]) -> Vec<f64> {
+        let m = r.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let l = r.iter().map(|v| (v - m).exp()).sum::<f64>().ln();
+        r.iter().map(|v| v - m - l).collect()
+    }
+
+    fn check<T: Element>(tol: f64) {
+        for &cols in &[1usize, 2, 7, 16, 17, 33, 257, 2049, 4099] {
+            let rows = 3;
+            let o64 = data(rows * cols, cols as u64);
+            let r64 = data(rows * cols, cols as u64 + 11);
+            let o: Vec<T> = o64.iter().map(|&v| T::from_f64(v)).collect();
+            let r: Vec<T> = r64.iter().map(|&v| T::from_f64(v)).collect();
+            let (mut h_ref, mut kl_ref, mut hp_ref, mut klp_ref) = (vec![], vec![], vec![], vec![]);
+            let mut p: Vec<T> = Vec::new();
+            let mut q: Vec<T> = Vec::new();
+            for i in 0..rows {
+                let ow: Vec<f64> = o[i * cols..(i + 1) * cols]
+                    .iter()
+                    .map(|v| v.to_f64())
+                    .collect();
+                let rw: Vec<f64> = r[i * cols..(i + 1) * cols]
+                    .iter()
+                    .map(|v| v.to_f64())
+                    .collect();
+                let (lp, lq) = (log_softmax(&ow), log_softmax(&rw));
+                h_ref.push(-lp.iter().map(|l| l.exp() * l).sum::<f64>());
+                kl_ref.push(
+                    lp.iter()
+                        .zip(&lq)
+                        .map(|(a, b)| a.exp() * (a - b))
+                        .sum::<f64>(),
+                );
+                let pr: Vec<T> = lp.iter().map(|l| T::from_f64(l.exp())).collect();
+                let qr: Vec<T> = lq.iter().map(|l| T::from_f64(l.exp())).collect();
+                hp_ref.push(pr.iter().map(|v| entr(v.to_f64())).sum::<f64>());
+                klp_ref.push(
+                    pr.iter()
+                        .zip(&qr)
+                        .map(|(a, b)| rel_entr(a.to_f64(), b.to_f64()))
+                        .sum::<f64>(),
+                );
+                p.extend(pr);
+                q.extend(qr);
+            }
+            for b in Backend::supported() {
+                let mut out = vec![T::ZERO; rows];
+                let mut cmp = |got: &[T], want: &[f64], what: &str| {
+                    for (g, w) in got.iter().zip(want) {
+                        let g = g.to_f64();
+                        assert!(
+                            (g - w).abs() <= tol * w.abs().max(1.0),
+                            "{b:?} {what} cols={cols}: {g} vs {w}"
+                        );
+                    }
+                };
+                entropy(b, &o, cols, Input::Logits, 1.0, &mut out).unwrap();
+                cmp(&out, &h_ref, "H logits");
+                kl_divergence(b, &o, &r, cols, Input::Logits, 1.0, &mut out).unwrap();
+                cmp(&out, &kl_ref, "KL logits");
+                entropy(b, &p, cols, Input::Probs, 1.0, &mut out).unwrap();
+                cmp(&out, &hp_ref, "H probs");
+                kl_divergence(b, &p, &q, cols, Input::Probs, 1.0, &mut out).unwrap();
+                cmp(&out, &klp_ref, "KL probs");
+            }
+        }
+    }
+
+    #[test]
+    fn matches_f64_reference_on_every_backend() {
+        check::<f32>(2e-6);
+        check::<f64>(1e-13);
+    }
+
+    #[test]
+    fn conventions() {
+        assert_eq!(entr(0.0), 0.0);
+        assert_eq!(entr(-1.0), f64::NEG_INFINITY);
+        assert!(entr(f64::NAN).is_nan());
+        assert_eq!(rel_entr(0.0, 0.0), 0.0);
+        assert_eq!(rel_entr(1.0, 0.0), f64::INFINITY);
+        assert_eq!(rel_entr(-1.0, 1.0), f64::INFINITY);
+        assert!(rel_entr(f64::NAN, 1.0).is_nan());
+        let mut out = [1.0f64; 2];
+        entropy(Backend::Scalar, &[], 0, Input::Logits, 1.0, &mut out).unwrap();
+        assert_eq!(out, [0.0, 0.0]);
+        assert!(entropy(
+            Backend::Scalar,
+            &[0.0f64; 5],
+            2,
+            Input::Probs,
+            1.0,
+            &mut out
+        )
+        .is_err());
+    }
+}
