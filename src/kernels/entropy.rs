@@ -78,8 +78,8 @@ pub fn kl_divergence<T: Element>(
 }
 
 fn check_rows(n: usize, cols: usize, out_len: usize) -> Result<usize, KernelError> {
-    let rows = if cols == 0 { out_len } else { n / cols };
-    if (cols == 0 && n != 0) || (cols != 0 && n % cols != 0) || rows != out_len {
+    let rows = n.checked_div(cols).unwrap_or(out_len);
+    if (cols == 0 && n != 0) || (cols != 0 && !n.is_multiple_of(cols)) || rows != out_len {
         return Err(KernelError::Shape(format!(
             "{n} elements in rows of {cols} do not match an output of {out_len} rows"
         )));
@@ -505,7 +505,7 @@ mod tests {
             }
             for b in Backend::supported() {
                 let mut out = vec![T::ZERO; rows];
-                let mut cmp = |got: &[T], want: &[f64], what: &str| {
+                let cmp = |got: &[T], want: &[f64], what: &str| {
                     for (g, w) in got.iter().zip(want) {
                         let g = g.to_f64();
                         assert!(
