@@ -163,7 +163,6 @@ def _scale(temperature: Any) -> float:
 
 
 def _write_result(
-    y2d_kernel: Any,
     layout: _Layout,
     out: Optional[np.ndarray],
     res_dtype: np.dtype,
@@ -203,10 +202,7 @@ def _softmax_impl(x: Any, axis: Axis, temperature: Any, out: Any, sign: float, l
         out = _check_out(out, x.shape, rdt)
     if x.ndim == 0:
         # A 0-d array is one row of one element (SciPy's rule for axis=None).
-        axes = ()
-        x = x.reshape(1)
-        axes = (0,)
-        res = _softmax_impl(x, 0, temperature, None, sign, log).reshape(())
+        res = _softmax_impl(x.reshape(1), 0, temperature, None, sign, log).reshape(())
         if out is not None:
             np.copyto(out, res)
             return out
@@ -216,7 +212,6 @@ def _softmax_impl(x: Any, axis: Axis, temperature: Any, out: Any, sign: float, l
         res = np.empty(x.shape, dtype=rdt)
         return out if out is not None else res
     return _write_result(
-        None,
         layout,
         out,
         rdt,
@@ -621,7 +616,7 @@ def _ce_with_grad(call: _CeCall, out: Any) -> Tuple[Any, Any]:
         loss = call.run(np.empty((lay.rows, lay.cols), dtype=call.kdt))[0]
         grad = out if out is not None else np.empty(call.logits.shape, dtype=call.rdt)
         return loss, grad
-    grad = _write_result(None, lay, out, call.rdt, run)
+    grad = _write_result(lay, out, call.rdt, run)
     return result["loss"], grad
 
 
