@@ -244,6 +244,23 @@ fn sum_block<T: Element, S: Simd<T>>(s: S, g: &[T]) -> T {
     s.reduce_sum(s.add(s.add(a0, a1), s.add(a2, a3)))
 }
 
+/// One vector of the output. A function, not a closure: closures are not compiled for the caller's
+/// instruction set, so `exp` would not be inlined into them.
+#[inline(always)]
+fn vjp<T: Element, S: Simd<T>>(
+    s: S,
+    kind: Vjp,
+    g: S::V,
+    y: S::V,
+    red: S::V,
+    neg_red: S::V,
+) -> S::V {
+    match kind {
+        Vjp::Softmax => s.mul(y, s.sub(g, red)),
+        Vjp::LogSoftmax => s.mul_add(s.exp(y), neg_red, g),
+    }
+}
+
 /// Pass 2: `dst = y·(g − red)` or `dst = g − exp(y)·red`. `dst` may equal `g` or `y`.
 ///
 /// # Safety
@@ -263,13 +280,16 @@ unsafe fn write<T: Element, S: Simd<T>>(
     let neg_rv = s.splat(-red);
     // Both inputs are loaded into registers before the result is stored, so `dst` may be either;
     // short-lived slices keep every access bounds-checked.
-    let op = |gv: S::V, yv: S::V| match kind {
-        Vjp::Softmax => s.mul(yv, s.sub(gv, rv)),
-        Vjp::LogSoftmax => s.mul_add(s.exp(yv), neg_rv, gv),
-    };
     let mut i = 0;
     while i + l <= len {
-        let r = op(s.load(g.add(i).slice(0, l)), s.load(y.add(i).slice(0, l)));
+        let r = vjp(
+            s,
+            kind,
+            s.load(g.add(i).slice(0, l)),
+            s.load(y.add(i).slice(0, l)),
+            rv,
+            neg_rv,
+        );
         s.store(dst.add(i).slice_mut(l), r);
         i += l;
     }
@@ -277,7 +297,7 @@ unsafe fn write<T: Element, S: Simd<T>>(
         let t = len - i;
         let gv = s.load_partial(g.add(i).slice(0, t), T::ZERO);
         let yv = s.load_partial(y.add(i).slice(0, t), T::ZERO);
-        s.store_partial(dst.add(i).slice_mut(t), op(gv, yv));
+        s.store_partial(dst.add(i).slice_mut(t), vjp(s, kind, gv, yv, rv, neg_rv));
     }
 }
 

@@ -131,19 +131,20 @@ impl<T: Element> WithSimd for Job<'_, T> {
     #[inline(always)]
     fn with_simd<S: Isa>(self, s: S) -> Vec<f64> {
         let s = T::simd(s);
-        let rows = self.a.chunks_exact(self.cols);
-        match (self.b, self.input) {
-            (None, Input::Probs) => rows.map(|p| entr_sum(p)).collect(),
-            (None, Input::Logits) => rows.map(|o| entropy_logits(s, o)).collect(),
-            (Some(b), Input::Probs) => rows
-                .zip(b.chunks_exact(self.cols))
-                .map(|(p, q)| rel_entr_sum(p, q))
-                .collect(),
-            (Some(b), Input::Logits) => rows
-                .zip(b.chunks_exact(self.cols))
-                .map(|(o, r)| kl_logits(s, o, r))
-                .collect(),
+        // Plain loops, not iterator closures: closures are not compiled for the instruction set.
+        let (cols, rows) = (self.cols, self.a.len() / self.cols);
+        let mut out = Vec::with_capacity(rows);
+        for i in 0..rows {
+            let a = &self.a[i * cols..(i + 1) * cols];
+            let v = match (self.b, self.input) {
+                (None, Input::Probs) => entr_sum(a),
+                (None, Input::Logits) => entropy_logits(s, a),
+                (Some(b), Input::Probs) => rel_entr_sum(a, &b[i * cols..(i + 1) * cols]),
+                (Some(b), Input::Logits) => kl_logits(s, a, &b[i * cols..(i + 1) * cols]),
+            };
+            out.push(v);
         }
+        out
     }
 }
 
@@ -218,19 +219,10 @@ fn maxima<T: Element>(mo: T, mr: Option<T>) -> Option<(T, T)> {
 /// `KL = w / sum_o + (log_sum_r − log_sum_o)`. `finish` turns `(m, sum)` into an [`Lse`] (SciPy's
 /// `log1p` refinement, NaN for a NaN anywhere in the row).
 #[inline(always)]
-fn finish_logits<T: Element>(
-    mo: T,
-    mr: Option<T>,
-    sums: Sums,
-    finish: impl Fn(bool, T, f64) -> Lse,
-) -> f64 {
-    let lo = finish(false, mo, sums.so);
-    match mr {
+fn finish_logits(lo: Lse, lr: Option<Lse>, sums: Sums) -> f64 {
+    match lr {
         None => lo.log_sum + sums.w / sums.so,
-        Some(mr) => {
-            let lr = finish(true, mr, sums.sr);
-            sums.w / sums.so + (lr.log_sum - lo.log_sum)
-        }
+        Some(lr) => sums.w / sums.so + (lr.log_sum - lo.log_sum),
     }
 }
 
@@ -242,7 +234,7 @@ fn entropy_logits<T: Element, S: Simd<T>>(s: S, o: &[T]) -> f64 {
         return f64::NAN;
     };
     let sums = weighted(s, o, None, mo, T::ZERO);
-    finish_logits(mo, None, sums, |_, m, sum| finish_lse(s, &p, o, m, sum))
+    finish_logits(finish_lse(s, &p, o, mo, sums.so), None, sums)
 }
 
 /// `KL(softmax(o) ‖ softmax(r))` of one row pair.
@@ -253,9 +245,9 @@ fn kl_logits<T: Element, S: Simd<T>>(s: S, o: &[T], r: &[T]) -> f64 {
         return f64::NAN;
     };
     let sums = weighted(s, o, Some(r), mo, mr);
-    finish_logits(mo, Some(mr), sums, |is_r, m, sum| {
-        finish_lse(s, &p, if is_r { r } else { o }, m, sum)
-    })
+    let lo = finish_lse(s, &p, o, mo, sums.so);
+    let lr = finish_lse(s, &p, r, mr, sums.sr);
+    finish_logits(lo, Some(lr), sums)
 }
 
 /// The sums of one logits row (or segment): `so = Σ exp(o − mo)`, `w = Σ e_j d_j`, and for a
@@ -283,28 +275,6 @@ fn weighted<T: Element, S: Simd<T>>(s: S, o: &[T], r: Option<&[T]>, mo: T, mr: T
     let neg_mo = s.splat(-mo);
     let neg_mr = s.splat(-mr);
     let zero = s.splat(T::ZERO);
-    // `x - m` with its rounding error (TwoSum): far from the maximum the float32 difference loses
-    // up to half an ulp of |x - m|, which a divergence of nearly equal distributions would feel.
-    let diff = |x: S::V, neg_m: S::V| {
-        let d = s.add(x, neg_m);
-        let bb = s.sub(d, x);
-        let err = s.add(s.sub(x, s.sub(d, bb)), s.sub(neg_m, bb));
-        // Infinite `x` makes `err` NaN; its difference is exact.
-        (d, s.select_eq(err, err, err, zero))
-    };
-    // (e_o, e_o·d, e_r) of one vector.
-    let term = |ov: S::V, rv: Option<S::V>| {
-        let (d, err) = diff(ov, neg_mo);
-        let e = s.exp(d);
-        let (d, er) = match rv {
-            None => (s.sub(s.sub(zero, d), err), zero),
-            Some(rv) => {
-                let (dr, err_r) = diff(rv, neg_mr);
-                (s.add(s.sub(d, dr), s.sub(err, err_r)), s.exp(dr))
-            }
-        };
-        (e, s.select_eq(e, zero, zero, s.mul(e, d)), er)
-    };
     let mut tot = [Total::default(); 3];
     let chunk = WEIGHTED_VECTORS * l;
     let mut start = 0;
@@ -313,29 +283,42 @@ fn weighted<T: Element, S: Simd<T>>(s: S, o: &[T], r: Option<&[T]>, mo: T, mr: T
         let ob = &o[start..end];
         let rb = r.map(|r| &r[start..end]);
         let mut a = [zero; 6];
-        let mut add = |k: usize, t: (S::V, S::V, S::V)| {
-            a[k] = s.add(a[k], t.0);
-            a[k + 2] = s.add(a[k + 2], t.1);
-            a[k + 4] = s.add(a[k + 4], t.2);
-        };
         let mut i = 0;
         while i + 2 * l <= ob.len() {
-            let r0 = rb.map(|rb| s.load(&rb[i..i + l]));
-            let r1 = rb.map(|rb| s.load(&rb[i + l..i + 2 * l]));
-            add(0, term(s.load(&ob[i..i + l]), r0));
-            add(1, term(s.load(&ob[i + l..i + 2 * l]), r1));
+            let r0 = load_opt(s, rb, i);
+            let r1 = load_opt(s, rb, i + l);
+            add3(
+                s,
+                &mut a,
+                0,
+                term(s, s.load(&ob[i..i + l]), r0, neg_mo, neg_mr),
+            );
+            add3(
+                s,
+                &mut a,
+                1,
+                term(s, s.load(&ob[i + l..i + 2 * l]), r1, neg_mo, neg_mr),
+            );
             i += 2 * l;
         }
         if i + l <= ob.len() {
-            let r0 = rb.map(|rb| s.load(&rb[i..i + l]));
-            add(0, term(s.load(&ob[i..i + l]), r0));
+            let r0 = load_opt(s, rb, i);
+            add3(
+                s,
+                &mut a,
+                0,
+                term(s, s.load(&ob[i..i + l]), r0, neg_mo, neg_mr),
+            );
             i += l;
         }
         if i < ob.len() {
             // Lanes past the tail hold o = r = -inf: e = 0, so they add 0.
             let ov = s.load_partial(&ob[i..], T::NEG_INFINITY);
-            let rv = rb.map(|rb| s.load_partial(&rb[i..], T::NEG_INFINITY));
-            add(1, term(ov, rv));
+            let rv = match rb {
+                Some(rb) => Some(s.load_partial(&rb[i..], T::NEG_INFINITY)),
+                None => None,
+            };
+            add3(s, &mut a, 1, term(s, ov, rv, neg_mo, neg_mr));
         }
         for (k, t) in tot.iter_mut().enumerate() {
             t.add(s.reduce_sum(s.add(a[2 * k], a[2 * k + 1])).to_f64());
@@ -347,6 +330,58 @@ fn weighted<T: Element, S: Simd<T>>(s: S, o: &[T], r: Option<&[T]>, mo: T, mr: T
         w: tot[1].value(),
         sr: tot[2].value(),
     }
+}
+
+/// `x - m` with its rounding error (TwoSum): far from the maximum the float32 difference loses up to
+/// half an ulp of |x - m|, which a divergence of nearly equal distributions would feel. These
+/// helpers are functions, not closures: closures are not compiled for the caller's instruction set.
+#[inline(always)]
+fn diff<T: Element, S: Simd<T>>(s: S, x: S::V, neg_m: S::V) -> (S::V, S::V) {
+    let d = s.add(x, neg_m);
+    let bb = s.sub(d, x);
+    let err = s.add(s.sub(x, s.sub(d, bb)), s.sub(neg_m, bb));
+    // Infinite `x` makes `err` NaN; its difference is exact.
+    (d, s.select_eq(err, err, err, s.splat(T::ZERO)))
+}
+
+/// `(e_o, e_o·d, e_r)` of one vector (see [`weighted`]).
+#[inline(always)]
+fn term<T: Element, S: Simd<T>>(
+    s: S,
+    ov: S::V,
+    rv: Option<S::V>,
+    neg_mo: S::V,
+    neg_mr: S::V,
+) -> (S::V, S::V, S::V) {
+    let zero = s.splat(T::ZERO);
+    let (d, err) = diff(s, ov, neg_mo);
+    let e = s.exp(d);
+    let (d, er) = match rv {
+        None => (s.sub(s.sub(zero, d), err), zero),
+        Some(rv) => {
+            let (dr, err_r) = diff(s, rv, neg_mr);
+            (s.add(s.sub(d, dr), s.sub(err, err_r)), s.exp(dr))
+        }
+    };
+    (e, s.select_eq(e, zero, zero, s.mul(e, d)), er)
+}
+
+/// `r[i..i + LANES]` as a vector when there is an `r`.
+#[inline(always)]
+fn load_opt<T: Element, S: Simd<T>>(s: S, r: Option<&[T]>, i: usize) -> Option<S::V> {
+    match r {
+        Some(r) => Some(s.load(&r[i..i + S::LANES])),
+        None => None,
+    }
+}
+
+/// Adds a `term` to accumulator set `k` (0 or 1) of `a`: `a[k]` exp-sums of `o`, `a[k + 2]` the
+/// weighted sums, `a[k + 4]` exp-sums of `r`.
+#[inline(always)]
+fn add3<T: Element, S: Simd<T>>(s: S, a: &mut [S::V; 6], k: usize, t: (S::V, S::V, S::V)) {
+    a[k] = s.add(a[k], t.0);
+    a[k + 2] = s.add(a[k + 2], t.1);
+    a[k + 4] = s.add(a[k + 4], t.2);
 }
 
 /// One huge row (`job` holds exactly one): maxima, then sums per fixed segment in parallel, merged
@@ -405,11 +440,21 @@ fn split_row<T: Element>(backend: Backend, job: Job<'_, T>) -> f64 {
                 w: tot[1].value(),
                 sr: tot[2].value(),
             };
-            let mr_opt = r.map(|_| mr);
-            finish_logits(mo, mr_opt, sums, |is_r, m, sum| {
-                let x = if is_r { r.unwrap_or(o) } else { o };
-                backend.dispatch(FinishLse { x, p, m, sum })
-            })
+            let lo = backend.dispatch(FinishLse {
+                x: o,
+                p,
+                m: mo,
+                sum: sums.so,
+            });
+            let lr = r.map(|x| {
+                backend.dispatch(FinishLse {
+                    x,
+                    p,
+                    m: mr,
+                    sum: sums.sr,
+                })
+            });
+            finish_logits(lo, lr, sums)
         }
     }
 }
