@@ -999,7 +999,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         emit(f"{h}{wid}: {n:,} × {c:,} {dt} — {desc}")
         emit()
         emit(f"input {size / 1e6:.1f} MB, " if size >= 100_000 else f"input {size / 1e3:.2f} kB, "
-             + ("fits in the LLC: calls rotate between two inputs" if res.rotated else "one input (larger than the LLC)"))
+             + ("fits in the LLC: calls rotate between two inputs (a roofline above 1 means the data "
+               "stayed in cache; the ceilings are DRAM's)" if res.rotated else "one input (larger than the LLC)"))
         emit()
         emit(workload_table(res).render(md))
         emit()
