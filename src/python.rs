@@ -718,7 +718,9 @@ fn logsumexp_fast_t<'py, T: Float>(
         return Ok(None);
     };
     let (backend, scale) = (simd::active(), T::from_f64(scale));
-    run(py, xs.len(), || lse::logsumexp(backend, xs, cols, scale, os))?;
+    run(py, xs.len(), || {
+        lse::logsumexp(backend, xs, cols, scale, os)
+    })?;
     drop(w);
     Ok(Some(o.into_any()))
 }
@@ -805,7 +807,15 @@ fn cross_entropy_fast_t<'py, T: Float>(
         };
         let done = fast_buf(x, &g, |buf| {
             Ok(run(py, n, || {
-                ce::cross_entropy(backend, ce::Logits::Grad(buf), rows, cols, target, &opts, loss_slice)
+                ce::cross_entropy(
+                    backend,
+                    ce::Logits::Grad(buf),
+                    rows,
+                    cols,
+                    target,
+                    &opts,
+                    loss_slice,
+                )
             })?)
         })?;
         match done {
@@ -816,7 +826,15 @@ fn cross_entropy_fast_t<'py, T: Float>(
         let r = x.try_readonly().map_err(borrow_err)?;
         let xs = r.as_slice().map_err(borrow_err)?;
         let total = run(py, n, || {
-            ce::cross_entropy(backend, ce::Logits::Read(xs), rows, cols, target, &opts, loss_slice)
+            ce::cross_entropy(
+                backend,
+                ce::Logits::Read(xs),
+                rows,
+                cols,
+                target,
+                &opts,
+                loss_slice,
+            )
         })?;
         (total, None)
     };
