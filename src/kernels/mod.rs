@@ -272,7 +272,7 @@ pub(crate) fn max_mapped<T: Element, S: Simd<T>, P: Pre<T, S>>(s: S, p: &P, x: &
 /// Vector additions per accumulator lane before a partial sum is moved to f64: 16 float32 additions
 /// keep each partial within ~1e-6 relative in the worst case, so even the one-lane scalar backend
 /// meets softmax's 2e-6 bound, while the reduction costs ~1% on wide vectors.
-const SUM_RUN: usize = 16;
+pub(crate) const SUM_RUN: usize = 16;
 
 /// `Σ exp(p(x) - m)` over a slice: partial sums in `T`, added up in f64.
 #[inline(always)]

@@ -1,8 +1,13 @@
 //! `softmax`, `log_softmax` and `softmin` (a negative scale) over the rows of a matrix.
 
 use super::small::{tile_chunk, TileJob, TileOp, SMALL_COLS};
-use super::{exp_diff, finish_lse, max_sum, merge_max_sum, Buf, Lse, Pre, Scale, SendPtr};
-use crate::parallel::{chunk_rows, for_ranges, map_ranges, split_rows, SEGMENT};
+use super::{
+    exp_diff, finish_lse, load_tail_mapped, max_mapped, max_sum, merge_max_sum, Acc, Buf, Lse, Pre,
+    Scale, SendPtr, BLOCK, SUM_RUN,
+};
+use crate::parallel::{
+    chunk_rows, for_ranges, map_ranges, split_rows, SEGMENT, SPLIT_ROW_MIN_COLS,
+};
 use crate::simd::{Backend, Element, Isa, Simd, WithSimd};
 use crate::KernelError;
 
@@ -89,6 +94,11 @@ impl<T: Element> WithSimd for Rows<T> {
         let s = T::simd(s);
         for r in self.rows {
             let off = r * self.cols;
+            if self.mode == Mode::Softmax {
+                // SAFETY: row `r` is in bounds and belongs to this task alone.
+                unsafe { softmax_row(s, &self.p, self.src.add(off), self.dst.add(off), self.cols) };
+                continue;
+            }
             // SAFETY: row `r` is in bounds and belongs to this task alone; the read-only slice is
             // dropped before the write pass touches the (possibly identical) destination.
             let (m, sum) = max_sum(s, &self.p, unsafe { self.src.slice(off, self.cols) });
@@ -140,6 +150,80 @@ unsafe fn write_row<T: Element, S: Simd<T>, P: Pre<T, S>>(
             .mul(exp_diff(s, p.apply(s, v), neg_m), sv)),
         Mode::LogSoftmax => map_row!(T, S, s, src, dst, len, |v, _i| s
             .sub(s.add(p.apply(s, v), neg_m), sv)),
+    }
+}
+
+/// Blocks in the longest row that is not split across threads (longer ones take `split_row`).
+const MAX_ROW_BLOCKS: usize = SPLIT_ROW_MIN_COLS.div_ceil(BLOCK);
+
+/// One softmax row with one `exp` per element: pass 1 goes block by block, finds the block's
+/// maximum, writes `e = exp(p(x) - m_b)` (with `m_b` the running maximum) to `dst` and sums it;
+/// pass 2 scales each block of `dst`, still in L2, by `exp(m_b - m) / Σ`. `src` may equal `dst`:
+/// each block is read before it is written.
+///
+/// # Safety
+/// `src`/`dst` valid for `len` (< `SPLIT_ROW_MIN_COLS`) elements and owned by the caller's task.
+#[inline(always)]
+unsafe fn softmax_row<T: Element, S: Simd<T>, P: Pre<T, S>>(
+    s: S,
+    p: &P,
+    src: SendPtr<T>,
+    dst: SendPtr<T>,
+    len: usize,
+) {
+    let mut block_m = [T::NEG_INFINITY; MAX_ROW_BLOCKS];
+    let mut m = T::NEG_INFINITY;
+    let mut acc = Acc::default();
+    let zero = s.splat(T::ZERO);
+    for (bi, start) in (0..len).step_by(BLOCK).enumerate() {
+        let n = BLOCK.min(len - start);
+        let bm = max_mapped(s, p, src.slice(start, n));
+        if bm > m {
+            if m != T::NEG_INFINITY {
+                acc.scale((m - bm).to_f64().exp());
+            }
+            m = bm;
+        }
+        block_m[bi] = m;
+        let (bsrc, bdst) = (src.add(start), dst.add(start));
+        if m == T::NEG_INFINITY {
+            // Every element so far is -inf (or NaN): write 0; pass 2 turns the row into NaN if
+            // it stays so, and keeps 0 otherwise.
+            map_row!(T, S, s, bsrc, bdst, n, |_v, _i| zero);
+            continue;
+        }
+        let neg_m = s.splat(-m);
+        let l = S::LANES;
+        let (mut run, mut count, mut block_sum) = (zero, 0, 0.0f64);
+        let mut i = 0;
+        while i + l <= n {
+            let e = exp_diff(s, p.apply(s, s.load(bsrc.slice(i, l))), neg_m);
+            s.store(std::slice::from_raw_parts_mut(bdst.0.add(i), l), e);
+            run = s.add(run, e);
+            count += 1;
+            if count == SUM_RUN {
+                block_sum += s.reduce_sum(run).to_f64();
+                (run, count) = (zero, 0);
+            }
+            i += l;
+        }
+        if i < n {
+            // Lanes past the tail hold -inf, so they add exp(-inf) = 0 to the sum.
+            let y = load_tail_mapped(s, p, bsrc.slice(i, n - i), T::NEG_INFINITY);
+            let e = exp_diff(s, y, neg_m);
+            s.store_partial(std::slice::from_raw_parts_mut(bdst.0.add(i), n - i), e);
+            run = s.add(run, e);
+        }
+        acc.add(block_sum + s.reduce_sum(run).to_f64());
+    }
+    let sum = acc.value();
+    let inv = 1.0 / sum;
+    let mf = m.to_f64();
+    for (bi, start) in (0..len).step_by(BLOCK).enumerate() {
+        let n = BLOCK.min(len - start);
+        let f = s.splat(T::from_f64((block_m[bi].to_f64() - mf).exp() * inv));
+        let d = dst.add(start);
+        map_row!(T, S, s, d, d, n, |v, _i| s.mul(v, f));
     }
 }
 
