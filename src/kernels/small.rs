@@ -42,15 +42,22 @@ pub(crate) unsafe fn tile_rows<T: Element, S: Simd<T>, P: Pre<T, S>>(
     debug_assert!(cols <= SMALL_COLS && cols > 0);
     let mut scratch = [T::ZERO; SMALL_COLS * MAX_LANES];
     let scratch = &mut scratch[..cols * l];
+    // The tile in its own (row-major) layout, in L1.
+    let mut staging = [T::ZERO; SMALL_COLS * MAX_LANES];
+    let staging = &mut staging[..cols * l];
     let mut r0 = rows.start;
     while r0 < rows.end {
         let k = l.min(rows.end - r0);
         // Transpose in: scratch[j*l + r] = x[r0 + r, j]; absent rows read as 0 and are not written.
         let tile = src.slice(r0 * cols, k * cols);
         if k == l {
-            // A full tile: one strided (gather) load per column.
+            // A full tile: copied with contiguous vector loads (so memory is read as a stream the
+            // prefetchers follow), then one strided (gather) load per column from L1.
+            for (c, t) in tile.chunks_exact(l).zip(staging.chunks_exact_mut(l)) {
+                s.store(t, s.load(c));
+            }
             for (j, col) in scratch.chunks_exact_mut(l).enumerate() {
-                s.store(col, s.load_strided(&tile[j..], cols));
+                s.store(col, s.load_strided(&staging[j..], cols));
             }
         } else {
             for (r, row) in tile.chunks_exact(cols).enumerate() {
@@ -100,8 +107,12 @@ pub(crate) unsafe fn tile_rows<T: Element, S: Simd<T>, P: Pre<T, S>>(
                 // Transpose out.
                 let out = std::slice::from_raw_parts_mut(dst.0.add(r0 * cols), k * cols);
                 if k == l {
+                    // Strided stores into L1, then contiguous vector stores to memory.
                     for (j, col) in scratch.chunks_exact(l).enumerate() {
-                        s.store_strided(&mut out[j..], cols, s.load(col));
+                        s.store_strided(&mut staging[j..], cols, s.load(col));
+                    }
+                    for (o, t) in out.chunks_exact_mut(l).zip(staging.chunks_exact(l)) {
+                        s.store(o, s.load(t));
                     }
                     r0 += k;
                     continue;
