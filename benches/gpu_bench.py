@@ -159,12 +159,10 @@ def g3(rec, ceil, quick):
 def variants(rec, ceil):
     """Kernel-shape variants on the G1/G3 workloads (tuning table; not a target)."""
     cases = [
-        ((4096, 32768), "float32", [None, (256, 8, True), (128, 4, True), (1024, 8, False),
-                                    (512, 4, True)]),
-        ((4096, 131072), "bfloat16", [None, (256, 4, True), (128, 4, True), (512, 2, True)]),
-        ((4096, 1024), "float32", [None, (32, 8, False), (64, 4, False), (128, 2, False)]),
-        ((4096, 4096), "float32", [None, (256, 4, False), (128, 8, False), (256, 4, True)]),
-        ((1, 1 << 20), "float32", [None, (256, 8, True), (128, 4, True), (512, 2, True)]),
+        ((4096, 32768), "float32", [None, (256, 8, True), (512, 8, False)]),
+        ((4096, 131072), "bfloat16", [None, (256, 2, True), (128, 4, True)]),
+        ((4096, 1024), "float32", [None, (128, 2, False)]),
+        ((1, 1 << 20), "float32", [None, (128, 4, True)]),
     ]
     for shape, dtype, forces in cases:
         x, _ = make(*shape, dtype)
@@ -183,7 +181,7 @@ def variants(rec, ceil):
     x, _ = make(2048, 131072, "bfloat16", seed=1)
     y = cp.random.default_rng(2).integers(0, 131072, 2048, dtype=cp.int64)
     out = cp.empty_like(x)
-    for force in [None, (256, 4, True), (128, 4, True), (512, 1, True), (128, 2, True)]:
+    for force in [None, (256, 4, True), (128, 2, True)]:
         _cuda._force_config = force
         try:
             ms = gpu_ms(lambda: fs.cross_entropy_with_grad(x, y, out=out))
@@ -204,6 +202,16 @@ def variants(rec, ceil):
     t1 = time.perf_counter()
     cp.cuda.Device().synchronize()
     print(f"host time per fs.softmax(64x10) call: {(t1 - t0) / 2000 * 1e6:.1f} us")
+    import cProfile
+    import pstats
+
+    pr = cProfile.Profile()
+    pr.enable()
+    for _ in range(2000):
+        fs.softmax(xs)
+    pr.disable()
+    cp.cuda.Device().synchronize()
+    pstats.Stats(pr).sort_stats("tottime").print_stats(8)
 
 
 def main():

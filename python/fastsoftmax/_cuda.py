@@ -39,12 +39,17 @@ _REDUCTIONS = ("mean", "sum", "none")
 
 MODE_SOFTMAX, MODE_LOGSOFTMAX, MODE_LSE, MODE_CE = 0, 1, 2, 3
 
-# Values a thread keeps in registers (the chunk it owns): 16 floats / 8 doubles fit the 64
-# registers that the kernel's launch bounds allow (>= 50% occupancy) without spilling.
-_VALUES_PER_THREAD_F32 = 16
-_VALUES_PER_THREAD_F64 = 8
+# Values a thread keeps in registers (the chunk it owns), under the 64 registers that the kernel's
+# launch bounds allow (>= 50% occupancy). Measured on an H100 (benches/results/gpu.md): 32 floats
+# per thread beat 16 for softmax (fewer blocks per row to merge).
+_VALUES_PER_THREAD_F32 = 32
+_VALUES_PER_THREAD_F64 = 16
+# The cross-entropy kernel keeps more state per thread: half as many values, at most 256 threads.
+_CE_VALUES_PER_THREAD_F32 = 16
+_CE_VALUES_PER_THREAD_F64 = 8
+_CE_MAX_TPR = 1024
 # Largest threads-per-row of the one-block-per-row kernel; longer rows are split across blocks.
-_MAX_TPR = 256
+_MAX_TPR = 1024
 # Threads of a split-row block.
 _SPLIT_TPR = 256
 # Rows shorter than this are never split just to fill the GPU (too little work per block).
@@ -58,7 +63,7 @@ _force_config: Optional[Tuple[int, int, bool]] = None
 _src_cache: Optional[str] = None
 _kernels: Dict[Tuple[int, str], Any] = {}
 _sm_count: Dict[int, int] = {}
-_workspaces: Dict[Tuple[int, int, str], Tuple[Any, Any]] = {}
+_workspaces: Dict[Tuple[int, int, str], Tuple[Any, Any, list]] = {}
 
 
 def _on_device(fn: Any) -> Any:
@@ -66,9 +71,8 @@ def _on_device(fn: Any) -> Any:
 
     @functools.wraps(fn)
     def wrapper(x: Any, *args: Any, **kwargs: Any) -> Any:
-        dev = getattr(x, "device", None)
-        if isinstance(x, cp.ndarray) and dev is not None and dev.id != cp.cuda.Device().id:
-            with dev:
+        if type(x) is cp.ndarray and x.device.id != cp.cuda.runtime.getDevice():
+            with x.device:
                 return fn(x, *args, **kwargs)
         return fn(x, *args, **kwargs)
 
@@ -315,12 +319,14 @@ def _pow2ceil(n: int) -> int:
     return 1 << max(0, (int(n) - 1).bit_length())
 
 
-def _workspace(rows: int, S: int, acc: np.dtype) -> Tuple[Any, Any]:
-    """Split workspace for the current (device, stream): partials and self-resetting counters.
+def _workspace(rows: int, S: int, acc: np.dtype) -> Tuple[Any, Any, list]:
+    """Split workspace for the current (device, stream): partials, counters, tickets issued.
 
-    The counters are reset by the kernel itself (the last block out), so launches on one stream can
-    share them; each stream has its own, so concurrent streams never do."""
-    dev = cp.cuda.Device().id
+    The per-row arrival counters are reset by the kernel (the last block of a row to leave); the
+    ticket counter only grows and the host passes its value at each launch (tickets issued so far,
+    modulo 2**32), so no block has to reset it. Launches on one stream run in order and share the
+    workspace; each stream has its own, so concurrent streams never do."""
+    dev = cp.cuda.runtime.getDevice()
     stream = cp.cuda.get_current_stream().ptr
     key = (dev, stream, acc.name)
     ws = _workspaces.get(key)
@@ -331,7 +337,7 @@ def _workspace(rows: int, S: int, acc: np.dtype) -> Tuple[Any, Any]:
         old_s = 0 if ws is None else ws[1].size
         part = cp.empty(max(need_p, old_p, 4096), dtype=acc)
         sync = cp.zeros(max(need_s, old_s, 4096), dtype=np.int32)
-        ws = (part, sync)
+        ws = (part, sync, [0])
         _workspaces[key] = ws
     return ws
 
@@ -342,10 +348,15 @@ def _blocks_per_sm(kern: Any, block: int) -> int:
     return max(0, min(2048 // block, 32, 65536 // (regs * block)))
 
 
-def _plan(rows: int, cols: int, itemsize: int, vec: int) -> Tuple[int, int, int, int]:
+def _plan(rows: int, cols: int, itemsize: int, vec: int, mode: int = 0) -> Tuple[int, int, int, int]:
     """(threads per row chunk, vectors per thread, chunks per row S, chunk length)."""
-    vals = _VALUES_PER_THREAD_F64 if itemsize == 8 else _VALUES_PER_THREAD_F32
-    vpt_max = max(1, vals // vec) if vec > 1 else 16
+    ce = mode == MODE_CE
+    if ce:
+        vals = _CE_VALUES_PER_THREAD_F64 if itemsize == 8 else _CE_VALUES_PER_THREAD_F32
+    else:
+        vals = _VALUES_PER_THREAD_F64 if itemsize == 8 else _VALUES_PER_THREAD_F32
+    vpt_max = max(1, vals // vec) if vec > 1 else min(16, vals)
+    max_tpr = _CE_MAX_TPR if ce else _MAX_TPR
     nvec = -(-cols // vec)
     nsm = _num_sms()
     if _force_config is not None:
@@ -353,7 +364,7 @@ def _plan(rows: int, cols: int, itemsize: int, vec: int) -> Tuple[int, int, int,
         if not split:
             return tpr, vpt, 1, cols
     else:
-        tpr = min(_MAX_TPR, _pow2ceil(-(-nvec // 4)))
+        tpr = min(max_tpr, _pow2ceil(-(-nvec // 4)))
         vpt = _pow2ceil(-(-nvec // tpr))
         if vpt <= vpt_max:
             block = tpr if tpr > 32 else 128
@@ -378,11 +389,11 @@ _launch_cache: Dict[Tuple[Any, ...], Tuple[Any, int, int, int, int]] = {}
 
 def _launch_plan(rows: int, cols: int, dt: np.dtype, vec: int, mode: int) -> Tuple[Any, int, int, int, int]:
     """(kernel, block, S, chunk, grid) for a launch; cached (the host work of a call is small)."""
-    key = (cp.cuda.Device().id, rows, cols, dt, vec, mode, _force_config)
+    key = (cp.cuda.runtime.getDevice(), rows, cols, dt, vec, mode, _force_config)
     hit = _launch_cache.get(key)
     if hit is not None:
         return hit
-    tpr, vpt, S, chunk = _plan(rows, cols, dt.itemsize, vec)
+    tpr, vpt, S, chunk = _plan(rows, cols, dt.itemsize, vec, mode)
     kern = _kernel(f"fs_rows<{_CTYPE[dt.name]},{tpr},{vpt},{vec},{mode}>")
     block = tpr if tpr > 32 else 128
     if S > 1:
@@ -425,10 +436,12 @@ def _run_rows(
         _fallback_rows(x2, y2, rowout, mode, scale, tgt, q, w, coef, ignore_index, eps, zl, cap)
         return
     if S > 1:
-        part, sync = _workspace(rows, S, acc)
+        part, sync, issued = _workspace(rows, S, acc)
         part_p, sync_p = part.data.ptr, sync.data.ptr
+        tbase = issued[0] & 0xFFFFFFFF
+        issued[0] += grid
     else:
-        part_p = sync_p = 0
+        part_p = sync_p = tbase = 0
 
     def ptr(a: Optional[Any]) -> np.uint64:
         return np.uint64(0 if a is None else a.data.ptr)
@@ -444,6 +457,7 @@ def _run_rows(
         np.float64(scale),
         np.uint64(part_p),
         np.uint64(sync_p),
+        np.uint32(tbase),
         ptr(tgt),
         ptr(q),
         ptr(w),
@@ -552,7 +566,44 @@ def _lse_rows(o: Any) -> Any:
 # softmax family
 
 
+_FAST_DTYPES = (_F32, _F64, _F16)
+
+
+def _fast_rows(x: Any, axis: Axis, out: Any) -> Optional[Tuple[Any, Any]]:
+    """(x, out) as (rows, cols) arrays for the common call (C-contiguous, last axis, out None or
+    C-contiguous and equal to x or disjoint from it), else None: the general path handles it."""
+    if type(x) is not cp.ndarray or not x.flags.c_contiguous or x.ndim == 0 or x.size == 0:
+        return None
+    if not (axis == -1 or axis == x.ndim - 1) or isinstance(axis, bool):
+        return None
+    dt = x.dtype
+    if not (dt in _FAST_DTYPES or _is_bf16(dt)):
+        return None
+    cols = x.shape[-1]
+    x2 = x.reshape(x.size // cols, cols)
+    if out is None:
+        return x2, _empty(x2.shape, dt)
+    if (
+        type(out) is not cp.ndarray
+        or out.shape != x.shape
+        or out.dtype != dt
+        or not out.flags.c_contiguous
+        or out.device.id != x.device.id
+    ):
+        return None
+    a, b = x.data.ptr, out.data.ptr
+    if a != b and a < b + out.nbytes and b < a + x.nbytes:
+        return None
+    return x2, out.reshape(x2.shape)
+
+
 def _softmax_impl(x: Any, axis: Axis, temperature: Any, out: Any, sign: float, mode: int) -> Any:
+    fast = _fast_rows(x, axis, out)
+    if fast is not None:
+        scale = sign * _scale(temperature)
+        x2, y2 = fast
+        _run_rows(x2, y2, None, mode, scale)
+        return out if out is not None else y2.reshape(x.shape)
     x = _as_float(x)
     dt = x.dtype
     scale = sign * _scale(temperature)

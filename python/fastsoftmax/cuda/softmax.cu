@@ -146,7 +146,8 @@ fs_rows(const T* x,                    // (rows, cols) C-contiguous
         fs_i64 rows, fs_i64 cols, fs_i64 chunk, int S,
         double inv_t,                  // 1/T; negative for softmin (the row is -x/T)
         typename Cvt<T>::A* part,      // split workspace: rows * S * FS_NPART
-        int* sync,                     // [ticket, done, arrive[rows]] (self-resetting)
+        int* sync,                     // [ticket, unused, arrive[rows]] (arrive self-resetting)
+        unsigned int tbase,            // ticket counter value at this launch (host-tracked)
         const fs_i64* tgt,             // CE hard labels (rows,) or null
         const typename Cvt<T>::A* q,   // CE soft labels (rows, cols) or null
         const typename Cvt<T>::A* w,   // CE class weights (cols,) or null
@@ -169,7 +170,8 @@ fs_rows(const T* x,                    // (rows, cols) C-contiguous
     const int g = threadIdx.x / TPR;
     fs_i64 work;
     if (S > 1) {
-        if (threadIdx.x == 0) s_ticket = (fs_i64)atomicAdd(&sync[0], 1);
+        if (threadIdx.x == 0)
+            s_ticket = (fs_i64)(atomicAdd(reinterpret_cast<unsigned int*>(sync), 1u) - tbase);
         __syncthreads();
         work = s_ticket;
     } else {
@@ -287,6 +289,7 @@ fs_rows(const T* x,                    // (rows, cols) C-contiguous
                 atomicAdd(&sync[2 + row], 1);
                 volatile int* arr = sync + 2 + row;
                 while (*arr < S) {
+                    __nanosleep(64);
                 }
                 __threadfence();
             }
@@ -320,14 +323,6 @@ fs_rows(const T* x,                    // (rows, cols) C-contiguous
             __syncthreads();
             if (threadIdx.x == 0) {
                 if (atomicAdd(&sync[2 + row], 1) == 2 * S - 1) sync[2 + row] = 0;
-            }
-        }
-        // the last block of the launch resets the ticket counter
-        if (threadIdx.x == 0) {
-            __threadfence();
-            if (atomicAdd(&sync[1], 1) == (int)gridDim.x - 1) {
-                sync[0] = 0;
-                sync[1] = 0;
             }
         }
     }
