@@ -1,18 +1,368 @@
-//! PLACEHOLDER: the neon backend is being written; until then it reports itself unsupported.
+//! The NEON backend (AArch64 Advanced SIMD): 4 × `f32` / 2 × `f64` per vector.
+//!
+//! UNVERIFIED: written against the `core::arch::aarch64` documentation of Rust 1.95 but never
+//! compiled or run (no aarch64 target here). Same algorithms and constants as the AVX2 backend:
+//! Cody–Waite `exp` with a minimax polynomial and `2^n` rebuilt from integers in two halves
+//! (overflow → `+inf`, correctly rounded denormals, no flushing), `tanh` as an odd polynomial for
+//! `|x| < 0.625` and `1 - 2/(e^{2|x|} + 1)` beyond. NEON's `fmax`/`fmin` propagate NaN, so the
+//! input clamp keeps NaN. Partial loads and stores go through a stack buffer.
 
-use super::{scalar::Scalar, WithSimd};
+// The intrinsics are safe functions where `neon` is enabled (the default on AArch64 targets);
+// the `unsafe` blocks keep this compiling on targets where it is not.
+#![allow(unused_unsafe)]
 
+use core::arch::aarch64::*;
+
+use super::{Simd, WithSimd};
+
+/// The NEON token; only [`Neon::new`] makes one, after checking the CPU.
 #[derive(Clone, Copy, Debug)]
 pub struct Neon(());
 
 impl Neon {
-    /// Returns the token if this CPU supports the instruction set.
+    /// Returns the token if this CPU supports NEON.
+    #[inline]
     pub fn new() -> Option<Self> {
-        None
+        if std::arch::is_aarch64_feature_detected!("neon") {
+            Some(Neon(()))
+        } else {
+            None
+        }
     }
 
     /// Runs `job` compiled for this instruction set.
+    #[inline]
     pub fn run<W: WithSimd>(self, job: W) -> W::Output {
-        job.with_simd(Scalar)
+        // SAFETY: the token exists only if `new` found NEON.
+        unsafe { run_neon(self, job) }
+    }
+}
+
+#[target_feature(enable = "neon")]
+unsafe fn run_neon<W: WithSimd>(s: Neon, job: W) -> W::Output {
+    job.with_simd(s)
+}
+
+mod c32 {
+    pub const CLAMP: f32 = 104.0;
+    pub const LOG2E: f32 = std::f32::consts::LOG2_E;
+    pub const LN2_HI: f32 = 0.693_147_182_464_599_6;
+    pub const LN2_LO: f32 = -1.904_654_212_125_933_6e-9;
+    /// `g(r) ≈ (e^r - 1 - r) / r²` on `[-ln2/2, ln2/2]`, lowest degree first.
+    pub const G: [f32; 5] = [
+        0.5,
+        0.166_665_762_662_887_57,
+        0.041_666_552_424_430_85,
+        0.008_363_292_552_530_766,
+        0.001_392_632_606_439_292_4,
+    ];
+    /// `|x|` below which `tanh` uses the odd polynomial.
+    pub const TANH_SMALL: f32 = 0.625;
+    /// `q(y) ≈ (tanh(√y) - √y) / y^1.5` on `[0, 0.625²]`.
+    pub const TANH_Q: [f32; 5] = [
+        -0.333_333_283_662_796,
+        0.133_327_692_747_116_1,
+        -0.053_850_878_030_061_72,
+        0.020_997_030_660_510_063,
+        -0.006_096_498_109_400_272,
+    ];
+}
+
+mod c64 {
+    pub const CLAMP: f64 = 746.0;
+    pub const LOG2E: f64 = std::f64::consts::LOG2_E;
+    pub const LN2_HI: f64 = 0.693_147_180_559_945_3;
+    pub const LN2_LO: f64 = 2.319_046_813_846_299_6e-17;
+    /// `g(r) ≈ (e^r - 1 - r) / r²` on `[-ln2/2, ln2/2]`, lowest degree first.
+    pub const G: [f64; 10] = [
+        0.500_000_000_000_000_1,
+        0.166_666_666_666_666_69,
+        0.041_666_666_666_623_48,
+        0.008_333_333_333_330_011,
+        0.001_388_888_891_753_829_6,
+        0.000_198_412_698_633_032_23,
+        2.480_152_079_257_269_4e-5,
+        2.755_726_807_289_01e-6,
+        2.762_032_742_826_824e-7,
+        2.510_056_927_581_368_3e-8,
+    ];
+    pub const TANH_SMALL: f64 = 0.625;
+    /// `q(y) ≈ (tanh(√y) - √y) / y^1.5` on `[0, 0.625²]`.
+    pub const TANH_Q: [f64; 11] = [
+        -0.333_333_333_333_333_2,
+        0.133_333_333_333_266_52,
+        -0.053_968_253_961_389_93,
+        0.021_869_488_260_359_775,
+        -0.008_863_229_827_368_367,
+        0.003_592_058_941_176_927,
+        -0.001_455_309_072_982_15,
+        0.000_587_436_429_260_359_2,
+        -0.000_230_774_193_592_667_42,
+        7.959_705_887_788_49e-5,
+        -1.724_353_061_346_532_7e-5,
+    ];
+}
+
+/// Horner's scheme `c[i0] + x·(c[i1] + x·(…))`, unrolled at compile time; `$x` must be a variable.
+macro_rules! horner {
+    ($fma:ident, $splat:ident, $x:ident, $c:expr; $i:literal) => {
+        $splat($c[$i])
+    };
+    ($fma:ident, $splat:ident, $x:ident, $c:expr; $i:literal, $($rest:literal),+) => {
+        $fma(horner!($fma, $splat, $x, $c; $($rest),+), $x, $splat($c[$i]))
+    };
+}
+
+#[inline(always)]
+unsafe fn exp_f32x4(x: float32x4_t) -> float32x4_t {
+    let x = vminq_f32(
+        vmaxq_f32(x, vdupq_n_f32(-c32::CLAMP)),
+        vdupq_n_f32(c32::CLAMP),
+    );
+    let n = vrndnq_f32(vmulq_f32(x, vdupq_n_f32(c32::LOG2E)));
+    let r = vfmsq_f32(x, n, vdupq_n_f32(c32::LN2_HI));
+    let r = vfmsq_f32(r, n, vdupq_n_f32(c32::LN2_LO));
+    let g = horner!(fma_f32, vdupq_n_f32, r, c32::G; 0, 1, 2, 3, 4);
+    let one = vdupq_n_f32(1.0);
+    let p = fma_f32(fma_f32(g, r, one), r, one);
+    // |n| <= 150: both halves are normal powers of two, only the last product rounds.
+    let ni = vcvtq_s32_f32(n);
+    let n1 = vshrq_n_s32::<1>(ni);
+    let n2 = vsubq_s32(ni, n1);
+    let bias = vdupq_n_s32(127);
+    let s1 = vreinterpretq_f32_s32(vshlq_n_s32::<23>(vaddq_s32(n1, bias)));
+    let s2 = vreinterpretq_f32_s32(vshlq_n_s32::<23>(vaddq_s32(n2, bias)));
+    vmulq_f32(vmulq_f32(p, s1), s2)
+}
+
+#[inline(always)]
+unsafe fn exp_f64x2(x: float64x2_t) -> float64x2_t {
+    let x = vminq_f64(
+        vmaxq_f64(x, vdupq_n_f64(-c64::CLAMP)),
+        vdupq_n_f64(c64::CLAMP),
+    );
+    let n = vrndnq_f64(vmulq_f64(x, vdupq_n_f64(c64::LOG2E)));
+    let r = vfmsq_f64(x, n, vdupq_n_f64(c64::LN2_HI));
+    let r = vfmsq_f64(r, n, vdupq_n_f64(c64::LN2_LO));
+    let g = horner!(fma_f64, vdupq_n_f64, r, c64::G; 0, 1, 2, 3, 4, 5, 6, 7, 8, 9);
+    let one = vdupq_n_f64(1.0);
+    let p = fma_f64(fma_f64(g, r, one), r, one);
+    // |n| <= 1077: halves in [-539, 539].
+    let ni = vcvtq_s64_f64(n);
+    let n1 = vshrq_n_s64::<1>(ni);
+    let n2 = vsubq_s64(ni, n1);
+    let bias = vdupq_n_s64(1023);
+    let s1 = vreinterpretq_f64_s64(vshlq_n_s64::<52>(vaddq_s64(n1, bias)));
+    let s2 = vreinterpretq_f64_s64(vshlq_n_s64::<52>(vaddq_s64(n2, bias)));
+    vmulq_f64(vmulq_f64(p, s1), s2)
+}
+
+/// `a * b + c` (NEON's `vfmaq` takes the addend first).
+#[inline(always)]
+unsafe fn fma_f32(a: float32x4_t, b: float32x4_t, c: float32x4_t) -> float32x4_t {
+    vfmaq_f32(c, a, b)
+}
+
+#[inline(always)]
+unsafe fn fma_f64(a: float64x2_t, b: float64x2_t, c: float64x2_t) -> float64x2_t {
+    vfmaq_f64(c, a, b)
+}
+
+#[inline(always)]
+unsafe fn tanh_f32x4(x: float32x4_t) -> float32x4_t {
+    let a = vabsq_f32(x);
+    let y = vmulq_f32(a, a);
+    let q = horner!(fma_f32, vdupq_n_f32, y, c32::TANH_Q; 0, 1, 2, 3, 4);
+    let small = fma_f32(vmulq_f32(a, y), q, a);
+    let one = vdupq_n_f32(1.0);
+    let e = exp_f32x4(vaddq_f32(a, a));
+    let large = vsubq_f32(one, vdivq_f32(vdupq_n_f32(2.0), vaddq_f32(e, one)));
+    let t = vbslq_f32(vcltq_f32(a, vdupq_n_f32(c32::TANH_SMALL)), small, large);
+    // Sign bit from `x`, the rest from `t`.
+    vbslq_f32(vdupq_n_u32(0x8000_0000), x, t)
+}
+
+#[inline(always)]
+unsafe fn tanh_f64x2(x: float64x2_t) -> float64x2_t {
+    let a = vabsq_f64(x);
+    let y = vmulq_f64(a, a);
+    let q = horner!(fma_f64, vdupq_n_f64, y, c64::TANH_Q; 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10);
+    let small = fma_f64(vmulq_f64(a, y), q, a);
+    let one = vdupq_n_f64(1.0);
+    let e = exp_f64x2(vaddq_f64(a, a));
+    let large = vsubq_f64(one, vdivq_f64(vdupq_n_f64(2.0), vaddq_f64(e, one)));
+    let t = vbslq_f64(vcltq_f64(a, vdupq_n_f64(c64::TANH_SMALL)), small, large);
+    vbslq_f64(vdupq_n_u64(0x8000_0000_0000_0000), x, t)
+}
+
+// SAFETY: the token proves the CPU has NEON; full loads/stores slice to `LANES` first
+// (bounds-checked), partial ones copy through a stack buffer with safe slice operations.
+unsafe impl Simd<f32> for Neon {
+    type V = float32x4_t;
+    const LANES: usize = 4;
+
+    #[inline(always)]
+    fn splat(self, x: f32) -> float32x4_t {
+        unsafe { vdupq_n_f32(x) }
+    }
+    #[inline(always)]
+    fn load(self, x: &[f32]) -> float32x4_t {
+        let x = &x[..4];
+        unsafe { vld1q_f32(x.as_ptr()) }
+    }
+    #[inline(always)]
+    fn load_partial(self, x: &[f32], fill: f32) -> float32x4_t {
+        let n = x.len().min(4);
+        let mut buf = [fill; 4];
+        buf[..n].copy_from_slice(&x[..n]);
+        unsafe { vld1q_f32(buf.as_ptr()) }
+    }
+    #[inline(always)]
+    fn store(self, out: &mut [f32], v: float32x4_t) {
+        let out = &mut out[..4];
+        unsafe { vst1q_f32(out.as_mut_ptr(), v) }
+    }
+    #[inline(always)]
+    fn store_partial(self, out: &mut [f32], v: float32x4_t) {
+        let n = out.len().min(4);
+        let mut buf = [0.0f32; 4];
+        unsafe { vst1q_f32(buf.as_mut_ptr(), v) };
+        out[..n].copy_from_slice(&buf[..n]);
+    }
+    #[inline(always)]
+    fn add(self, a: float32x4_t, b: float32x4_t) -> float32x4_t {
+        unsafe { vaddq_f32(a, b) }
+    }
+    #[inline(always)]
+    fn sub(self, a: float32x4_t, b: float32x4_t) -> float32x4_t {
+        unsafe { vsubq_f32(a, b) }
+    }
+    #[inline(always)]
+    fn mul(self, a: float32x4_t, b: float32x4_t) -> float32x4_t {
+        unsafe { vmulq_f32(a, b) }
+    }
+    #[inline(always)]
+    fn div(self, a: float32x4_t, b: float32x4_t) -> float32x4_t {
+        unsafe { vdivq_f32(a, b) }
+    }
+    #[inline(always)]
+    fn mul_add(self, a: float32x4_t, b: float32x4_t, c: float32x4_t) -> float32x4_t {
+        unsafe { fma_f32(a, b, c) }
+    }
+    #[inline(always)]
+    fn max(self, a: float32x4_t, b: float32x4_t) -> float32x4_t {
+        // `fmax`: NaN if either lane is NaN.
+        unsafe { vmaxq_f32(a, b) }
+    }
+    #[inline(always)]
+    fn select_eq(
+        self,
+        a: float32x4_t,
+        b: float32x4_t,
+        x: float32x4_t,
+        y: float32x4_t,
+    ) -> float32x4_t {
+        unsafe { vbslq_f32(vceqq_f32(a, b), x, y) }
+    }
+    #[inline(always)]
+    fn exp(self, a: float32x4_t) -> float32x4_t {
+        unsafe { exp_f32x4(a) }
+    }
+    #[inline(always)]
+    fn tanh(self, a: float32x4_t) -> float32x4_t {
+        unsafe { tanh_f32x4(a) }
+    }
+    #[inline(always)]
+    fn reduce_max(self, v: float32x4_t) -> f32 {
+        unsafe { vmaxvq_f32(v) }
+    }
+    #[inline(always)]
+    fn reduce_sum(self, v: float32x4_t) -> f32 {
+        unsafe { vaddvq_f32(v) }
+    }
+}
+
+// SAFETY: as for `f32` above.
+unsafe impl Simd<f64> for Neon {
+    type V = float64x2_t;
+    const LANES: usize = 2;
+
+    #[inline(always)]
+    fn splat(self, x: f64) -> float64x2_t {
+        unsafe { vdupq_n_f64(x) }
+    }
+    #[inline(always)]
+    fn load(self, x: &[f64]) -> float64x2_t {
+        let x = &x[..2];
+        unsafe { vld1q_f64(x.as_ptr()) }
+    }
+    #[inline(always)]
+    fn load_partial(self, x: &[f64], fill: f64) -> float64x2_t {
+        let n = x.len().min(2);
+        let mut buf = [fill; 2];
+        buf[..n].copy_from_slice(&x[..n]);
+        unsafe { vld1q_f64(buf.as_ptr()) }
+    }
+    #[inline(always)]
+    fn store(self, out: &mut [f64], v: float64x2_t) {
+        let out = &mut out[..2];
+        unsafe { vst1q_f64(out.as_mut_ptr(), v) }
+    }
+    #[inline(always)]
+    fn store_partial(self, out: &mut [f64], v: float64x2_t) {
+        let n = out.len().min(2);
+        let mut buf = [0.0f64; 2];
+        unsafe { vst1q_f64(buf.as_mut_ptr(), v) };
+        out[..n].copy_from_slice(&buf[..n]);
+    }
+    #[inline(always)]
+    fn add(self, a: float64x2_t, b: float64x2_t) -> float64x2_t {
+        unsafe { vaddq_f64(a, b) }
+    }
+    #[inline(always)]
+    fn sub(self, a: float64x2_t, b: float64x2_t) -> float64x2_t {
+        unsafe { vsubq_f64(a, b) }
+    }
+    #[inline(always)]
+    fn mul(self, a: float64x2_t, b: float64x2_t) -> float64x2_t {
+        unsafe { vmulq_f64(a, b) }
+    }
+    #[inline(always)]
+    fn div(self, a: float64x2_t, b: float64x2_t) -> float64x2_t {
+        unsafe { vdivq_f64(a, b) }
+    }
+    #[inline(always)]
+    fn mul_add(self, a: float64x2_t, b: float64x2_t, c: float64x2_t) -> float64x2_t {
+        unsafe { fma_f64(a, b, c) }
+    }
+    #[inline(always)]
+    fn max(self, a: float64x2_t, b: float64x2_t) -> float64x2_t {
+        unsafe { vmaxq_f64(a, b) }
+    }
+    #[inline(always)]
+    fn select_eq(
+        self,
+        a: float64x2_t,
+        b: float64x2_t,
+        x: float64x2_t,
+        y: float64x2_t,
+    ) -> float64x2_t {
+        unsafe { vbslq_f64(vceqq_f64(a, b), x, y) }
+    }
+    #[inline(always)]
+    fn exp(self, a: float64x2_t) -> float64x2_t {
+        unsafe { exp_f64x2(a) }
+    }
+    #[inline(always)]
+    fn tanh(self, a: float64x2_t) -> float64x2_t {
+        unsafe { tanh_f64x2(a) }
+    }
+    #[inline(always)]
+    fn reduce_max(self, v: float64x2_t) -> f64 {
+        unsafe { vmaxvq_f64(v) }
+    }
+    #[inline(always)]
+    fn reduce_sum(self, v: float64x2_t) -> f64 {
+        unsafe { vaddvq_f64(v) }
     }
 }
