@@ -757,3 +757,81 @@ fn backends_agree_on_a_row() {
         }
     }
 }
+
+/// `load_strided` of `x` (returned through a full `store`) and `store_strided` of `pattern` into `out`.
+struct StridedJob<'a, T> {
+    x: &'a [T],
+    out: &'a mut [T],
+    stride: usize,
+    pattern: &'a [T],
+}
+
+impl<T: Element> WithSimd for StridedJob<'_, T> {
+    type Output = Vec<T>;
+    fn with_simd<S: Isa>(self, s: S) -> Vec<T> {
+        let s = T::simd(s);
+        let l = <T::Simd<S> as Simd<T>>::LANES;
+        let mut loaded = vec![T::ZERO; l];
+        s.store(&mut loaded, s.load_strided(self.x, self.stride));
+        s.store_strided(self.out, self.stride, s.load(self.pattern));
+        loaded
+    }
+}
+
+fn check_strided<T: Element>(b: Backend) {
+    let l = match std::mem::size_of::<T>() {
+        4 => lanes(b).0,
+        _ => lanes(b).1,
+    };
+    let pattern: Vec<T> = (0..l).map(|i| T::from_f64(100.0 + i as f64)).collect();
+    for stride in [1usize, 2, 3, 7, 100] {
+        let n = (l - 1) * stride + 1;
+        let x: Vec<T> = (0..n).map(|i| T::from_f64(i as f64)).collect();
+        let mut out = vec![T::from_f64(-5.0); n];
+        let loaded = b.dispatch(StridedJob {
+            x: &x,
+            out: &mut out,
+            stride,
+            pattern: &pattern,
+        });
+        for (i, v) in loaded.iter().enumerate() {
+            assert_eq!(
+                v.to_f64(),
+                (i * stride) as f64,
+                "{b:?} load_strided {stride} lane {i}"
+            );
+        }
+        for (j, v) in out.iter().enumerate() {
+            let want = if j % stride == 0 {
+                100.0 + (j / stride) as f64
+            } else {
+                -5.0
+            };
+            assert_eq!(v.to_f64(), want, "{b:?} store_strided {stride} at {j}");
+        }
+        // One element short: must panic, not read or write past the slice.
+        if l > 1 {
+            let short = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let mut o = vec![T::ZERO; n - 1];
+                b.dispatch(StridedJob {
+                    x: &x[..n - 1],
+                    out: &mut o,
+                    stride,
+                    pattern: &pattern,
+                })
+            }));
+            assert!(
+                short.is_err(),
+                "{b:?}: strided access of a short slice did not panic"
+            );
+        }
+    }
+}
+
+#[test]
+fn strided_load_store() {
+    for b in backends() {
+        check_strided::<f32>(b);
+        check_strided::<f64>(b);
+    }
+}
