@@ -52,10 +52,11 @@ unsafe fn run_avx512<W: WithSimd>(s: Avx512, job: W) -> W::Output {
 const ROUND_NEAREST: i32 = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
 
 /// The `f32` constants, shared with the AVX2 backend.
+#[allow(clippy::excessive_precision)]
 pub(super) mod c32 {
     pub const CLAMP: f32 = 104.0;
     pub const LOG2E: f32 = std::f32::consts::LOG2_E;
-    pub const LN2_HI: f32 = 0.693_147_182_464_599_6;
+    pub const LN2_HI: f32 = std::f32::consts::LN_2;
     pub const LN2_LO: f32 = -1.904_654_212_125_933_6e-9;
     /// `g(r) ≈ (e^r - 1 - r) / r²` on `[-ln2/2, ln2/2]`, lowest degree first.
     pub const G: [f32; 5] = [
@@ -78,10 +79,11 @@ pub(super) mod c32 {
 }
 
 /// The `f64` constants, shared with the AVX2 backend.
+#[allow(clippy::excessive_precision)]
 pub(super) mod c64 {
     pub const CLAMP: f64 = 746.0;
     pub const LOG2E: f64 = std::f64::consts::LOG2_E;
-    pub const LN2_HI: f64 = 0.693_147_180_559_945_3;
+    pub const LN2_HI: f64 = std::f64::consts::LN_2;
     pub const LN2_LO: f64 = 2.319_046_813_846_299_6e-17;
     /// `g(r) ≈ (e^r - 1 - r) / r²` on `[-ln2/2, ln2/2]`, lowest degree first.
     pub const G: [f64; 10] = [

@@ -43,10 +43,11 @@ unsafe fn run_neon<W: WithSimd>(s: Neon, job: W) -> W::Output {
     job.with_simd(s)
 }
 
+#[allow(clippy::excessive_precision)]
 mod c32 {
     pub const CLAMP: f32 = 104.0;
     pub const LOG2E: f32 = std::f32::consts::LOG2_E;
-    pub const LN2_HI: f32 = 0.693_147_182_464_599_6;
+    pub const LN2_HI: f32 = std::f32::consts::LN_2;
     pub const LN2_LO: f32 = -1.904_654_212_125_933_6e-9;
     /// `g(r) ≈ (e^r - 1 - r) / r²` on `[-ln2/2, ln2/2]`, lowest degree first.
     pub const G: [f32; 5] = [
@@ -68,10 +69,11 @@ mod c32 {
     ];
 }
 
+#[allow(clippy::excessive_precision)]
 mod c64 {
     pub const CLAMP: f64 = 746.0;
     pub const LOG2E: f64 = std::f64::consts::LOG2_E;
-    pub const LN2_HI: f64 = 0.693_147_180_559_945_3;
+    pub const LN2_HI: f64 = std::f64::consts::LN_2;
     pub const LN2_LO: f64 = 2.319_046_813_846_299_6e-17;
     /// `g(r) ≈ (e^r - 1 - r) / r²` on `[-ln2/2, ln2/2]`, lowest degree first.
     pub const G: [f64; 10] = [
