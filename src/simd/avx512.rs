@@ -8,8 +8,8 @@
 //! passes through; `vrange` would be one instruction but drops NaN), which maps `±inf` into the
 //! overflow / underflow range.
 //!
-//! Measured (tests/simd.rs, every `f32` in `[-110, 90]`; 4M random `f64` in `[-746, 710]`): ≤ 1 ulp
-//! against the correctly rounded result.
+//! Measured (tests/simd.rs): every `f32` in `[-110, 90]` within 0.95 ulp of the exact value; 4M
+//! random `f64` in `[-746, 710]` within 1 ulp (bit distance) of std's `exp`. AVX2 matches.
 
 use core::arch::x86_64::*;
 
