@@ -550,30 +550,10 @@ def cross_entropy(
     >>> fs.cross_entropy(o, np.array([0, 2]), reduction="none").round(4)
     array([0.2395, 1.0986])
     """
-    if _is_cupy(logits):
-        return _cuda().cross_entropy(
-            logits,
-            target,
-            axis=axis,
-            weight=weight,
-            ignore_index=ignore_index,
-            reduction=reduction,
-            label_smoothing=label_smoothing,
-            z_loss=z_loss,
-            softcap=softcap,
-        )
-    if axis == -1:
-        r = _ce_fast(
-            logits, target, weight, ignore_index, reduction, label_smoothing, z_loss, softcap,
-            False, None,
-        )
-        if r is not None:
-            return r[0]
-    call = _CeCall(
-        logits, target, axis, weight, ignore_index, reduction, label_smoothing, z_loss, softcap
+    return _ce(
+        "loss", logits, target, axis, weight, ignore_index, reduction, label_smoothing, z_loss,
+        softcap, None,
     )
-    loss, _ = call.run(None)
-    return loss
 
 
 def _ce_fast(
@@ -601,6 +581,52 @@ def _ce_fast(
     if type(loss) is float:
         loss = logits.dtype.type(loss)
     return loss, grad
+
+
+_CUDA_CE = {
+    "loss": "cross_entropy",
+    "grad": "cross_entropy_grad",
+    "both": "cross_entropy_with_grad",
+}
+
+
+def _ce(
+    kind: str,
+    logits: Any,
+    target: Any,
+    axis: Any,
+    weight: Any,
+    ignore_index: Any,
+    reduction: Any,
+    label_smoothing: Any,
+    z_loss: Any,
+    softcap: Any,
+    out: Any,
+) -> Any:
+    """The three cross-entropy entry points; `kind` is "loss", "grad" or "both"."""
+    want_grad = kind != "loss"
+    r = None
+    if axis == -1:
+        r = _ce_fast(
+            logits, target, weight, ignore_index, reduction, label_smoothing, z_loss, softcap,
+            want_grad, out,
+        )
+    if r is None:
+        if _is_cupy(logits):
+            opts: dict[str, Any] = dict(
+                axis=axis, weight=weight, ignore_index=ignore_index, reduction=reduction,
+                label_smoothing=label_smoothing, z_loss=z_loss, softcap=softcap,
+            )
+            if want_grad:
+                opts["out"] = out
+            return getattr(_cuda(), _CUDA_CE[kind])(logits, target, **opts)
+        call = _CeCall(
+            logits, target, axis, weight, ignore_index, reduction, label_smoothing, z_loss, softcap
+        )
+        r = _ce_with_grad(call, out) if want_grad else call.run(None)
+    if kind == "loss":
+        return r[0]
+    return r[1] if kind == "grad" else r
 
 
 def _ce_with_grad(call: _CeCall, out: Any) -> Tuple[Any, Any]:
@@ -647,30 +673,10 @@ def cross_entropy_grad(
     array([[-0.1065,  0.0533,  0.0533],
            [ 0.1667,  0.1667, -0.3333]])
     """
-    if _is_cupy(logits):
-        return _cuda().cross_entropy_grad(
-            logits,
-            target,
-            axis=axis,
-            weight=weight,
-            ignore_index=ignore_index,
-            reduction=reduction,
-            label_smoothing=label_smoothing,
-            z_loss=z_loss,
-            softcap=softcap,
-            out=out,
-        )
-    if axis == -1:
-        r = _ce_fast(
-            logits, target, weight, ignore_index, reduction, label_smoothing, z_loss, softcap,
-            True, out,
-        )
-        if r is not None:
-            return r[1]
-    call = _CeCall(
-        logits, target, axis, weight, ignore_index, reduction, label_smoothing, z_loss, softcap
+    return _ce(
+        "grad", logits, target, axis, weight, ignore_index, reduction, label_smoothing, z_loss,
+        softcap, out,
     )
-    return _ce_with_grad(call, out)[1]
 
 
 def cross_entropy_with_grad(
@@ -699,31 +705,11 @@ def cross_entropy_with_grad(
     >>> round(float(loss), 6), grad is o
     (0.669079, True)
     """
-    if _is_cupy(logits):
-        res: Tuple[Any, Any] = _cuda().cross_entropy_with_grad(
-            logits,
-            target,
-            axis=axis,
-            weight=weight,
-            ignore_index=ignore_index,
-            reduction=reduction,
-            label_smoothing=label_smoothing,
-            z_loss=z_loss,
-            softcap=softcap,
-            out=out,
-        )
-        return res
-    if axis == -1:
-        r = _ce_fast(
-            logits, target, weight, ignore_index, reduction, label_smoothing, z_loss, softcap,
-            True, out,
-        )
-        if r is not None:
-            return r
-    call = _CeCall(
-        logits, target, axis, weight, ignore_index, reduction, label_smoothing, z_loss, softcap
+    loss, grad = _ce(
+        "both", logits, target, axis, weight, ignore_index, reduction, label_smoothing, z_loss,
+        softcap, out,
     )
-    return _ce_with_grad(call, out)
+    return loss, grad
 
 
 for _f in (cross_entropy, cross_entropy_grad, cross_entropy_with_grad):
