@@ -12,6 +12,7 @@ use rayon::prelude::*;
 enum Un {
     Exp,
     Tanh,
+    Ln,
 }
 
 #[inline(always)]
@@ -19,6 +20,7 @@ fn apply<T: Element, S: Simd<T>>(s: S, op: Un, v: S::V) -> S::V {
     match op {
         Un::Exp => s.exp(v),
         Un::Tanh => s.tanh(v),
+        Un::Ln => s.ln(v),
     }
 }
 
@@ -251,6 +253,7 @@ fn sweep_f32(op: Un, lo: u32, hi: u32, step: u32) -> Vec<(Backend, f64, f32)> {
     let reference = match op {
         Un::Exp => exp_ref,
         Un::Tanh => tanh_ref,
+        Un::Ln => f64::ln,
     };
     let bs: Vec<Backend> = backends()
         .into_iter()
@@ -552,6 +555,108 @@ fn tanh_f64_random() {
         }
         eprintln!("{b:?} tanh f64: max {worst} ulp (vs std) at {at:e}");
         assert!(worst <= 3.0, "{b:?}: tanh({at:e}) is {worst} ulp off");
+    }
+}
+
+#[test]
+fn ln_f32_every_float() {
+    // Every positive float: denormals, normals, up to MAX (`f64::ln` is the reference, < 1 ulp of
+    // f64). Scalar is std's `lnf`: only the vector backends are swept.
+    let (lo, hi) = (1u32, f32::MAX.to_bits());
+    for (b, err, at) in sweep_f32(Un::Ln, lo, hi, 1) {
+        eprintln!("{b:?} ln f32 bits {lo:#x}..={hi:#x}: max {err:.3} ulp at {at:e}");
+        assert!(err <= 2.0, "{b:?}: ln({at:e}) is {err} ulp off");
+    }
+}
+
+#[test]
+fn ln_f64_random() {
+    for b in backends() {
+        let mut rng = Rng(0x1_0000 + b as u64);
+        // Uniform bit patterns: every binade (denormals included) equally often.
+        let mut x: Vec<f64> = (0..2_000_000)
+            .map(|_| f64::from_bits(1 + rng.next() % (f64::MAX.to_bits() - 1)))
+            .collect();
+        x.extend((0..1_000_000).map(|_| rng.uniform(0.5, 2.0)));
+        x.extend((0..500_000).map(|_| 1.0 + rng.log_uniform(-16.0, -3.0)));
+        x.extend((0..500_000).map(|_| rng.uniform(0.0, 100.0)));
+        x.extend((0..500_000).map(|_| f64::from_bits(1 + rng.next() % (1u64 << 52))));
+        let y = map(b, Un::Ln, &x);
+        let (mut worst, mut at) = (0.0f64, 0.0f64);
+        for (&xi, &yi) in x.iter().zip(&y) {
+            let e = ulp_f64(yi, xi.ln());
+            if e > worst {
+                (worst, at) = (e, xi);
+            }
+        }
+        eprintln!("{b:?} ln f64: max {worst} ulp (vs std) at {at:e}");
+        assert!(worst <= 2.0, "{b:?}: ln({at:e}) is {worst} ulp off");
+    }
+}
+
+/// `ln` of the special values, in every lane position, against std (exactly for the specials).
+fn check_ln_specials<T: Element>(b: Backend, max_ulp: fn(T, f64) -> f64) {
+    let mut base: Vec<f64> = vec![
+        f64::NAN,
+        -f64::NAN,
+        f64::NEG_INFINITY,
+        f64::INFINITY,
+        0.0,
+        -0.0,
+        1.0,
+        -1.0,
+        -1e-310,
+        -1e-40,
+        1e-310,
+        1e-40,
+        5e-324,
+        1e-45,
+        f64::MAX,
+        f64::MIN_POSITIVE,
+        f32::MAX as f64,
+        f32::MIN_POSITIVE as f64,
+        2.0,
+        0.5,
+        std::f64::consts::SQRT_2,
+        std::f64::consts::FRAC_1_SQRT_2,
+        std::f64::consts::E,
+        1e30,
+        1e300,
+    ];
+    base = base.into_iter().map(|x| T::from_f64(x).to_f64()).collect();
+    let mut v = base.clone();
+    for k in 1..17 {
+        v.extend(base.iter().cycle().skip(k).take(base.len()));
+    }
+    let xs: Vec<T> = v.into_iter().map(T::from_f64).collect();
+    for (len, off) in [(xs.len(), 0), (xs.len() - 5, 3)] {
+        let x = &xs[off..off + len];
+        let y = map(b, Un::Ln, x);
+        for (&xi, &yi) in x.iter().zip(&y) {
+            let (xf, yf) = (xi.to_f64(), yi.to_f64());
+            let want = xf.ln();
+            if want.is_nan() {
+                assert!(yf.is_nan(), "{b:?}: ln({xf:e}) = {yf:e}, want NaN");
+            } else if xf == 1.0 || want.is_infinite() {
+                assert!(
+                    yf == want && yf.to_bits() == want.to_bits(),
+                    "{b:?}: ln({xf:?}) = {yf:?}, want {want:?}"
+                );
+            } else {
+                assert!(
+                    max_ulp(yi, want) <= 2.0,
+                    "{b:?}: ln({xf:e}) = {yf:e}, want {want:e}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn ln_special_values() {
+    for b in backends() {
+        check_ln_specials::<f32>(b, ulp_f32);
+        check_ln_specials::<f64>(b, ulp_f64);
     }
 }
 

@@ -76,6 +76,20 @@ pub(super) mod c32 {
         0.020_997_030_660_510_063,
         -0.006_096_498_109_400_272,
     ];
+    /// `√2`: `ln` folds mantissas at or above it down by 2, to `[√½, √2)`.
+    pub const SQRT2: f32 = std::f32::consts::SQRT_2;
+    /// Smallest positive normal: `ln` scales inputs below it by `2^23` (AVX2/NEON).
+    pub const MIN_NORMAL: f32 = f32::MIN_POSITIVE;
+    pub const DENORM_SCALE: f32 = 8_388_608.0; // 2^23
+    pub const DENORM_BITS: f32 = 23.0;
+    /// `P(z)`, `R(z) = z·P(z) ≈ (log1p(f) − f + f²/2) / s − f²/2`, `s = f/(2+f)`, `z = s²`, on
+    /// `|s| ≤ 0.1716` (fdlibm's `logf`), lowest degree first.
+    pub const LN_P: [f32; 4] = [
+        0.666_666_626_930_236_8,
+        0.400_009_721_517_562_87,
+        0.284_987_866_878_509_5,
+        0.242_790_788_412_094_12,
+    ];
 }
 
 /// The `f64` constants, shared with the AVX2 backend.
@@ -112,6 +126,20 @@ pub(super) mod c64 {
         -0.000_230_774_193_592_667_42,
         7.959_705_887_788_49e-5,
         -1.724_353_061_346_532_7e-5,
+    ];
+    pub const SQRT2: f64 = std::f64::consts::SQRT_2;
+    pub const MIN_NORMAL: f64 = f64::MIN_POSITIVE;
+    pub const DENORM_SCALE: f64 = 4_503_599_627_370_496.0; // 2^52
+    pub const DENORM_BITS: f64 = 52.0;
+    /// As `c32::LN_P` (fdlibm's `log`).
+    pub const LN_P: [f64; 7] = [
+        6.666_666_666_666_735_13e-1,
+        3.999_999_999_940_941_908e-1,
+        2.857_142_874_366_239_149e-1,
+        2.222_219_843_214_978_396e-1,
+        1.818_357_216_161_805_012e-1,
+        1.531_383_769_920_937_332e-1,
+        1.479_819_860_511_658_591e-1,
     ];
 }
 
@@ -191,6 +219,52 @@ unsafe fn tanh_pd(x: __m512d) -> __m512d {
     _mm512_or_pd(t, sign)
 }
 
+/// `vfixupimm` table for `ln`, 4 bits per input class (QNaN, SNaN, 0, +1, −inf, +inf, < 0, > 0):
+/// NaN → quiet NaN of the input, ±0 → −inf, +1 → +0, −inf and negatives → default NaN, +inf → +inf,
+/// positive (denormals included) → the computed value.
+const LN_FIXUP: i32 = 0x0353_8422;
+
+/// `ln x = k·ln2 + log1p(f)`, `x = 2^k·(1 + f)`, `1 + f ∈ [√½, √2)` (`vgetexp`/`vgetmant`, which
+/// normalise denormals themselves); `log1p(f) = f − f²/2 + s·(f²/2 + z·P(z))`, `s = f/(2+f)`,
+/// `z = s²` (fdlibm's `log`); `k·ln2_hi` added last by an FMA. Special inputs by `vfixupimm`.
+#[inline(always)]
+unsafe fn ln_ps(x: __m512) -> __m512 {
+    let m = _mm512_getmant_ps::<_MM_MANT_NORM_1_2, _MM_MANT_SIGN_SRC>(x);
+    let k = _mm512_getexp_ps(x);
+    let big = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(m, _mm512_set1_ps(c32::SQRT2));
+    let m = _mm512_mask_mul_ps(m, big, m, _mm512_set1_ps(0.5));
+    let k = _mm512_mask_add_ps(k, big, k, _mm512_set1_ps(1.0));
+    let f = _mm512_sub_ps(m, _mm512_set1_ps(1.0));
+    let s = _mm512_div_ps(f, _mm512_add_ps(f, _mm512_set1_ps(2.0)));
+    let z = _mm512_mul_ps(s, s);
+    let p = horner!(_mm512_fmadd_ps, _mm512_set1_ps, z, c32::LN_P; 0, 1, 2, 3);
+    let hfsq = _mm512_mul_ps(_mm512_mul_ps(f, f), _mm512_set1_ps(0.5));
+    let t = _mm512_fmadd_ps(z, p, hfsq);
+    let lo = _mm512_fmadd_ps(s, t, _mm512_mul_ps(k, _mm512_set1_ps(c32::LN2_LO)));
+    let r = _mm512_add_ps(_mm512_sub_ps(lo, hfsq), f);
+    let y = _mm512_fmadd_ps(k, _mm512_set1_ps(c32::LN2_HI), r);
+    _mm512_fixupimm_ps::<0>(y, x, _mm512_set1_epi32(LN_FIXUP))
+}
+
+#[inline(always)]
+unsafe fn ln_pd(x: __m512d) -> __m512d {
+    let m = _mm512_getmant_pd::<_MM_MANT_NORM_1_2, _MM_MANT_SIGN_SRC>(x);
+    let k = _mm512_getexp_pd(x);
+    let big = _mm512_cmp_pd_mask::<_CMP_GE_OQ>(m, _mm512_set1_pd(c64::SQRT2));
+    let m = _mm512_mask_mul_pd(m, big, m, _mm512_set1_pd(0.5));
+    let k = _mm512_mask_add_pd(k, big, k, _mm512_set1_pd(1.0));
+    let f = _mm512_sub_pd(m, _mm512_set1_pd(1.0));
+    let s = _mm512_div_pd(f, _mm512_add_pd(f, _mm512_set1_pd(2.0)));
+    let z = _mm512_mul_pd(s, s);
+    let p = horner!(_mm512_fmadd_pd, _mm512_set1_pd, z, c64::LN_P; 0, 1, 2, 3, 4, 5, 6);
+    let hfsq = _mm512_mul_pd(_mm512_mul_pd(f, f), _mm512_set1_pd(0.5));
+    let t = _mm512_fmadd_pd(z, p, hfsq);
+    let lo = _mm512_fmadd_pd(s, t, _mm512_mul_pd(k, _mm512_set1_pd(c64::LN2_LO)));
+    let r = _mm512_add_pd(_mm512_sub_pd(lo, hfsq), f);
+    let y = _mm512_fmadd_pd(k, _mm512_set1_pd(c64::LN2_HI), r);
+    _mm512_fixupimm_pd::<0>(y, x, _mm512_set1_epi64(LN_FIXUP as i64))
+}
+
 // SAFETY: the token proves the CPU has AVX-512 F/BW/DQ/VL; full loads/stores slice to `LANES` first
 // (bounds-checked), partial ones mask off every lane at or past `len`, and masked-off lanes are
 // never accessed (no fault, no write).
@@ -258,6 +332,10 @@ unsafe impl Simd<f32> for Avx512 {
     #[inline(always)]
     fn tanh(self, a: __m512) -> __m512 {
         unsafe { tanh_ps(a) }
+    }
+    #[inline(always)]
+    fn ln(self, a: __m512) -> __m512 {
+        unsafe { ln_ps(a) }
     }
     #[inline(always)]
     fn reduce_max(self, v: __m512) -> f32 {
@@ -367,6 +445,10 @@ unsafe impl Simd<f64> for Avx512 {
     #[inline(always)]
     fn tanh(self, a: __m512d) -> __m512d {
         unsafe { tanh_pd(a) }
+    }
+    #[inline(always)]
+    fn ln(self, a: __m512d) -> __m512d {
+        unsafe { ln_pd(a) }
     }
     #[inline(always)]
     fn reduce_max(self, v: __m512d) -> f64 {
