@@ -362,6 +362,8 @@ def _plan(rows: int, cols: int, itemsize: int, vec: int, mode: int = 0) -> Tuple
     if _force_config is not None:
         tpr, vpt, split = _force_config
         if not split:
+            if tpr * vpt * vec < cols:
+                raise ValueError(f"forced config {_force_config} holds fewer than {cols} columns")
             return tpr, vpt, 1, cols
     else:
         tpr = min(max_tpr, _pow2ceil(-(-nvec // 4)))
