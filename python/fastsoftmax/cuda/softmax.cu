@@ -11,7 +11,8 @@
 // Each element is read from global memory once and written once.  A row longer than one chunk, or
 // rows too few to fill the GPU, are split into S chunks handled by S blocks that exchange their
 // partial (max, count-of-max, sum, extra sums) through a small workspace and a per-row arrival
-// counter (see `split_merge`).  Blocks take their work item from an atomic ticket, so a block only
+// counter (reset by the last block of the row to leave).  Blocks take their work item from an atomic
+// ticket (the counter only grows; the host passes its value at launch), so a block only
 // ever waits for blocks that already started or will start once an earlier row has finished: the
 // launch is deadlock-free as long as S blocks can be resident at once (the host checks this).
 //
