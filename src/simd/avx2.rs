@@ -154,6 +154,100 @@ unsafe fn tanh_pd(x: __m256d) -> __m256d {
     _mm256_or_pd(t, _mm256_and_pd(x, sign_bit))
 }
 
+/// `√½` as bits: `ln` shifts the exponent so that mantissas in `[√½, √2)` share one.
+const SQRT_HALF_BITS32: i32 = 0x3f35_04f3;
+const SQRT_HALF_BITS64: i64 = 0x3fe6_a09e_667f_3bcd;
+
+/// `ln x = k·ln2 + log1p(f)`, `x = 2^k·(1 + f)`, `1 + f ∈ [√½, √2)`, the AVX-512 backend's
+/// polynomial. Without `vgetexp`/`vgetmant`, `k` and `1 + f` come from the bits (musl's trick:
+/// adding `1.0 − √½` to the bits carries into the exponent exactly when the mantissa is `≥ √2`);
+/// denormals are first scaled by `2^23` / `2^52`. Special inputs by compare and blend.
+#[inline(always)]
+unsafe fn ln_ps(x: __m256) -> __m256 {
+    let tiny = _mm256_cmp_ps::<_CMP_LT_OQ>(x, _mm256_set1_ps(c32::MIN_NORMAL));
+    let xs = _mm256_blendv_ps(x, _mm256_mul_ps(x, _mm256_set1_ps(c32::DENORM_SCALE)), tiny);
+    let kadj = _mm256_and_ps(tiny, _mm256_set1_ps(-c32::DENORM_BITS));
+    let ix = _mm256_add_epi32(
+        _mm256_castps_si256(xs),
+        _mm256_set1_epi32(0x3f80_0000 - SQRT_HALF_BITS32),
+    );
+    let k = _mm256_sub_epi32(_mm256_srli_epi32::<23>(ix), _mm256_set1_epi32(0x7f));
+    let k = _mm256_add_ps(_mm256_cvtepi32_ps(k), kadj);
+    let m = _mm256_castsi256_ps(_mm256_add_epi32(
+        _mm256_and_si256(ix, _mm256_set1_epi32(0x007f_ffff)),
+        _mm256_set1_epi32(SQRT_HALF_BITS32),
+    ));
+    let f = _mm256_sub_ps(m, _mm256_set1_ps(1.0));
+    let s = _mm256_div_ps(f, _mm256_add_ps(f, _mm256_set1_ps(2.0)));
+    let z = _mm256_mul_ps(s, s);
+    let p = horner!(_mm256_fmadd_ps, _mm256_set1_ps, z, c32::LN_P; 0, 1, 2, 3);
+    let hfsq = _mm256_mul_ps(_mm256_mul_ps(f, f), _mm256_set1_ps(0.5));
+    let t = _mm256_fmadd_ps(z, p, hfsq);
+    let lo = _mm256_fmadd_ps(s, t, _mm256_mul_ps(k, _mm256_set1_ps(c32::LN2_LO)));
+    let r = _mm256_add_ps(_mm256_sub_ps(lo, hfsq), f);
+    let y = _mm256_fmadd_ps(k, _mm256_set1_ps(c32::LN2_HI), r);
+    // ±0 → −inf; +inf → +inf; x < 0 (−inf included) or NaN → NaN.
+    let inf = _mm256_set1_ps(f32::INFINITY);
+    let zero = _mm256_setzero_ps();
+    let y = _mm256_blendv_ps(
+        y,
+        _mm256_sub_ps(zero, inf),
+        _mm256_cmp_ps::<_CMP_EQ_OQ>(x, zero),
+    );
+    let y = _mm256_blendv_ps(y, inf, _mm256_cmp_ps::<_CMP_EQ_OQ>(x, inf));
+    _mm256_blendv_ps(
+        y,
+        _mm256_set1_ps(f32::NAN),
+        _mm256_cmp_ps::<_CMP_NGE_UQ>(x, zero),
+    )
+}
+
+#[inline(always)]
+unsafe fn ln_pd(x: __m256d) -> __m256d {
+    let tiny = _mm256_cmp_pd::<_CMP_LT_OQ>(x, _mm256_set1_pd(c64::MIN_NORMAL));
+    let xs = _mm256_blendv_pd(x, _mm256_mul_pd(x, _mm256_set1_pd(c64::DENORM_SCALE)), tiny);
+    let kadj = _mm256_and_pd(tiny, _mm256_set1_pd(-c64::DENORM_BITS));
+    let ix = _mm256_add_epi64(
+        _mm256_castpd_si256(xs),
+        _mm256_set1_epi64x(0x3ff0_0000_0000_0000 - SQRT_HALF_BITS64),
+    );
+    // No int64 -> double conversion in AVX2: the biased exponent e (< 2^12) goes into the low
+    // mantissa bits of 2^52, and `(2^52 + e) − (2^52 + 1023)` is exact.
+    let e = _mm256_srli_epi64::<52>(ix);
+    let two52 = _mm256_set1_pd(4_503_599_627_370_496.0);
+    let k = _mm256_sub_pd(
+        _mm256_castsi256_pd(_mm256_or_si256(e, _mm256_castpd_si256(two52))),
+        _mm256_set1_pd(4_503_599_627_371_519.0), // 2^52 + 1023
+    );
+    let k = _mm256_add_pd(k, kadj);
+    let m = _mm256_castsi256_pd(_mm256_add_epi64(
+        _mm256_and_si256(ix, _mm256_set1_epi64x(0x000f_ffff_ffff_ffff)),
+        _mm256_set1_epi64x(SQRT_HALF_BITS64),
+    ));
+    let f = _mm256_sub_pd(m, _mm256_set1_pd(1.0));
+    let s = _mm256_div_pd(f, _mm256_add_pd(f, _mm256_set1_pd(2.0)));
+    let z = _mm256_mul_pd(s, s);
+    let p = horner!(_mm256_fmadd_pd, _mm256_set1_pd, z, c64::LN_P; 0, 1, 2, 3, 4, 5, 6);
+    let hfsq = _mm256_mul_pd(_mm256_mul_pd(f, f), _mm256_set1_pd(0.5));
+    let t = _mm256_fmadd_pd(z, p, hfsq);
+    let lo = _mm256_fmadd_pd(s, t, _mm256_mul_pd(k, _mm256_set1_pd(c64::LN2_LO)));
+    let r = _mm256_add_pd(_mm256_sub_pd(lo, hfsq), f);
+    let y = _mm256_fmadd_pd(k, _mm256_set1_pd(c64::LN2_HI), r);
+    let inf = _mm256_set1_pd(f64::INFINITY);
+    let zero = _mm256_setzero_pd();
+    let y = _mm256_blendv_pd(
+        y,
+        _mm256_sub_pd(zero, inf),
+        _mm256_cmp_pd::<_CMP_EQ_OQ>(x, zero),
+    );
+    let y = _mm256_blendv_pd(y, inf, _mm256_cmp_pd::<_CMP_EQ_OQ>(x, inf));
+    _mm256_blendv_pd(
+        y,
+        _mm256_set1_pd(f64::NAN),
+        _mm256_cmp_pd::<_CMP_NGE_UQ>(x, zero),
+    )
+}
+
 // SAFETY: the token proves the CPU has AVX2 and FMA; full loads/stores slice to `LANES` first
 // (bounds-checked), partial ones use `vmaskmov` with every lane at or past `len` masked off, and
 // masked-off lanes are never accessed (no fault, no write).
@@ -223,6 +317,10 @@ unsafe impl Simd<f32> for Avx2 {
     #[inline(always)]
     fn tanh(self, a: __m256) -> __m256 {
         unsafe { tanh_ps(a) }
+    }
+    #[inline(always)]
+    fn ln(self, a: __m256) -> __m256 {
+        unsafe { ln_ps(a) }
     }
     #[inline(always)]
     fn reduce_max(self, v: __m256) -> f32 {
@@ -320,6 +418,10 @@ unsafe impl Simd<f64> for Avx2 {
     #[inline(always)]
     fn tanh(self, a: __m256d) -> __m256d {
         unsafe { tanh_pd(a) }
+    }
+    #[inline(always)]
+    fn ln(self, a: __m256d) -> __m256d {
+        unsafe { ln_pd(a) }
     }
     #[inline(always)]
     fn reduce_max(self, v: __m256d) -> f64 {
