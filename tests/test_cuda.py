@@ -732,3 +732,75 @@ def test_backward_entropy_kl(dtype):
     with np.errstate(all="ignore"):
         ref = np.where(pr > 0, pr * np.log(pr / qr), 0).sum(axis=-1)
     assert_log_close(got, ref, dt)
+
+
+# ------------------------------------------------------------------------------------------------
+# backward products, entropy and KL: the GPU against the CPU path (itself tested against float64
+# references in test_backward.py / test_entropy.py)
+
+
+@gpu
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("axis", [-1, 0])
+def test_backward_matches_cpu_path(dtype, axis):
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((37, 1001)).astype(dtype)
+    g = rng.standard_normal((37, 1001)).astype(dtype)
+    y = fs.softmax(x, axis=axis)
+    ly = fs.log_softmax(x, axis=axis)
+    for name, second in [("softmax_backward", y), ("log_softmax_backward", ly)]:
+        cpu = fn(name)(g, second, axis)
+        gpu_ = fn(name)(cp.asarray(g), cp.asarray(second), axis)
+        assert isinstance(gpu_, cp.ndarray) and gpu_.dtype == cpu.dtype
+        # Two implementations each within API.md's bound differ by at most twice it.
+        scale = float(np.abs(cpu).max())
+        np.testing.assert_allclose(to_host(gpu_), cpu, rtol=0, atol=4 * abs_tol(dtype) * scale)
+
+
+@gpu
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("base", [None, 2])
+def test_entropy_and_kl_match_cpu_path(dtype, base):
+    rng = np.random.default_rng(11)
+    p = rng.random((9, 257))
+    p /= p.sum(-1, keepdims=True)
+    q = rng.random((9, 257))
+    q /= q.sum(-1, keepdims=True)
+    p[0, :5] = 0.0  # 0 log 0 = 0
+    q[1, 3] = 0.0  # p > 0, q = 0: inf
+    p[2, 4] = -0.1  # entr(p < 0) = -inf
+    p[3, 6] = np.nan
+    p, q = p.astype(dtype), q.astype(dtype)
+    o = rng.standard_normal((9, 257)).astype(dtype) * 3
+    r = rng.standard_normal((9, 257)).astype(dtype) * 3
+    o[4, 0] = np.nan
+    o[5, :] = -np.inf
+    o[6, 2] = -np.inf
+    cases = [
+        (fn("entropy"), (p,), {}),
+        (fn("kl_divergence"), (p, q), {}),
+        (fn("entropy"), (o,), {"from_logits": True}),
+        (fn("kl_divergence"), (o, r), {"from_logits": True}),
+    ]
+    for f, args, kw in cases:
+        cpu = np.asarray(f(*args, base=base, **kw), dtype=np.float64)
+        gpu_ = f(*(cp.asarray(a) for a in args), base=base, **kw)
+        assert isinstance(gpu_, cp.ndarray)
+        got = to_host(gpu_).astype(np.float64)
+        same_special = np.isnan(cpu) == np.isnan(got)
+        assert same_special.all(), f"{f.__name__} {kw}: NaN rows differ: {cpu} vs {got}"
+        fin = np.isfinite(cpu)
+        assert (got[~fin & ~np.isnan(cpu)] == cpu[~fin & ~np.isnan(cpu)]).all(), f"{f.__name__} infinities"
+        np.testing.assert_allclose(
+            got[fin], cpu[fin], rtol=2 * abs_tol(dtype), atol=2 * abs_tol(dtype)
+        )
+
+
+@gpu
+def test_entropy_base_errors():
+    p = cp.full((2, 3), 1 / 3, dtype=cp.float32)
+    for bad in (0, -2.0, 1):
+        with pytest.raises(ValueError):
+            fn("entropy")(p, base=bad)
+        with pytest.raises(ValueError):
+            fn("kl_divergence")(p, p, base=bad)

@@ -1060,6 +1060,8 @@ def _base_factor(base: Any) -> Optional[float]:
         raise TypeError(f"base must be a number or None, got {base!r}") from None
     if not bv > 0:
         raise ValueError(f"base must be > 0, got {base!r}")
+    if bv == 1.0:
+        raise ValueError("base must not be 1 (log(1) = 0)")
     return math.log(bv)
 
 
@@ -1084,10 +1086,13 @@ def entropy(p: Any, axis: int = -1, *, base: Any = None, from_logits: bool = Fal
     if from_logits:
         ls = _log_softmax_acc(p, ax)
         pr = cp.exp(ls)
-        h = -cp.where(pr > 0, pr * ls, 0).sum(axis=ax)
+        # A NaN row (NaN, +inf or only -inf logits) stays NaN, as on the CPU.
+        h = -cp.where(pr > 0, pr * ls, cp.where(cp.isnan(pr), cp.nan, 0)).sum(axis=ax)
     else:
         pa = _to_acc(p).astype(acc, copy=False)
-        h = -cp.where(pa == 0, 0, pa * cp.log(pa)).sum(axis=ax)
+        # SciPy's entr: -p log p for p > 0, 0 at 0, -inf for p < 0, NaN for NaN.
+        ent = cp.where(pa > 0, -pa * cp.log(cp.where(pa > 0, pa, 1)), cp.where(pa == 0, 0, -cp.inf))
+        h = cp.where(cp.isnan(pa), cp.nan, ent).sum(axis=ax)
     if lb is not None:
         h = h / acc.type(lb)
     return _from_acc(h.astype(acc, copy=False), dt)
@@ -1110,7 +1115,7 @@ def kl_divergence(
         lp = _log_softmax_acc(pa, ax).astype(acc, copy=False)
         lq = _log_softmax_acc(qa, ax).astype(acc, copy=False)
         pr = cp.exp(lp)
-        d = cp.where(pr > 0, pr * (lp - lq), 0).sum(axis=ax)
+        d = cp.where(pr > 0, pr * (lp - lq), cp.where(cp.isnan(pr), cp.nan, 0)).sum(axis=ax)
     else:
         P = _to_acc(pa).astype(acc, copy=False)
         Q = _to_acc(qa).astype(acc, copy=False)
