@@ -5,7 +5,8 @@
 //! Cody–Waite `exp` with a minimax polynomial and `2^n` rebuilt from integers in two halves
 //! (overflow → `+inf`, correctly rounded denormals, no flushing), `tanh` as an odd polynomial for
 //! `|x| < 0.625` and `1 - 2/(e^{2|x|} + 1)` beyond. NEON's `fmax`/`fmin` propagate NaN, so the
-//! input clamp keeps NaN. Partial loads and stores go through a stack buffer.
+//! input clamp keeps NaN. `ln` as the AVX2 backend (exponent and mantissa from the bits, denormals
+//! scaled first, fdlibm's polynomial; specials by compare and select). Partial loads and stores go through a stack buffer.
 
 // The intrinsics are safe functions where `neon` is enabled (the default on AArch64 targets);
 // the `unsafe` blocks keep this compiling on targets where it is not.
@@ -67,6 +68,19 @@ mod c32 {
         0.020_997_030_660_510_063,
         -0.006_096_498_109_400_272,
     ];
+    /// `ln`: inputs below the smallest normal are scaled by `2^23` first.
+    pub const MIN_NORMAL: f32 = f32::MIN_POSITIVE;
+    pub const DENORM_SCALE: f32 = 8_388_608.0; // 2^23
+    pub const DENORM_BITS: f32 = 23.0;
+    /// `√½` as bits: mantissas in `[√½, √2)` share one exponent after the shift.
+    pub const SQRT_HALF_BITS: i32 = 0x3f35_04f3;
+    /// fdlibm's `logf` polynomial `P(z)`, lowest degree first (see the AVX-512 backend).
+    pub const LN_P: [f32; 4] = [
+        0.666_666_626_930_236_8,
+        0.400_009_721_517_562_87,
+        0.284_987_866_878_509_5,
+        0.242_790_788_412_094_12,
+    ];
 }
 
 #[allow(clippy::excessive_precision)]
@@ -102,6 +116,20 @@ mod c64 {
         -0.000_230_774_193_592_667_42,
         7.959_705_887_788_49e-5,
         -1.724_353_061_346_532_7e-5,
+    ];
+    pub const MIN_NORMAL: f64 = f64::MIN_POSITIVE;
+    pub const DENORM_SCALE: f64 = 4_503_599_627_370_496.0; // 2^52
+    pub const DENORM_BITS: f64 = 52.0;
+    pub const SQRT_HALF_BITS: i64 = 0x3fe6_a09e_667f_3bcd;
+    /// fdlibm's `log` polynomial `P(z)`, lowest degree first.
+    pub const LN_P: [f64; 7] = [
+        6.666_666_666_666_735_13e-1,
+        3.999_999_999_940_941_908e-1,
+        2.857_142_874_366_239_149e-1,
+        2.222_219_843_214_978_396e-1,
+        1.818_357_216_161_805_012e-1,
+        1.531_383_769_920_937_332e-1,
+        1.479_819_860_511_658_591e-1,
     ];
 }
 
@@ -197,6 +225,73 @@ unsafe fn tanh_f64x2(x: float64x2_t) -> float64x2_t {
     vbslq_f64(vdupq_n_u64(0x8000_0000_0000_0000), x, t)
 }
 
+/// `ln x = k·ln2 + log1p(f)`, `x = 2^k·(1 + f)`, `1 + f ∈ [√½, √2)` from the bits (adding
+/// `1.0 − √½` to them carries into the exponent exactly when the mantissa is `≥ √2`; denormals
+/// scaled by `2^23` first); `log1p(f) = f − f²/2 + s·(f²/2 + z·P(z))`, `s = f/(2+f)`, `z = s²`
+/// (fdlibm); `k·ln2_hi` added last by an FMA. As the AVX2 backend.
+#[inline(always)]
+unsafe fn ln_f32x4(x: float32x4_t) -> float32x4_t {
+    let tiny = vcltq_f32(x, vdupq_n_f32(c32::MIN_NORMAL));
+    let xs = vbslq_f32(tiny, vmulq_f32(x, vdupq_n_f32(c32::DENORM_SCALE)), x);
+    let kadj = vbslq_f32(tiny, vdupq_n_f32(-c32::DENORM_BITS), vdupq_n_f32(0.0));
+    let ix = vaddq_s32(
+        vreinterpretq_s32_f32(xs),
+        vdupq_n_s32(0x3f80_0000 - c32::SQRT_HALF_BITS),
+    );
+    let k = vsubq_s32(vshrq_n_s32::<23>(ix), vdupq_n_s32(0x7f));
+    let k = vaddq_f32(vcvtq_f32_s32(k), kadj);
+    let m = vreinterpretq_f32_s32(vaddq_s32(
+        vandq_s32(ix, vdupq_n_s32(0x007f_ffff)),
+        vdupq_n_s32(c32::SQRT_HALF_BITS),
+    ));
+    let f = vsubq_f32(m, vdupq_n_f32(1.0));
+    let s = vdivq_f32(f, vaddq_f32(f, vdupq_n_f32(2.0)));
+    let z = vmulq_f32(s, s);
+    let p = horner!(fma_f32, vdupq_n_f32, z, c32::LN_P; 0, 1, 2, 3);
+    let hfsq = vmulq_f32(vmulq_f32(f, f), vdupq_n_f32(0.5));
+    let t = fma_f32(z, p, hfsq);
+    let lo = fma_f32(s, t, vmulq_f32(k, vdupq_n_f32(c32::LN2_LO)));
+    let r = vaddq_f32(vsubq_f32(lo, hfsq), f);
+    let y = fma_f32(k, vdupq_n_f32(c32::LN2_HI), r);
+    // ±0 → −inf; +inf → +inf; x < 0 (−inf included) or NaN → NaN.
+    let zero = vdupq_n_f32(0.0);
+    let inf = vdupq_n_f32(f32::INFINITY);
+    let y = vbslq_f32(vceqq_f32(x, zero), vdupq_n_f32(f32::NEG_INFINITY), y);
+    let y = vbslq_f32(vceqq_f32(x, inf), inf, y);
+    vbslq_f32(vcgeq_f32(x, zero), y, vdupq_n_f32(f32::NAN))
+}
+
+#[inline(always)]
+unsafe fn ln_f64x2(x: float64x2_t) -> float64x2_t {
+    let tiny = vcltq_f64(x, vdupq_n_f64(c64::MIN_NORMAL));
+    let xs = vbslq_f64(tiny, vmulq_f64(x, vdupq_n_f64(c64::DENORM_SCALE)), x);
+    let kadj = vbslq_f64(tiny, vdupq_n_f64(-c64::DENORM_BITS), vdupq_n_f64(0.0));
+    let ix = vaddq_s64(
+        vreinterpretq_s64_f64(xs),
+        vdupq_n_s64(0x3ff0_0000_0000_0000 - c64::SQRT_HALF_BITS),
+    );
+    let k = vsubq_s64(vshrq_n_s64::<52>(ix), vdupq_n_s64(0x3ff));
+    let k = vaddq_f64(vcvtq_f64_s64(k), kadj);
+    let m = vreinterpretq_f64_s64(vaddq_s64(
+        vandq_s64(ix, vdupq_n_s64(0x000f_ffff_ffff_ffff)),
+        vdupq_n_s64(c64::SQRT_HALF_BITS),
+    ));
+    let f = vsubq_f64(m, vdupq_n_f64(1.0));
+    let s = vdivq_f64(f, vaddq_f64(f, vdupq_n_f64(2.0)));
+    let z = vmulq_f64(s, s);
+    let p = horner!(fma_f64, vdupq_n_f64, z, c64::LN_P; 0, 1, 2, 3, 4, 5, 6);
+    let hfsq = vmulq_f64(vmulq_f64(f, f), vdupq_n_f64(0.5));
+    let t = fma_f64(z, p, hfsq);
+    let lo = fma_f64(s, t, vmulq_f64(k, vdupq_n_f64(c64::LN2_LO)));
+    let r = vaddq_f64(vsubq_f64(lo, hfsq), f);
+    let y = fma_f64(k, vdupq_n_f64(c64::LN2_HI), r);
+    let zero = vdupq_n_f64(0.0);
+    let inf = vdupq_n_f64(f64::INFINITY);
+    let y = vbslq_f64(vceqq_f64(x, zero), vdupq_n_f64(f64::NEG_INFINITY), y);
+    let y = vbslq_f64(vceqq_f64(x, inf), inf, y);
+    vbslq_f64(vcgeq_f64(x, zero), y, vdupq_n_f64(f64::NAN))
+}
+
 // SAFETY: the token proves the CPU has NEON; full loads/stores slice to `LANES` first
 // (bounds-checked), partial ones copy through a stack buffer with safe slice operations.
 unsafe impl Simd<f32> for Neon {
@@ -273,6 +368,10 @@ unsafe impl Simd<f32> for Neon {
     #[inline(always)]
     fn tanh(self, a: float32x4_t) -> float32x4_t {
         unsafe { tanh_f32x4(a) }
+    }
+    #[inline(always)]
+    fn ln(self, a: float32x4_t) -> float32x4_t {
+        unsafe { ln_f32x4(a) }
     }
     #[inline(always)]
     fn reduce_max(self, v: float32x4_t) -> f32 {
@@ -358,6 +457,10 @@ unsafe impl Simd<f64> for Neon {
     #[inline(always)]
     fn tanh(self, a: float64x2_t) -> float64x2_t {
         unsafe { tanh_f64x2(a) }
+    }
+    #[inline(always)]
+    fn ln(self, a: float64x2_t) -> float64x2_t {
+        unsafe { ln_f64x2(a) }
     }
     #[inline(always)]
     fn reduce_max(self, v: float64x2_t) -> f64 {
