@@ -11,14 +11,17 @@
 //!   `Σ e_j ((o_j − m_o) − (r_j − m_r)) / sum_o + (log_sum_r − log_sum_o)`.
 //!
 //! The logits paths are generic over the SIMD layer (pass 1: the row's maximum; pass 2 while the row
-//! is in cache: `Σ exp(o − m)` and the weighted sum, in short float32 partial sums added in f64). The probability paths need a logarithm, which the `Simd`
-//! trait does not have: they compute each term in f64 with the standard library's `ln` (correct to
-//! < 1 ulp; scalar for now), accumulating block sums with a compensated f64 sum.
+//! is in cache: `Σ exp(o − m)` and the weighted sum, in short float32 partial sums added in f64).
+//! The probability paths use the vector `ln` (≤ 1 ulp on every backend) in the element type, in
+//! short partial sums ([`WEIGHTED_VECTORS`] vectors) added in f64 with compensation. A chunk whose
+//! vector sum is not finite, or that holds a negative or NaN entry (`rel_entr`), is recomputed
+//! element by element in f64 ([`entr`], [`rel_entr`]), so SciPy's rules hold exactly (and a float32
+//! `p/q` that overflows is redone in f64): the vector terms only need `0 · log 0 = 0` (a select).
 //! Each result is multiplied by `scale` (`1 / ln(base)`, or 1 for nats).
 
 use super::backward::Total;
 use super::softmax::FinishLse;
-use super::{finish_lse, max_mapped, Lse, Scale, SendPtr, BLOCK};
+use super::{finish_lse, max_mapped, Lse, Scale, SendPtr};
 use crate::parallel::{chunk_rows, for_ranges, map_ranges, split_rows, SEGMENT};
 use crate::simd::{Backend, Element, Isa, Simd, WithSimd};
 use crate::KernelError;
@@ -137,9 +140,9 @@ impl<T: Element> WithSimd for Job<'_, T> {
         for i in 0..rows {
             let a = &self.a[i * cols..(i + 1) * cols];
             let v = match (self.b, self.input) {
-                (None, Input::Probs) => entr_sum(a),
+                (None, Input::Probs) => entr_sum(s, a),
                 (None, Input::Logits) => entropy_logits(s, a),
-                (Some(b), Input::Probs) => rel_entr_sum(a, &b[i * cols..(i + 1) * cols]),
+                (Some(b), Input::Probs) => rel_entr_sum(s, a, &b[i * cols..(i + 1) * cols]),
                 (Some(b), Input::Logits) => kl_logits(s, a, &b[i * cols..(i + 1) * cols]),
             };
             out.push(v);
@@ -177,27 +180,120 @@ fn rel_entr(p: f64, q: f64) -> f64 {
     }
 }
 
-/// `Σ entr(p)`: block sums in f64, added with compensation.
-#[inline(always)]
-fn entr_sum<T: Element>(p: &[T]) -> f64 {
+/// `Σ entr(p)` in f64, element by element: the exact path for chunks with special entries.
+fn entr_exact<T: Element>(p: &[T]) -> f64 {
     let mut acc = Total::default();
-    for block in p.chunks(BLOCK) {
-        acc.add(block.iter().map(|v| entr(v.to_f64())).sum());
+    for v in p {
+        acc.add(entr(v.to_f64()));
     }
     acc.value()
 }
 
-/// `Σ rel_entr(p, q)`.
-#[inline(always)]
-fn rel_entr_sum<T: Element>(p: &[T], q: &[T]) -> f64 {
+/// `Σ rel_entr(p, q)` in f64, element by element.
+fn rel_entr_exact<T: Element>(p: &[T], q: &[T]) -> f64 {
     let mut acc = Total::default();
-    for (pb, qb) in p.chunks(BLOCK).zip(q.chunks(BLOCK)) {
-        acc.add(
-            pb.iter()
-                .zip(qb)
-                .map(|(a, b)| rel_entr(a.to_f64(), b.to_f64()))
-                .sum(),
-        );
+    for (a, b) in p.iter().zip(q) {
+        acc.add(rel_entr(a.to_f64(), b.to_f64()));
+    }
+    acc.value()
+}
+
+/// `−p·ln p` per lane, 0 where `p = 0` (NaN for `p < 0`: the caller falls back to [`entr_exact`]).
+#[inline(always)]
+fn entr_v<T: Element, S: Simd<T>>(s: S, p: S::V) -> S::V {
+    let zero = s.splat(T::ZERO);
+    s.select_eq(p, zero, zero, s.mul(s.sub(zero, p), s.ln(p)))
+}
+
+/// `p·ln(p/q)` per lane, 0 where `p = 0` (the caller has checked `p, q ≥ 0`).
+#[inline(always)]
+fn rel_entr_v<T: Element, S: Simd<T>>(s: S, p: S::V, q: S::V) -> S::V {
+    let zero = s.splat(T::ZERO);
+    s.select_eq(p, zero, zero, s.mul(p, s.ln(s.div(p, q))))
+}
+
+/// `Σ entr(p)`: vector terms in short partial sums (see the module doc), added in f64.
+#[inline(always)]
+fn entr_sum<T: Element, S: Simd<T>>(s: S, p: &[T]) -> f64 {
+    let l = S::LANES;
+    let zero = s.splat(T::ZERO);
+    let mut acc = Total::default();
+    for c in p.chunks(WEIGHTED_VECTORS * l) {
+        let (mut a0, mut a1) = (zero, zero);
+        let mut i = 0;
+        while i + 2 * l <= c.len() {
+            a0 = s.add(a0, entr_v(s, s.load(&c[i..i + l])));
+            a1 = s.add(a1, entr_v(s, s.load(&c[i + l..i + 2 * l])));
+            i += 2 * l;
+        }
+        if i + l <= c.len() {
+            a0 = s.add(a0, entr_v(s, s.load(&c[i..i + l])));
+            i += l;
+        }
+        if i < c.len() {
+            // Padding lanes hold p = 0: they add 0.
+            a1 = s.add(a1, entr_v(s, s.load_partial(&c[i..], T::ZERO)));
+        }
+        let v = s.reduce_sum(s.add(a0, a1)).to_f64();
+        acc.add(if v.is_finite() { v } else { entr_exact(c) });
+    }
+    acc.value()
+}
+
+/// `Σ rel_entr(p, q)`, as [`entr_sum`]; a chunk holding an entry that is negative or NaN goes the
+/// exact way.
+#[inline(always)]
+fn rel_entr_sum<T: Element, S: Simd<T>>(s: S, p: &[T], q: &[T]) -> f64 {
+    let l = S::LANES;
+    let zero = s.splat(T::ZERO);
+    let mut acc = Total::default();
+    let chunk = WEIGHTED_VECTORS * l;
+    for (pc, qc) in p.chunks(chunk).zip(q.chunks(chunk)) {
+        let mut ok = true;
+        for (a, b) in pc.iter().zip(qc) {
+            ok &= (*a >= T::ZERO) & (*b >= T::ZERO);
+        }
+        if !ok {
+            acc.add(rel_entr_exact(pc, qc));
+            continue;
+        }
+        let (mut a0, mut a1) = (zero, zero);
+        let mut i = 0;
+        while i + 2 * l <= pc.len() {
+            let t0 = rel_entr_v(s, s.load(&pc[i..i + l]), s.load(&qc[i..i + l]));
+            let t1 = rel_entr_v(
+                s,
+                s.load(&pc[i + l..i + 2 * l]),
+                s.load(&qc[i + l..i + 2 * l]),
+            );
+            a0 = s.add(a0, t0);
+            a1 = s.add(a1, t1);
+            i += 2 * l;
+        }
+        if i + l <= pc.len() {
+            a0 = s.add(
+                a0,
+                rel_entr_v(s, s.load(&pc[i..i + l]), s.load(&qc[i..i + l])),
+            );
+            i += l;
+        }
+        if i < pc.len() {
+            // Padding lanes hold p = 0, q = 1: they add 0.
+            let t = rel_entr_v(
+                s,
+                s.load_partial(&pc[i..], T::ZERO),
+                s.load_partial(&qc[i..], T::ONE),
+            );
+            a1 = s.add(a1, t);
+        }
+        let v = s.reduce_sum(s.add(a0, a1)).to_f64();
+        // Not finite: a q = 0, an overflow of p/q or of the float32 partial sums (the exact path
+        // divides in f64).
+        acc.add(if v.is_finite() {
+            v
+        } else {
+            rel_entr_exact(pc, qc)
+        });
     }
     acc.value()
 }
@@ -410,11 +506,11 @@ fn split_row<T: Element>(backend: Backend, job: Job<'_, T>) -> f64 {
         m
     };
     match (job.b, job.input) {
-        (None, Input::Probs) => {
-            sum_parts(map_ranges(cols, SEGMENT, cols, |seg| entr_sum(&job.a[seg])))
-        }
-        (Some(q), Input::Probs) => sum_parts(map_ranges(cols, SEGMENT, cols, |seg| {
-            rel_entr_sum(&job.a[seg.clone()], &q[seg])
+        (q, Input::Probs) => sum_parts(map_ranges(cols, SEGMENT, cols, |seg| {
+            backend.dispatch(ProbSum {
+                p: &job.a[seg.clone()],
+                q: q.map(|q| &q[seg]),
+            })
         })),
         (r, Input::Logits) => {
             let o = job.a;
@@ -455,6 +551,24 @@ fn split_row<T: Element>(backend: Backend, job: Job<'_, T>) -> f64 {
                 })
             });
             finish_logits(lo, lr, sums)
+        }
+    }
+}
+
+/// `Σ entr(p)` or `Σ rel_entr(p, q)` of a segment.
+struct ProbSum<'a, T> {
+    p: &'a [T],
+    q: Option<&'a [T]>,
+}
+
+impl<T: Element> WithSimd for ProbSum<'_, T> {
+    type Output = f64;
+    #[inline(always)]
+    fn with_simd<S: Isa>(self, s: S) -> f64 {
+        let s = T::simd(s);
+        match self.q {
+            None => entr_sum(s, self.p),
+            Some(q) => rel_entr_sum(s, self.p, q),
         }
     }
 }
@@ -575,6 +689,55 @@ mod tests {
     fn matches_f64_reference_on_every_backend() {
         check::<f32>(2e-6);
         check::<f64>(1e-13);
+    }
+
+    /// Special entries (0, negative, NaN, inf, q = 0) at every position of rows of several lengths,
+    /// on every backend: the result follows SciPy's element rules, as the f64 element-wise sum does.
+    fn check_special_entries<T: Element>() {
+        let specials = [0.0, -0.25, f64::NAN, f64::INFINITY, 1e-42, 0.0];
+        for cols in [1usize, 5, 16, 37, 300] {
+            for pos in [0, cols / 2, cols - 1] {
+                for (k, &sp) in specials.iter().enumerate() {
+                    for target in 0..3 {
+                        // target 0: p has the special, 1: q has it, 2: p = 0.3 and q = special.
+                        let mut p: Vec<T> = (0..cols)
+                            .map(|j| T::from_f64((j as f64 + 1.0) / (cols * cols) as f64))
+                            .collect();
+                        let mut q: Vec<T> = p.iter().rev().cloned().collect();
+                        match target {
+                            0 => p[pos] = T::from_f64(sp),
+                            1 => q[pos] = T::from_f64(sp),
+                            _ => {
+                                p[pos] = T::from_f64(0.3);
+                                q[pos] = T::from_f64(if k == 5 { 0.0 } else { sp });
+                            }
+                        }
+                        let h_ref = entr_exact(&p);
+                        let kl_ref = rel_entr_exact(&p, &q);
+                        for b in Backend::supported() {
+                            let mut out = [T::ZERO];
+                            entropy(b, &p, cols, Input::Probs, 1.0, &mut out).unwrap();
+                            let got = out[0].to_f64();
+                            let same = |g: f64, w: f64| {
+                                (g.is_nan() && w.is_nan())
+                                    || g == w
+                                    || (g - w).abs() <= 1e-6 * w.abs().max(1e-30)
+                            };
+                            assert!(same(got, h_ref), "{b:?} H {p:?}: {got} vs {h_ref}");
+                            kl_divergence(b, &p, &q, cols, Input::Probs, 1.0, &mut out).unwrap();
+                            let got = out[0].to_f64();
+                            assert!(same(got, kl_ref), "{b:?} KL {p:?} {q:?}: {got} vs {kl_ref}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn special_entries_on_every_backend() {
+        check_special_entries::<f32>();
+        check_special_entries::<f64>();
     }
 
     #[test]
