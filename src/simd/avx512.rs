@@ -10,6 +10,11 @@
 //!
 //! Measured (tests/simd.rs): every `f32` in `[-110, 90]` within 0.95 ulp of the exact value; 4M
 //! random `f64` in `[-746, 710]` within 1 ulp (bit distance) of std's `exp`. AVX2 matches.
+//!
+//! `ln` is fdlibm's (`x = 2^k·m`, `m ∈ [√½, √2)` by `vgetexp`/`vgetmant`, which normalise denormals;
+//! `log1p(m − 1)` from `s = f/(2+f)`), with `vfixupimm` for 0, negatives, inf and NaN. Measured
+//! (tests/simd.rs): every positive `f32` within 0.83 ulp; 5M `f64` over the whole range, denormals
+//! included, within 1 ulp of std's `ln`. AVX2 (exponent from the bits) matches.
 
 use core::arch::x86_64::*;
 
