@@ -68,8 +68,8 @@ pub fn logsumexp<T: Element>(
 }
 
 fn check_rows(n: usize, cols: usize, out_len: usize) -> Result<usize, KernelError> {
-    let rows = if cols == 0 { out_len } else { n / cols };
-    if (cols == 0 && n != 0) || (cols != 0 && n % cols != 0) || rows != out_len {
+    let rows = n.checked_div(cols).unwrap_or(out_len);
+    if (cols == 0 && n != 0) || !n.is_multiple_of(cols.max(1)) || rows != out_len {
         return Err(KernelError::Shape(format!(
             "{n} elements in rows of {cols} do not match an output of {out_len} rows"
         )));

@@ -34,7 +34,7 @@ pub fn softmax<T: Element>(
     if cols == 0 || n == 0 {
         return Ok(());
     }
-    if n % cols != 0 {
+    if !n.is_multiple_of(cols) {
         return Err(KernelError::Shape(format!(
             "{n} elements do not form rows of {cols}"
         )));
