@@ -61,7 +61,11 @@ pub fn softmax<T: Element>(
     }
     if split_rows(cols) {
         for r in 0..rows {
-            split_row(backend, src.add(r * cols), dst.add(r * cols), cols, p, mode);
+            let (rs, rd) = (src.add(r * cols), dst.add(r * cols));
+            match mode {
+                Mode::Softmax => split_softmax_row(backend, rs, rd, cols, p),
+                Mode::LogSoftmax => split_log_softmax_row(backend, rs, rd, cols, p),
+            }
         }
         return Ok(());
     }
@@ -103,63 +107,49 @@ impl<T: Element> WithSimd for Rows<T> {
             // dropped before the write pass touches the (possibly identical) destination.
             let (m, sum) = max_sum(s, &self.p, unsafe { self.src.slice(off, self.cols) });
             let x = unsafe { self.src.slice(off, self.cols) };
-            let stat = match self.mode {
-                Mode::Softmax => T::from_f64(1.0 / sum),
-                Mode::LogSoftmax => {
-                    T::from_f64(finish_lse(s, &self.p, x, m, sum).log_sum_for_log_softmax())
-                }
-            };
+            let log_sum = T::from_f64(finish_lse(s, &self.p, x, m, sum).log_sum_for_log_softmax());
             unsafe {
-                write_row(
+                write_log_softmax(
                     s,
                     &self.p,
                     self.src.add(off),
                     self.dst.add(off),
                     self.cols,
                     m,
-                    stat,
-                    self.mode,
+                    log_sum,
                 )
             };
         }
     }
 }
 
-/// Pass 2: `dst = exp(p(src) - m) · inv_sum` or `dst = (p(src) - m) - log_sum`. `src` may equal `dst`.
+/// Log-softmax pass 2: `dst = (p(src) - m) - log_sum`. `src` may equal `dst`.
 ///
 /// # Safety
 /// `src` and `dst` must be valid for `len` elements, and nobody else may touch them meanwhile.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-unsafe fn write_row<T: Element, S: Simd<T>, P: Pre<T, S>>(
+unsafe fn write_log_softmax<T: Element, S: Simd<T>, P: Pre<T, S>>(
     s: S,
     p: &P,
     src: SendPtr<T>,
     dst: SendPtr<T>,
     len: usize,
     m: T,
-    stat: T,
-    mode: Mode,
+    log_sum: T,
 ) {
     let neg_m = s.splat(-m);
-    let sv = s.splat(stat);
-    // No closures here: a closure is a function of its own that does not inherit the caller's
-    // `#[target_feature]`s, so vector intrinsics inside it would not inline.
-    match mode {
-        Mode::Softmax => map_row!(T, S, s, src, dst, len, |v, _i| s
-            .mul(exp_diff(s, p.apply(s, v), neg_m), sv)),
-        Mode::LogSoftmax => map_row!(T, S, s, src, dst, len, |v, _i| s
-            .sub(s.add(p.apply(s, v), neg_m), sv)),
-    }
+    let ls = s.splat(log_sum);
+    // `map_row!` rather than a closure: a closure is a function of its own that does not inherit
+    // the caller's `#[target_feature]`s, so vector intrinsics inside it would not inline.
+    map_row!(T, S, s, src, dst, len, |v, _i| s
+        .sub(s.add(p.apply(s, v), neg_m), ls));
 }
 
-/// Blocks in the longest row that is not split across threads (longer ones take `split_row`).
+/// Blocks in the longest row that is not split across threads (longer ones are split in segments).
 const MAX_ROW_BLOCKS: usize = SPLIT_ROW_MIN_COLS.div_ceil(BLOCK);
 
-/// One softmax row with one `exp` per element: pass 1 goes block by block, finds the block's
-/// maximum, writes `e = exp(p(x) - m_b)` (with `m_b` the running maximum) to `dst` and sums it;
-/// pass 2 scales each block of `dst`, still in L2, by `exp(m_b - m) / Σ`. `src` may equal `dst`:
-/// each block is read before it is written.
+/// One softmax row with one `exp` per element: [`exp_pass`], then [`scale_pass`] while the row is
+/// still in L2.
 ///
 /// # Safety
 /// `src`/`dst` valid for `len` (< `SPLIT_ROW_MIN_COLS`) elements and owned by the caller's task.
@@ -172,6 +162,27 @@ unsafe fn softmax_row<T: Element, S: Simd<T>, P: Pre<T, S>>(
     len: usize,
 ) {
     let mut block_m = [T::NEG_INFINITY; MAX_ROW_BLOCKS];
+    let (m, sum) = exp_pass(s, p, src, dst, len, &mut block_m);
+    scale_pass(s, dst, len, &block_m, m, 1.0 / sum);
+}
+
+/// Softmax pass 1 over `len` elements: block by block, find the block's maximum, write
+/// `e = exp(p(x) - m_b)` (`m_b` the running maximum, recorded in `block_m`) to `dst` and sum it.
+/// Returns the final `(m, Σ exp(p(x) - m))`. `src` may equal `dst`: a block is read before it is
+/// written.
+///
+/// # Safety
+/// `src`/`dst` valid for `len` elements and owned by the caller's task; `block_m` holds at least
+/// `len.div_ceil(BLOCK)` entries.
+#[inline(always)]
+unsafe fn exp_pass<T: Element, S: Simd<T>, P: Pre<T, S>>(
+    s: S,
+    p: &P,
+    src: SendPtr<T>,
+    dst: SendPtr<T>,
+    len: usize,
+    block_m: &mut [T],
+) -> (T, f64) {
     let mut m = T::NEG_INFINITY;
     let mut acc = Acc::default();
     let zero = s.splat(T::ZERO);
@@ -216,26 +227,128 @@ unsafe fn softmax_row<T: Element, S: Simd<T>, P: Pre<T, S>>(
         }
         acc.add(block_sum + s.reduce_sum(run).to_f64());
     }
-    let sum = acc.value();
-    let inv = 1.0 / sum;
+    (m, acc.value())
+}
+
+/// Softmax pass 2: scales each block of `dst` by `exp(m_b - m) · inv_sum`.
+///
+/// # Safety
+/// `dst` valid for `len` elements and owned by the caller's task.
+#[inline(always)]
+unsafe fn scale_pass<T: Element, S: Simd<T>>(
+    s: S,
+    dst: SendPtr<T>,
+    len: usize,
+    block_m: &[T],
+    m: T,
+    inv_sum: f64,
+) {
     let mf = m.to_f64();
     for (bi, start) in (0..len).step_by(BLOCK).enumerate() {
         let n = BLOCK.min(len - start);
-        let f = s.splat(T::from_f64((block_m[bi].to_f64() - mf).exp() * inv));
+        let f = s.splat(T::from_f64((block_m[bi].to_f64() - mf).exp() * inv_sum));
         let d = dst.add(start);
         map_row!(T, S, s, d, d, n, |v, _i| s.mul(v, f));
     }
 }
 
-/// A row long enough to split: `(max, sum)` per fixed segment in parallel, merged in order, then the
-/// segments written in parallel.
-fn split_row<T: Element>(
+/// Blocks per segment of a split row.
+const SEGMENT_BLOCKS: usize = SEGMENT.div_ceil(BLOCK);
+
+/// Pass 1 of softmax on one segment of a split row.
+struct SegmentExp<T> {
+    src: SendPtr<T>,
+    dst: SendPtr<T>,
+    len: usize,
+    p: Scale<T>,
+}
+
+impl<T: Element> WithSimd for SegmentExp<T> {
+    type Output = (T, f64, [T; SEGMENT_BLOCKS]);
+    #[inline(always)]
+    fn with_simd<S: Isa>(self, s: S) -> Self::Output {
+        let mut block_m = [T::NEG_INFINITY; SEGMENT_BLOCKS];
+        // SAFETY: each segment belongs to one task.
+        let (m, sum) = unsafe {
+            exp_pass(
+                T::simd(s),
+                &self.p,
+                self.src,
+                self.dst,
+                self.len,
+                &mut block_m,
+            )
+        };
+        (m, sum, block_m)
+    }
+}
+
+/// Pass 2 of softmax on one segment of a split row.
+struct SegmentScale<T> {
+    dst: SendPtr<T>,
+    len: usize,
+    block_m: [T; SEGMENT_BLOCKS],
+    m: T,
+    inv_sum: f64,
+}
+
+impl<T: Element> WithSimd for SegmentScale<T> {
+    type Output = ();
+    #[inline(always)]
+    fn with_simd<S: Isa>(self, s: S) {
+        // SAFETY: each segment belongs to one task.
+        unsafe {
+            scale_pass(
+                T::simd(s),
+                self.dst,
+                self.len,
+                &self.block_m,
+                self.m,
+                self.inv_sum,
+            )
+        }
+    }
+}
+
+/// A softmax row long enough to split: pass 1 per fixed segment in parallel (each writes its
+/// exponentials), the segments' `(max, sum)` merged in order, then pass 2 per segment in parallel.
+fn split_softmax_row<T: Element>(
     backend: Backend,
     src: SendPtr<T>,
     dst: SendPtr<T>,
     cols: usize,
     p: Scale<T>,
-    mode: Mode,
+) {
+    let parts = map_ranges(cols, SEGMENT, cols, |seg| {
+        backend.dispatch(SegmentExp {
+            src: src.add(seg.start),
+            dst: dst.add(seg.start),
+            len: seg.len(),
+            p,
+        })
+    });
+    let stats: Vec<(T, f64)> = parts.iter().map(|&(m, sum, _)| (m, sum)).collect();
+    let (m, sum) = merge_max_sum(&stats);
+    let inv_sum = 1.0 / sum;
+    for_ranges(cols, SEGMENT, cols, |seg| {
+        backend.dispatch(SegmentScale {
+            dst: dst.add(seg.start),
+            len: seg.len(),
+            block_m: parts[seg.start / SEGMENT].2,
+            m,
+            inv_sum,
+        })
+    });
+}
+
+/// A log-softmax row long enough to split: `(max, sum)` per fixed segment in parallel, merged in
+/// order, then the segments written in parallel.
+fn split_log_softmax_row<T: Element>(
+    backend: Backend,
+    src: SendPtr<T>,
+    dst: SendPtr<T>,
+    cols: usize,
+    p: Scale<T>,
 ) {
     let parts = map_ranges(cols, SEGMENT, cols, |seg| {
         backend.dispatch(SegmentStats {
@@ -245,18 +358,13 @@ fn split_row<T: Element>(
         })
     });
     let (m, sum) = merge_max_sum(&parts);
-    let stat = match mode {
-        Mode::Softmax => T::from_f64(1.0 / sum),
-        Mode::LogSoftmax => {
-            // SAFETY: as above; the write pass has not started.
-            let x = unsafe { src.slice(0, cols) };
-            T::from_f64(
-                backend
-                    .dispatch(FinishLse { x, p, m, sum })
-                    .log_sum_for_log_softmax(),
-            )
-        }
-    };
+    // SAFETY: as above; the write pass has not started.
+    let x = unsafe { src.slice(0, cols) };
+    let log_sum = T::from_f64(
+        backend
+            .dispatch(FinishLse { x, p, m, sum })
+            .log_sum_for_log_softmax(),
+    );
     for_ranges(cols, SEGMENT, cols, |seg| {
         backend.dispatch(SegmentWrite {
             src: src.add(seg.start),
@@ -264,8 +372,7 @@ fn split_row<T: Element>(
             len: seg.len(),
             p,
             m,
-            stat,
-            mode,
+            log_sum,
         })
     });
 }
@@ -304,8 +411,7 @@ struct SegmentWrite<T> {
     len: usize,
     p: Scale<T>,
     m: T,
-    stat: T,
-    mode: Mode,
+    log_sum: T,
 }
 
 impl<T: Element> WithSimd for SegmentWrite<T> {
@@ -314,15 +420,14 @@ impl<T: Element> WithSimd for SegmentWrite<T> {
     fn with_simd<S: Isa>(self, s: S) {
         // SAFETY: each segment is written by one task only.
         unsafe {
-            write_row(
+            write_log_softmax(
                 T::simd(s),
                 &self.p,
                 self.src,
                 self.dst,
                 self.len,
                 self.m,
-                self.stat,
-                self.mode,
+                self.log_sum,
             )
         }
     }
