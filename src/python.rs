@@ -703,14 +703,27 @@ fn logsumexp_fast_t<'py, T: Float>(
     py: Python<'py>,
     x: &Bound<'py, PyArrayDyn<T>>,
     scale: f64,
+    out: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Option<Bound<'py, PyAny>>> {
     if !usable(x) {
         return Ok(None);
     }
     let shape = x.shape();
-    let cols = shape[shape.len() - 1];
-    // SAFETY: the kernel writes every element.
-    let o = unsafe { PyArrayDyn::<T>::new(py, IxDyn(&shape[..shape.len() - 1]), false) };
+    let (batch, cols) = (&shape[..shape.len() - 1], shape[shape.len() - 1]);
+    let o = match out {
+        // SAFETY: the kernel writes every element.
+        None => unsafe { PyArrayDyn::<T>::new(py, IxDyn(batch), false) },
+        Some(o) => {
+            let Ok(o) = o.cast::<PyArrayDyn<T>>() else {
+                return Ok(None);
+            };
+            let aligned = (o.data() as usize) % std::mem::align_of::<T>() == 0;
+            if o.shape() != batch || !o.is_c_contiguous() || !aligned {
+                return Ok(None);
+            }
+            o.clone()
+        }
+    };
     let (Ok(r), Ok(mut w)) = (x.try_readonly(), o.try_readwrite()) else {
         return Ok(None);
     };
@@ -725,17 +738,20 @@ fn logsumexp_fast_t<'py, T: Float>(
     Ok(Some(o.into_any()))
 }
 
-/// `logsumexp(x · scale) / scale` over the last axis into a new array, or `None` (see `softmax_fast`).
+/// `logsumexp(x · scale) / scale` over the last axis into `out` (or a new array), or `None` when
+/// the arrays are not in the layout the kernel reads and writes in place (see `softmax_fast`).
 #[pyfunction]
+#[pyo3(signature = (x, scale, out=None))]
 fn logsumexp_fast<'py>(
     py: Python<'py>,
     x: &Bound<'py, PyAny>,
     scale: f64,
+    out: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Option<Bound<'py, PyAny>>> {
     if let Ok(a) = x.cast::<PyArrayDyn<f32>>() {
-        logsumexp_fast_t(py, a, scale)
+        logsumexp_fast_t(py, a, scale, out)
     } else if let Ok(a) = x.cast::<PyArrayDyn<f64>>() {
-        logsumexp_fast_t(py, a, scale)
+        logsumexp_fast_t(py, a, scale, out)
     } else {
         Ok(None)
     }

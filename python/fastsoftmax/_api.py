@@ -304,14 +304,14 @@ def logsumexp(
     if (
         axis == -1
         and b is None
-        and out is None
         and not keepdims
         and not return_sign
         and type(x) is np.ndarray
+        and (out is None or type(out) is np.ndarray)
     ):
-        r = _native.logsumexp_fast(x, 1.0 if temperature == 1.0 else _scale(temperature))
+        r = _native.logsumexp_fast(x, 1.0 if temperature == 1.0 else _scale(temperature), out)
         if r is not None:
-            return r[()] if r.ndim == 0 else r
+            return r[()] if r.ndim == 0 and out is None else r
     if _is_cupy(x):
         return _cuda().logsumexp(
             x,

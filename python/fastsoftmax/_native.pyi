@@ -24,9 +24,9 @@ def softmax_fast(x: Any, out: Optional[Any], scale: float, log: bool) -> Optiona
 def logsumexp(x: _Array, out: _Array, scale: float) -> None:
     """``out[r] = logsumexp(x[r] * scale) / scale`` for each row of 2-D `x`; `out` is 1-D."""
 
-def logsumexp_fast(x: Any, scale: float) -> Optional[_Array]:
-    """``logsumexp(x * scale) / scale`` over the last axis into a new array, or `None` (see
-    `softmax_fast`)."""
+def logsumexp_fast(x: Any, scale: float, out: Any = None) -> Optional[_Array]:
+    """``logsumexp(x * scale) / scale`` over the last axis into `out` (or a new array), or `None`
+    (see `softmax_fast`)."""
 
 def logsumexp_b(x: _Array, b: _Array, out: _Array, sign: _Array) -> None:
     """SciPy's weighted logsumexp per row: ``out = log|sum(b * exp(x))|``,
