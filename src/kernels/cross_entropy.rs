@@ -13,7 +13,7 @@
 //! z-term by the number of counted rows. All of this is known before the first row is read (the label
 //! pre-pass), so the gradient is written in the same pass that reads the row.
 
-use super::{finish_lse, max_sum, Acc, Buf, Pre, Scale, SendPtr, SoftCap};
+use super::{finish_lse, max_sum, Acc, Buf, One, Pre, SendPtr, SoftCap};
 use crate::parallel::{chunk_rows, map_ranges};
 use crate::simd::{Backend, Element, Isa, Simd, WithSimd};
 use crate::KernelError;
@@ -267,7 +267,7 @@ impl<T: Element> WithSimd for CeRows<'_, T> {
                     inv_c: T::from_f64(1.0 / c),
                 },
             ),
-            None => self.run(s, Scale(T::ONE)),
+            None => self.run(s, One),
         }
     }
 }

@@ -3,9 +3,9 @@
 use super::small::{tile_chunk, TileJob, TileOp, SMALL_COLS};
 use super::softmax::{FinishLse, SegmentStats};
 use super::SendPtr;
-use super::{finish_lse, max_sum, merge_max_sum, Acc, Scale};
+use super::{finish_lse, max_sum, merge_max_sum, Acc, One, Pre, Scale};
 use crate::parallel::{chunk_rows, for_ranges, map_ranges, split_rows, SEGMENT};
-use crate::simd::{Backend, Element, Isa, WithSimd};
+use crate::simd::{Backend, Element, Isa, Simd, WithSimd};
 use crate::KernelError;
 
 /// `out[r] = logsumexp(x[r, :] · scale) / scale` for the `rows × cols` matrix `x`: with
@@ -90,9 +90,21 @@ impl<T: Element> WithSimd for Rows<'_, T> {
     #[inline(always)]
     fn with_simd<S: Isa>(self, s: S) {
         let s = T::simd(s);
+        if self.p.0 == T::ONE {
+            self.run(s, One)
+        } else {
+            let p = self.p;
+            self.run(s, p)
+        }
+    }
+}
+
+impl<T: Element> Rows<'_, T> {
+    #[inline(always)]
+    fn run<S: Simd<T>, P: Pre<T, S>>(self, s: S, p: P) {
         for (row, o) in self.x.chunks_exact(self.cols).zip(self.out.iter_mut()) {
-            let (m, sum) = max_sum(s, &self.p, row);
-            *o = T::from_f64(finish_lse(s, &self.p, row, m, sum).value() * self.unscale);
+            let (m, sum) = max_sum(s, &p, row);
+            *o = T::from_f64(finish_lse(s, &p, row, m, sum).value() * self.unscale);
         }
     }
 }

@@ -171,17 +171,23 @@ impl<T: Element> crate::simd::WithSimd for TileJob<T> {
     type Output = ();
     #[inline(always)]
     fn with_simd<S: crate::simd::Isa>(self, s: S) {
+        let s = T::simd(s);
         // SAFETY: the caller hands each task its own rows of valid buffers.
         unsafe {
-            tile_rows(
-                T::simd(s),
-                &super::Scale(self.scale),
-                self.src,
-                self.dst,
-                self.rows,
-                self.cols,
-                self.op,
-            )
+            if self.scale == T::ONE {
+                tile_rows(
+                    s,
+                    &super::One,
+                    self.src,
+                    self.dst,
+                    self.rows,
+                    self.cols,
+                    self.op,
+                )
+            } else {
+                let p = super::Scale(self.scale);
+                tile_rows(s, &p, self.src, self.dst, self.rows, self.cols, self.op)
+            }
         }
     }
 }

@@ -2,8 +2,8 @@
 
 use super::small::{tile_chunk, TileJob, TileOp, SMALL_COLS};
 use super::{
-    exp_diff, finish_lse, load_tail_mapped, max_mapped, max_sum, merge_max_sum, Acc, Buf, Lse, Pre,
-    Scale, SendPtr, BLOCK, SUM_RUN,
+    exp_diff, finish_lse, load_tail_mapped, max_mapped, max_sum, merge_max_sum, Acc, Buf, Lse, One,
+    Pre, Scale, SendPtr, BLOCK, SUM_RUN,
 };
 use crate::parallel::{
     chunk_rows, for_ranges, map_ranges, split_rows, SEGMENT, SPLIT_ROW_MIN_COLS,
@@ -96,29 +96,32 @@ impl<T: Element> WithSimd for Rows<T> {
     #[inline(always)]
     fn with_simd<S: Isa>(self, s: S) {
         let s = T::simd(s);
+        if self.p.0 == T::ONE {
+            self.run(s, One)
+        } else {
+            let p = self.p;
+            self.run(s, p)
+        }
+    }
+}
+
+impl<T: Element> Rows<T> {
+    #[inline(always)]
+    fn run<S: Simd<T>, P: Pre<T, S>>(self, s: S, p: P) {
         for r in self.rows {
             let off = r * self.cols;
+            let (src, dst) = (self.src.add(off), self.dst.add(off));
             if self.mode == Mode::Softmax {
                 // SAFETY: row `r` is in bounds and belongs to this task alone.
-                unsafe { softmax_row(s, &self.p, self.src.add(off), self.dst.add(off), self.cols) };
+                unsafe { softmax_row(s, &p, src, dst, self.cols) };
                 continue;
             }
             // SAFETY: row `r` is in bounds and belongs to this task alone; the read-only slice is
             // dropped before the write pass touches the (possibly identical) destination.
-            let (m, sum) = max_sum(s, &self.p, unsafe { self.src.slice(off, self.cols) });
-            let x = unsafe { self.src.slice(off, self.cols) };
-            let log_sum = T::from_f64(finish_lse(s, &self.p, x, m, sum).log_sum_for_log_softmax());
-            unsafe {
-                write_log_softmax(
-                    s,
-                    &self.p,
-                    self.src.add(off),
-                    self.dst.add(off),
-                    self.cols,
-                    m,
-                    log_sum,
-                )
-            };
+            let x = unsafe { src.slice(0, self.cols) };
+            let (m, sum) = max_sum(s, &p, x);
+            let log_sum = T::from_f64(finish_lse(s, &p, x, m, sum).log_sum_for_log_softmax());
+            unsafe { write_log_softmax(s, &p, src, dst, self.cols, m, log_sum) };
         }
     }
 }
