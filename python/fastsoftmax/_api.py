@@ -394,6 +394,39 @@ def logsumexp(
 # cross-entropy family
 
 
+def _ce_options(
+    reduction: Any, label_smoothing: Any, z_loss: Any, softcap: Any, ignore_index: Any
+) -> Tuple[float, float, Optional[float], int]:
+    """The scalar options of the cross-entropy family, checked (API.md §5); shared with `_cuda`."""
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+    try:
+        eps = float(label_smoothing)
+    except (TypeError, ValueError):
+        raise TypeError(f"label_smoothing must be a number, got {label_smoothing!r}") from None
+    if not 0.0 <= eps <= 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing!r}")
+    try:
+        z = float(z_loss)
+    except (TypeError, ValueError):
+        raise TypeError(f"z_loss must be a number, got {z_loss!r}") from None
+    if not (z >= 0.0 and math.isfinite(z)):
+        raise ValueError(f"z_loss must be a finite number >= 0, got {z_loss!r}")
+    cap = None
+    if softcap is not None:
+        try:
+            cap = float(softcap)
+        except (TypeError, ValueError):
+            raise TypeError(f"softcap must be a number or None, got {softcap!r}") from None
+        if not (cap > 0.0 and math.isfinite(cap)):
+            raise ValueError(f"softcap must be a finite number > 0, got {softcap!r}")
+    try:
+        ignore = operator.index(ignore_index)
+    except TypeError:
+        raise TypeError(f"ignore_index must be an int, got {ignore_index!r}") from None
+    return eps, z, cap, ignore
+
+
 class _CeCall:
     """The validated arguments of one cross-entropy call, as the kernel wants them."""
 
@@ -414,32 +447,9 @@ class _CeCall:
         if logits.ndim == 0:
             raise ValueError("logits must have at least one dimension (the classes)")
         (cax,) = _normalize_axes(axis, logits.ndim, allow_multiple=False)
-        if reduction not in _REDUCTIONS:
-            raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
-        try:
-            eps = float(label_smoothing)
-        except (TypeError, ValueError):
-            raise TypeError(f"label_smoothing must be a number, got {label_smoothing!r}") from None
-        if not 0.0 <= eps <= 1.0:
-            raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing!r}")
-        try:
-            z = float(z_loss)
-        except (TypeError, ValueError):
-            raise TypeError(f"z_loss must be a number, got {z_loss!r}") from None
-        if not (z >= 0.0 and np.isfinite(z)):
-            raise ValueError(f"z_loss must be a finite number >= 0, got {z_loss!r}")
-        cap = None
-        if softcap is not None:
-            try:
-                cap = float(softcap)
-            except (TypeError, ValueError):
-                raise TypeError(f"softcap must be a number or None, got {softcap!r}") from None
-            if not (cap > 0.0 and np.isfinite(cap)):
-                raise ValueError(f"softcap must be a finite number > 0, got {softcap!r}")
-        try:
-            ignore = operator.index(ignore_index)
-        except TypeError:
-            raise TypeError(f"ignore_index must be an int, got {ignore_index!r}") from None
+        eps, z, cap, ignore = _ce_options(
+            reduction, label_smoothing, z_loss, softcap, ignore_index
+        )
 
         target = _asarray(target, "target")
         layout = _Layout(logits, (cax,), kdt)

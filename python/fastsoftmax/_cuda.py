@@ -24,18 +24,18 @@ from __future__ import annotations
 
 import functools
 import math
-import operator
 import os
 from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 import cupy as cp
 import numpy as np
 
+from ._api import _ce_options, _normalize_axes, _one_axis
+
 Axis = Union[int, Sequence[int], None]
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _SRC_PATH = os.path.join(_HERE, "cuda", "softmax.cu")
-_REDUCTIONS = ("mean", "sum", "none")
 
 MODE_SOFTMAX, MODE_LOGSOFTMAX, MODE_LSE, MODE_CE = 0, 1, 2, 3
 
@@ -237,31 +237,6 @@ def _scale(temperature: Any) -> float:
 
 # --------------------------------------------------------------------------------------------------
 # axes and layout
-
-
-def _one_axis(a: Any, ndim: int) -> int:
-    try:
-        a = operator.index(a)
-    except TypeError:
-        raise TypeError(f"axis must be an int, a tuple of ints or None, got {a!r}") from None
-    if not -ndim <= a < ndim:
-        raise ValueError(f"axis {a} is out of bounds for an array of dimension {ndim}")
-    return a % ndim
-
-
-def _normalize_axes(axis: Axis, ndim: int, allow_multiple: bool = True) -> Tuple[int, ...]:
-    if axis is None:
-        if not allow_multiple:
-            raise TypeError("axis must be an int")
-        return tuple(range(ndim))
-    if isinstance(axis, (tuple, list)):
-        if not allow_multiple:
-            raise TypeError("axis must be an int")
-        axes = tuple(_one_axis(a, ndim) for a in axis)
-        if len(set(axes)) != len(axes):
-            raise ValueError(f"repeated axis in {axis!r}")
-        return tuple(sorted(axes))
-    return (_one_axis(axis, ndim),)
 
 
 class _Layout:
@@ -775,32 +750,10 @@ class _CeCall:
         if logits.ndim == 0:
             raise ValueError("logits must have at least one dimension (the classes)")
         (cax,) = _normalize_axes(axis, logits.ndim, allow_multiple=False)
-        if reduction not in _REDUCTIONS:
-            raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
-        try:
-            eps = float(label_smoothing)
-        except (TypeError, ValueError):
-            raise TypeError(f"label_smoothing must be a number, got {label_smoothing!r}") from None
-        if not 0.0 <= eps <= 1.0:
-            raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing!r}")
-        try:
-            z = float(z_loss)
-        except (TypeError, ValueError):
-            raise TypeError(f"z_loss must be a number, got {z_loss!r}") from None
-        if not (z >= 0.0 and math.isfinite(z)):
-            raise ValueError(f"z_loss must be a finite number >= 0, got {z_loss!r}")
-        cap = 0.0
-        if softcap is not None:
-            try:
-                cap = float(softcap)
-            except (TypeError, ValueError):
-                raise TypeError(f"softcap must be a number or None, got {softcap!r}") from None
-            if not (cap > 0.0 and math.isfinite(cap)):
-                raise ValueError(f"softcap must be a finite number > 0, got {softcap!r}")
-        try:
-            ignore = operator.index(ignore_index)
-        except TypeError:
-            raise TypeError(f"ignore_index must be an int, got {ignore_index!r}") from None
+        eps, z, cap_opt, ignore = _ce_options(
+            reduction, label_smoothing, z_loss, softcap, ignore_index
+        )
+        cap = 0.0 if cap_opt is None else cap_opt
         target = _check_cupy(target, "target")
         layout = _Layout(logits, (cax,))
         C = layout.cols
