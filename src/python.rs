@@ -130,16 +130,9 @@ fn softmax_t<T: Float>(
     let backend = simd::active();
     let scale = T::from_f64(scale);
     with_buf(x, out, |buf| {
-        let n = buf_len(&buf);
+        let n = buf.len();
         Ok(run(py, n, || sm::softmax(backend, buf, cols, scale, mode))?)
     })
-}
-
-fn buf_len<T>(b: &Buf<'_, T>) -> usize {
-    match b {
-        Buf::Separate { x, .. } => x.len(),
-        Buf::InPlace(b) => b.len(),
-    }
 }
 
 /// `out = softmax(x · scale)` (`log=True`: log-softmax) over the rows of a C-contiguous 2-D array.
@@ -594,12 +587,17 @@ fn _set_simd_backend(name: &str) -> PyResult<()> {
 // axis last). They return `None` for anything else, and the Python layer then takes its general
 // path; so a small call costs one native call and one allocation (T5: ≤ 3 µs on 64 × 10).
 
+/// Whether `p` is aligned for `T` (NumPy allows misaligned arrays; slices may not be).
+fn aligned<T>(p: *const T) -> bool {
+    (p as usize).is_multiple_of(std::mem::align_of::<T>())
+}
+
+/// What the cross-entropy fast path returns: `(loss, grad)`, or `None` to take the general path.
+type CeFast<'py> = Option<(Bound<'py, PyAny>, Option<Bound<'py, PyAny>>)>;
+
 /// Whether a kernel can read or write `a` in place: C-contiguous, aligned, at least 1-D and not empty.
 fn usable<T: Float>(a: &Bound<'_, PyArrayDyn<T>>) -> bool {
-    a.ndim() >= 1
-        && a.len() > 0
-        && a.is_c_contiguous()
-        && (a.data() as usize) % std::mem::align_of::<T>() == 0
+    a.ndim() >= 1 && a.len() > 0 && a.is_c_contiguous() && aligned(a.data())
 }
 
 /// Whether two arrays' memory overlaps without being the very same buffer (then a temporary is needed).
@@ -668,7 +666,7 @@ fn softmax_fast_t<'py, T: Float>(
     let cols = *x.shape().last().expect("ndim >= 1");
     let (backend, scale) = (simd::active(), T::from_f64(scale));
     let done = fast_buf(x, &o, |buf| {
-        let n = buf_len(&buf);
+        let n = buf.len();
         Ok(run(py, n, || sm::softmax(backend, buf, cols, scale, mode))?)
     })?;
     Ok(done.map(|_| o.into_any()))
@@ -717,8 +715,7 @@ fn logsumexp_fast_t<'py, T: Float>(
             let Ok(o) = o.cast::<PyArrayDyn<T>>() else {
                 return Ok(None);
             };
-            let aligned = (o.data() as usize) % std::mem::align_of::<T>() == 0;
-            if o.shape() != batch || !o.is_c_contiguous() || !aligned {
+            if o.shape() != batch || !o.is_c_contiguous() || !aligned(o.data()) {
                 return Ok(None);
             }
             o.clone()
@@ -766,7 +763,7 @@ fn cross_entropy_fast_t<'py, T: Float>(
     opts: ce::CeOptions<'_, T>,
     want_grad: bool,
     out: Option<&Bound<'py, PyAny>>,
-) -> PyResult<Option<(Bound<'py, PyAny>, Option<Bound<'py, PyAny>>)>> {
+) -> PyResult<CeFast<'py>> {
     if x.ndim() != 2 || !usable(x) {
         return Ok(None);
     }
@@ -774,7 +771,7 @@ fn cross_entropy_fast_t<'py, T: Float>(
     let Ok(t) = target.cast::<PyArray1<i64>>() else {
         return Ok(None);
     };
-    if t.len() != rows || !t.is_c_contiguous() || (t.data() as usize) % 8 != 0 {
+    if t.len() != rows || !t.is_c_contiguous() || !aligned(t.data()) {
         return Ok(None);
     }
     let w = match weight {
@@ -783,7 +780,7 @@ fn cross_entropy_fast_t<'py, T: Float>(
             let Ok(w) = w.cast::<PyArray1<T>>() else {
                 return Ok(None);
             };
-            if !w.is_c_contiguous() || (w.data() as usize) % std::mem::align_of::<T>() != 0 {
+            if !w.is_c_contiguous() || !aligned(w.data()) {
                 return Ok(None);
             }
             Some(w.try_readonly().map_err(borrow_err)?)
@@ -880,7 +877,7 @@ fn cross_entropy_fast<'py>(
     reduction: &str,
     want_grad: bool,
     out: Option<&Bound<'py, PyAny>>,
-) -> PyResult<Option<(Bound<'py, PyAny>, Option<Bound<'py, PyAny>>)>> {
+) -> PyResult<CeFast<'py>> {
     let reduction = parse_reduction(reduction)?;
     macro_rules! call {
         ($x:expr) => {

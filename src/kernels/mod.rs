@@ -51,8 +51,10 @@ pub enum Buf<'a, T> {
     InPlace(&'a mut [T]),
 }
 
+#[allow(clippy::len_without_is_empty)]
 impl<'a, T> Buf<'a, T> {
-    pub(crate) fn len(&self) -> usize {
+    /// Elements in the input (and the output).
+    pub fn len(&self) -> usize {
         match self {
             Buf::Separate { x, .. } => x.len(),
             Buf::InPlace(b) => b.len(),
