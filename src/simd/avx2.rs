@@ -9,7 +9,7 @@
 
 use core::arch::x86_64::*;
 
-use super::avx512::{c32, c64};
+use super::consts::{c32, c64};
 use super::{Simd, WithSimd};
 
 /// The AVX2 token; only [`Avx2::new`] makes one, after checking the CPU.

@@ -9,6 +9,7 @@
 
 use std::sync::atomic::{AtomicU8, Ordering};
 
+mod consts;
 pub mod scalar;
 
 #[cfg(target_arch = "x86_64")]
