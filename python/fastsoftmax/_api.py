@@ -427,6 +427,39 @@ def _ce_options(
     return eps, z, cap, ignore
 
 
+def _ce_target_is_soft(
+    target: Any, logits_shape: Tuple[int, ...], batch_shape: Tuple[int, ...], cax: int
+) -> bool:
+    """Whether `target` holds soft labels (else class indices), after checking its shape and dtype;
+    shared with `_cuda` (works on the metadata of NumPy and CuPy arrays alike)."""
+    if target.dtype.kind in "iu":
+        if target.shape != batch_shape:
+            raise ValueError(
+                f"class-index target must have shape {batch_shape} "
+                f"(logits {logits_shape} without axis {cax}), got {target.shape}"
+            )
+        return False
+    if target.dtype.kind == "f" or _is_bfloat16(target.dtype):
+        if target.shape != logits_shape:
+            raise ValueError(
+                f"soft-label target must have the logits' shape {logits_shape}, "
+                f"got {target.shape}"
+            )
+        return True
+    raise TypeError(
+        f"target must hold integer class indices or floating probabilities, "
+        f"got dtype {target.dtype}"
+    )
+
+
+def _check_weight(w: Any, classes: int) -> None:
+    """`weight` must be a real array of one value per class; shared with `_cuda`."""
+    if w.dtype.kind not in "biuf" and not _is_bfloat16(w.dtype):
+        raise TypeError(f"weight has unsupported dtype {w.dtype}")
+    if w.shape != (classes,):
+        raise ValueError(f"weight must have shape ({classes},) (one per class), got {w.shape}")
+
+
 class _CeCall:
     """The validated arguments of one cross-entropy call, as the kernel wants them."""
 
@@ -454,12 +487,10 @@ class _CeCall:
         target = _asarray(target, "target")
         layout = _Layout(logits, (cax,), kdt)
         C = layout.cols
-        if target.dtype.kind in "iu":
-            if target.shape != layout.batch_shape:
-                raise ValueError(
-                    f"class-index target must have shape {layout.batch_shape} "
-                    f"(logits {logits.shape} without axis {cax}), got {target.shape}"
-                )
+        soft = _ce_target_is_soft(target, logits.shape, layout.batch_shape, cax)
+        if soft:
+            t = _Layout(target, (cax,), kdt).x2d
+        else:
             t = target.reshape(-1)
             if t.dtype == np.uint64 and t.size and t.max() > np.iinfo(np.int64).max:
                 pos = int(np.argmax(t > np.iinfo(np.int64).max))
@@ -467,27 +498,10 @@ class _CeCall:
                     f"target {int(t[pos])} at position {pos} is out of bounds for {C} classes"
                 )
             t = _c(t, np.int64)
-            soft = False
-        elif target.dtype.kind == "f" or _is_bfloat16(target.dtype):
-            if target.shape != logits.shape:
-                raise ValueError(
-                    f"soft-label target must have the logits' shape {logits.shape}, "
-                    f"got {target.shape}"
-                )
-            t = _Layout(target, (cax,), kdt).x2d
-            soft = True
-        else:
-            raise TypeError(
-                f"target must hold integer class indices or floating probabilities, "
-                f"got dtype {target.dtype}"
-            )
         w = None
         if weight is not None:
             w = _asarray(weight, "weight")
-            if w.dtype.kind not in "biuf" and not _is_bfloat16(w.dtype):
-                raise TypeError(f"weight has unsupported dtype {w.dtype}")
-            if w.shape != (C,):
-                raise ValueError(f"weight must have shape ({C},) (one per class), got {w.shape}")
+            _check_weight(w, C)
             w = _c(w, kdt)
         self.logits = logits
         self.layout = layout

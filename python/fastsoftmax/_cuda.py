@@ -30,7 +30,13 @@ from typing import Any, Dict, Optional, Sequence, Tuple, Union
 import cupy as cp
 import numpy as np
 
-from ._api import _ce_options, _normalize_axes, _one_axis
+from ._api import (
+    _ce_options,
+    _ce_target_is_soft,
+    _check_weight,
+    _normalize_axes,
+    _one_axis,
+)
 
 Axis = Union[int, Sequence[int], None]
 
@@ -757,12 +763,10 @@ class _CeCall:
         target = _check_cupy(target, "target")
         layout = _Layout(logits, (cax,))
         C = layout.cols
-        if target.dtype.kind in "iu":
-            if target.shape != layout.batch_shape:
-                raise ValueError(
-                    f"class-index target must have shape {layout.batch_shape} "
-                    f"(logits {logits.shape} without axis {cax}), got {target.shape}"
-                )
+        soft = _ce_target_is_soft(target, logits.shape, layout.batch_shape, cax)
+        if soft:
+            t = _Layout(_to_acc(target).astype(acc, copy=False), (cax,)).x2d
+        else:
             t = target.reshape(-1)
             if t.dtype == np.uint64:
                 # labels beyond int64 become -1 (out of range) rather than wrapping to a valid class
@@ -771,20 +775,6 @@ class _CeCall:
             if ignore < -(2**63) or ignore >= 2**63:
                 ignore = -(2**63)  # cannot match any int64 label... except this one:
                 t = cp.where(t == ignore, np.int64(-1), t)  # keep it out of range
-            soft = False
-        elif target.dtype.kind == "f" or _is_bf16(target.dtype):
-            if target.shape != logits.shape:
-                raise ValueError(
-                    f"soft-label target must have the logits' shape {logits.shape}, "
-                    f"got {target.shape}"
-                )
-            t = _Layout(_to_acc(target).astype(acc, copy=False), (cax,)).x2d
-            soft = True
-        else:
-            raise TypeError(
-                f"target must hold integer class indices or floating probabilities, "
-                f"got dtype {target.dtype}"
-            )
         w = None
         if weight is not None:
             if not isinstance(weight, cp.ndarray):
@@ -792,12 +782,7 @@ class _CeCall:
                     weight = cp.asarray(np.asarray(weight))
                 except (TypeError, ValueError):
                     raise TypeError("weight must be an array") from None
-            if weight.dtype.kind not in "biuf" and not _is_bf16(weight.dtype):
-                raise TypeError(f"weight has unsupported dtype {weight.dtype}")
-            if weight.shape != (C,):
-                raise ValueError(
-                    f"weight must have shape ({C},) (one per class), got {weight.shape}"
-                )
+            _check_weight(weight, C)
             w = cp.ascontiguousarray(_to_acc(weight).astype(acc, copy=False))
         if not soft and _labels_checked() and t.size:
             bad = (t != ignore) & ((t < 0) | (t >= C))
