@@ -81,7 +81,7 @@ def make(rows, cols, dtype, seed=0):
     """(cupy array, torch tensor or None) holding the same values."""
     g = cp.random.default_rng(seed).standard_normal((rows, cols), dtype=cp.float32) * 3
     if dtype == "bfloat16":
-        u = _cuda._from_acc(g, BF16)
+        u = _cuda.launch.from_acc(g, BF16)
         del g
         t = None
         if HAVE_TORCH:
@@ -168,28 +168,28 @@ def variants(rec, ceil):
         x, _ = make(*shape, dtype)
         out = cp.empty_like(x)
         for force in forces:
-            _cuda._force_config = force
+            _cuda.launch._force_config = force
             try:
                 ms = gpu_ms(lambda: fs.softmax(x, out=out))
                 row(rec, "var", shape, f"{dtype}:{force}", 2 * x.nbytes, ms, ceil)
             except Exception as e:  # a variant that does not compile or launch
                 print("variant", shape, dtype, force, "failed:", repr(e)[:200])
             finally:
-                _cuda._force_config = None
+                _cuda.launch._force_config = None
         del x, out
     # cross-entropy variants (G2 shape, fewer rows)
     x, _ = make(2048, 131072, "bfloat16", seed=1)
     y = cp.random.default_rng(2).integers(0, 131072, 2048, dtype=cp.int64)
     out = cp.empty_like(x)
     for force in [None, (256, 4, True), (128, 2, True)]:
-        _cuda._force_config = force
+        _cuda.launch._force_config = force
         try:
             ms = gpu_ms(lambda: fs.cross_entropy_with_grad(x, y, out=out))
             row(rec, "varCE", (2048, 131072), f"bf16:{force}", 2 * x.nbytes, ms, ceil)
         except Exception as e:
             print("variant CE", force, "failed:", repr(e)[:200])
         finally:
-            _cuda._force_config = None
+            _cuda.launch._force_config = None
     del x, out
     # host overhead of one small call (no GPU wait): microseconds per call
     import time

@@ -262,7 +262,7 @@ def test_every_kernel_shape(force, name, monkeypatch):
     cols = 5000 if split else min(68, tpr * vpt)
     x = _rand((9, cols), 11)
     xf = x.astype(np.float32)
-    monkeypatch.setattr(_cuda, "_force_config", force)
+    monkeypatch.setattr(_cuda.launch, "_force_config", force)
     for xs in (xf, xf[:, 1:]):  # aligned (vector loads) and unaligned (scalar loads)
         g = fn(name)(cp.asarray(np.ascontiguousarray(xs)))
         ref = {"softmax": ref_softmax, "log_softmax": ref_log_softmax, "logsumexp": ref_lse}[name](

@@ -4,7 +4,7 @@
 - a misuse of the public signatures is reported (so the check can fail);
 - ``mypy.stubtest`` finds ``_native.pyi`` in agreement with the compiled module.
 
-Skipped when mypy is not installed (CI installs it: the Makefile's DEV_DEPS). ``_cuda.py`` (CuPy has
+Skipped when mypy is not installed (CI installs it: the Makefile's DEV_DEPS). ``_cuda/`` (CuPy has
 no stubs) and ``bench.py`` (optional third-party frameworks) are not part of the strict check.
 """
 
@@ -23,7 +23,7 @@ import fastsoftmax
 
 PKG_DIR = os.path.dirname(os.path.abspath(fastsoftmax.__file__))
 SRC_DIR = os.path.dirname(PKG_DIR)
-STRICT_MODULES = ["__init__.py", "_api.py", "_native.pyi"]
+STRICT_MODULES = ["__init__.py", "_api.py", "_checks.py", "_layout.py", "_cpu.py", "_native.pyi"]
 
 USAGE = '''
 from __future__ import annotations

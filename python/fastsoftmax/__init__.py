@@ -1,6 +1,6 @@
 """fastsoftmax: softmax, log-sum-exp and cross-entropy for NumPy (and CuPy) at the speed of memory.
 
-The functions follow NumPy/SciPy/PyTorch semantics (see the README and ``API.md``); the work is done
+The functions follow NumPy/SciPy/PyTorch semantics (see the README and docs/api.md); the work is done
 by Rust kernels, parallel over rows and vectorised with an instruction set chosen at run time.
 """
 

@@ -1,222 +1,68 @@
-"""The public functions: validation, dtype rules, axis/layout handling, and dispatch.
+"""The public functions: each states its signature and contract, checks its arguments once
+(`_checks`), and routes by array type to one backend: NumPy arrays (and anything array-like) to
+`_cpu`, CuPy arrays to `_cuda`, imported on first use only.
 
-Every function brings its input to a C-contiguous 2-D ``(rows, cols)`` view with the reduced axes
-last (zero-copy when they already are), calls the Rust kernel in ``_native``, and puts the result
-where the caller wants it. Everything the user passed is checked before any kernel runs, so when an
-exception is raised nothing has been written. CuPy arrays are handed to ``_cuda`` (imported on first
-use only).
+A backend receives checked arguments (normalised axes, parsed options, a valid `out`) and imports
+nothing from here. Everything the user passed is checked before any kernel runs, so when an
+exception is raised nothing has been written.
 """
 
 from __future__ import annotations
 
-import math
 import operator
-from typing import Any, Literal, Optional, Sequence, Tuple, Union
+from types import ModuleType
+from typing import Any, Literal, Optional, Tuple
 
 import numpy as np
 
-from . import _native
+from . import _checks, _cpu, _native
+from ._checks import Axis
 
-Axis = Union[int, Sequence[int], None]
 Reduction = Literal["mean", "sum", "none"]
 
-_F32 = np.dtype(np.float32)
-_F64 = np.dtype(np.float64)
-_F16 = np.dtype(np.float16)
-_KERNEL_DTYPES = (_F32, _F64)
-_REDUCTIONS = ("mean", "sum", "none")
+
+def _backend(x: Any) -> ModuleType:
+    """The backend module for an input: by the module its array type comes from."""
+    if type(x) is np.ndarray:
+        return _cpu
+    if type(x).__module__.split(".", 1)[0] == "cupy":
+        from . import _cuda  # CuPy is imported only when a CuPy array arrives.
+
+        return _cuda
+    return _cpu
 
 
-# --------------------------------------------------------------------------------------------------
-# dtype and array handling
-
-
-def _is_cupy(x: Any) -> bool:
-    return type(x).__module__.split(".", 1)[0] == "cupy"
-
-
-def _cuda() -> Any:
-    from . import _cuda as cuda  # CuPy is imported only when a CuPy array arrives.
-
-    return cuda
-
-
-def _is_bfloat16(dt: np.dtype) -> bool:
-    return dt.name == "bfloat16"
-
-
-def _dtypes(x: np.ndarray, what: str = "x") -> Tuple[np.dtype, np.dtype]:
-    """(dtype the kernel computes in, dtype of the result) for an input array (API.md §2)."""
-    dt = x.dtype
-    if dt in _KERNEL_DTYPES:
-        return dt, dt
-    if dt.kind == "f" and dt.itemsize in (4, 8):
-        # Non-native byte order: computed and returned in native order, as NumPy's ufuncs do.
-        native = _F32 if dt.itemsize == 4 else _F64
-        return native, native
-    if dt == _F16 or _is_bfloat16(dt):
-        return _F32, dt
-    if dt.kind in "biu":
-        return _F64, _F64
-    raise TypeError(
-        f"{what} has unsupported dtype {dt}; expected a floating, integer or bool array"
-    )
-
-
-def _c(a: Any, dtype: Any) -> np.ndarray:
-    """`a` as a C-contiguous, aligned, native-order array of `dtype` (no copy when it already is)."""
-    return np.require(a, dtype=dtype, requirements=("C", "A"))
-
-
-def _asarray(x: Any, what: str = "x") -> np.ndarray:
-    if isinstance(x, np.ndarray):
-        return x
-    if _is_cupy(x):
-        raise TypeError(f"{what} is a CuPy array while the other arguments are on the CPU")
-    try:
-        a = np.asarray(x)
-    except (TypeError, ValueError) as e:
-        raise TypeError(f"{what} cannot be converted to a NumPy array: {e}") from None
-    return a
-
-
-def _normalize_axes(axis: Axis, ndim: int, allow_multiple: bool = True) -> Tuple[int, ...]:
-    if axis is None:
-        if not allow_multiple:
-            raise TypeError("axis must be an int")
-        return tuple(range(ndim))
-    if isinstance(axis, (tuple, list)):
-        if not allow_multiple:
-            raise TypeError("axis must be an int")
-        axes = tuple(_one_axis(a, ndim) for a in axis)
-        if len(set(axes)) != len(axes):
-            raise ValueError(f"repeated axis in {axis!r}")
-        return tuple(sorted(axes))
-    return (_one_axis(axis, ndim),)
-
-
-def _one_axis(a: Any, ndim: int) -> int:
-    try:
-        a = operator.index(a)
-    except TypeError:
-        raise TypeError(f"axis must be an int, a tuple of ints or None, got {a!r}") from None
-    if not -ndim <= a < ndim:
-        raise ValueError(f"axis {a} is out of bounds for an array of dimension {ndim}")
-    return int(a) % ndim
-
-
-class _Layout:
-    """An array seen as a C-contiguous (rows, cols) matrix with `axes` last."""
-
-    def __init__(self, x: np.ndarray, axes: Tuple[int, ...], dtype: np.dtype):
-        self.shape = x.shape
-        self.axes = axes
-        self.keep = tuple(i for i in range(x.ndim) if i not in axes)
-        self.trailing = axes == tuple(range(x.ndim - len(axes), x.ndim))
-        self.batch_shape = tuple(x.shape[i] for i in self.keep)
-        cols = 1
-        for a in axes:
-            cols *= x.shape[a]
-        rows = 1
-        for s in self.batch_shape:
-            rows *= s
-        self.rows, self.cols = rows, cols
-        moved = x if self.trailing else np.transpose(x, self.keep + axes)
-        # No copy for a C-contiguous, aligned array of the right dtype.
-        self.x2d = _c(moved, dtype).reshape(rows, cols)
-
-    def restore(self, y2d: np.ndarray) -> np.ndarray:
-        """A (rows, cols) result back in the input's shape and axis order (a view when possible)."""
-        moved_shape = self.batch_shape + tuple(self.shape[a] for a in self.axes)
-        y = y2d.reshape(moved_shape)
-        if self.trailing:
-            return y
-        return np.transpose(y, np.argsort(self.keep + self.axes))
-
-    def out_view(self, out: np.ndarray) -> Optional[np.ndarray]:
-        """`out` as a (rows, cols) C-contiguous view the kernel can write directly, or None."""
-        if self.trailing and out.flags.c_contiguous and out.flags.aligned:
-            return out.reshape(self.rows, self.cols)
-        return None
-
-
-def _check_out(out: Any, shape: Tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-    if not isinstance(out, np.ndarray):
-        raise ValueError(f"out must be a NumPy ndarray, got {type(out).__name__}")
-    if out.shape != tuple(shape):
-        raise ValueError(f"out has shape {out.shape}, expected {tuple(shape)}")
-    if out.dtype != dtype:
-        raise ValueError(f"out has dtype {out.dtype}, expected {dtype}")
-    if not out.flags.writeable:
-        raise ValueError("out is read-only")
-    return out
-
-
-def _scale(temperature: Any) -> float:
-    try:
-        t = float(temperature)
-    except (TypeError, ValueError):
-        raise TypeError(f"temperature must be a real number, got {temperature!r}") from None
-    if not (t > 0.0 and np.isfinite(t)):
-        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
-    return 1.0 / t
-
-
-def _write_result(
-    layout: _Layout,
-    out: Optional[np.ndarray],
-    res_dtype: np.dtype,
-    run: Any,
-) -> np.ndarray:
-    """Runs `run(dst2d)` into `out` directly when it can, else into a fresh array, then places it."""
-    kdt = layout.x2d.dtype
-    if out is not None and res_dtype == kdt:
-        view = layout.out_view(out)
-        if view is not None and (
-            view.__array_interface__["data"][0] == layout.x2d.__array_interface__["data"][0]
-            or not np.may_share_memory(view, layout.x2d)
-        ):
-            run(view)
-            return out
-    dst = np.empty((layout.rows, layout.cols), dtype=kdt)
-    run(dst)
-    y = layout.restore(dst)
-    if out is not None:
-        np.copyto(out, y, casting="unsafe")
-        return out
-    if res_dtype != kdt:
-        return y.astype(res_dtype)
-    return y
+def _out(be: ModuleType, out: Any, shape: Tuple[int, ...], dtype: np.dtype) -> Any:
+    return None if out is None else be.out_array(out, shape, dtype)
 
 
 # --------------------------------------------------------------------------------------------------
 # softmax family
 
 
-def _softmax_impl(x: Any, axis: Axis, temperature: Any, out: Any, sign: float, log: bool) -> Any:
-    x = _asarray(x)
-    kdt, rdt = _dtypes(x)
-    scale = sign * _scale(temperature)
-    axes = _normalize_axes(axis, x.ndim) if x.ndim else ()
-    if out is not None:
-        out = _check_out(out, x.shape, rdt)
+def _softmax(x: Any, axis: Axis, temperature: Any, out: Any, sign: float, log: bool) -> Any:
+    if (
+        type(x) is np.ndarray
+        and type(axis) is int
+        and axis == -1
+        and _cpu.plain(x)
+        and (out is None or _cpu.plain_out(out, x, x.shape))
+    ):
+        return _cpu.softmax_plain(x, sign * _checks.inv_temperature(temperature), log, out)
+    be = _backend(x)
+    x = be.asarray(x)
+    rdt = _checks.result_dtype(x.dtype)
+    scale = sign * _checks.inv_temperature(temperature)
+    axes = _checks.axes(axis, x.ndim) if x.ndim else (0,)
+    out = _out(be, out, x.shape, rdt)
     if x.ndim == 0:
         # A 0-d array is one row of one element (SciPy's rule for axis=None).
-        res = _softmax_impl(x.reshape(1), 0, temperature, None, sign, log).reshape(())
+        res = be.softmax(x.reshape(1), axes, scale, log, None, rdt).reshape(())
         if out is not None:
-            np.copyto(out, res)
+            be.copy_into(out, res)
             return out
         return res
-    layout = _Layout(x, axes, kdt)
-    if layout.rows * layout.cols == 0:
-        res = np.empty(x.shape, dtype=rdt)
-        return out if out is not None else res
-    return _write_result(
-        layout,
-        out,
-        rdt,
-        lambda dst: _native.softmax(layout.x2d, dst, scale, log),
-    )
+    return be.softmax(x, axes, scale, log, out, rdt)
 
 
 def softmax(x: Any, axis: Axis = -1, *, temperature: float = 1.0, out: Any = None) -> Any:
@@ -230,14 +76,7 @@ def softmax(x: Any, axis: Axis = -1, *, temperature: float = 1.0, out: Any = Non
     >>> fs.softmax(np.array([[1.0, 2.0, 3.0]])).round(4)
     array([[0.09  , 0.2447, 0.6652]])
     """
-    if axis == -1 and type(x) is np.ndarray:
-        # The common call (T5): one native call, no layout work.
-        y = _native.softmax_fast(x, out, 1.0 if temperature == 1.0 else _scale(temperature), False)
-        if y is not None:
-            return y
-    if _is_cupy(x):
-        return _cuda().softmax(x, axis, temperature=temperature, out=out)
-    return _softmax_impl(x, axis, temperature, out, 1.0, False)
+    return _softmax(x, axis, temperature, out, 1.0, False)
 
 
 def log_softmax(x: Any, axis: Axis = -1, *, temperature: float = 1.0, out: Any = None) -> Any:
@@ -249,13 +88,7 @@ def log_softmax(x: Any, axis: Axis = -1, *, temperature: float = 1.0, out: Any =
     >>> fs.log_softmax(np.array([0.0, 0.0])).round(4)
     array([-0.6931, -0.6931])
     """
-    if axis == -1 and type(x) is np.ndarray:
-        y = _native.softmax_fast(x, out, 1.0 if temperature == 1.0 else _scale(temperature), True)
-        if y is not None:
-            return y
-    if _is_cupy(x):
-        return _cuda().log_softmax(x, axis, temperature=temperature, out=out)
-    return _softmax_impl(x, axis, temperature, out, 1.0, True)
+    return _softmax(x, axis, temperature, out, 1.0, True)
 
 
 def softmin(x: Any, axis: Axis = -1, *, temperature: float = 1.0, out: Any = None) -> Any:
@@ -265,17 +98,7 @@ def softmin(x: Any, axis: Axis = -1, *, temperature: float = 1.0, out: Any = Non
     >>> fs.softmin(np.array([1.0, 2.0])).round(4)
     array([0.7311, 0.2689])
     """
-    if axis == -1 and type(x) is np.ndarray:
-        y = _native.softmax_fast(x, out, -_scale(temperature), False)
-        if y is not None:
-            return y
-    if _is_cupy(x):
-        return _cuda().softmin(x, axis, temperature=temperature, out=out)
-    return _softmax_impl(x, axis, temperature, out, -1.0, False)
-
-
-# --------------------------------------------------------------------------------------------------
-# logsumexp
+    return _softmax(x, axis, temperature, out, -1.0, False)
 
 
 def logsumexp(
@@ -302,32 +125,23 @@ def logsumexp(
     4.248354255291589e-18
     """
     if (
-        axis == -1
+        type(x) is np.ndarray
         and b is None
         and not keepdims
         and not return_sign
-        and type(x) is np.ndarray
-        and (out is None or type(out) is np.ndarray)
+        and type(axis) is int
+        and axis == -1
+        and _cpu.plain(x)
+        and (out is None or _cpu.plain_out(out, x, x.shape[:-1]))
     ):
-        r = _native.logsumexp_fast(x, 1.0 if temperature == 1.0 else _scale(temperature), out)
-        if r is not None:
-            return r[()] if r.ndim == 0 and out is None else r
-    if _is_cupy(x):
-        return _cuda().logsumexp(
-            x,
-            axis,
-            b=b,
-            keepdims=keepdims,
-            return_sign=return_sign,
-            temperature=temperature,
-            out=out,
-        )
-    x = _asarray(x)
-    kdt, rdt = _dtypes(x)
-    inv_t = _scale(temperature)
+        return _cpu.logsumexp_plain(x, _checks.inv_temperature(temperature), out)
+    be = _backend(x)
+    x = be.asarray(x)
+    rdt = _checks.result_dtype(x.dtype)
+    inv_t = _checks.inv_temperature(temperature)
     if b is not None:
-        b = _asarray(b, "b")
-        if b.dtype.kind not in "biuf" and not _is_bfloat16(b.dtype):
+        b = be.asarray(b, "b")
+        if b.dtype.kind not in "biuf" and not _checks.is_bf16(b.dtype):
             raise TypeError(f"b has unsupported dtype {b.dtype}")
         try:
             shape = np.broadcast_shapes(x.shape, b.shape)
@@ -335,205 +149,33 @@ def logsumexp(
             raise ValueError(
                 f"b of shape {b.shape} does not broadcast against x of shape {x.shape}"
             ) from None
-        if b.dtype.kind == "f" and b.dtype.itemsize > kdt.itemsize:
-            kdt = rdt = np.result_type(kdt, b.dtype)
+        rdt = _checks.lse_result_dtype(x.dtype, b.dtype)
         if shape != x.shape:
-            x = np.broadcast_to(x, shape)
-        b = np.broadcast_to(b, shape)
+            x = be.broadcast_to(x, shape)
+        b = be.broadcast_to(b, shape)
     ndim = x.ndim
     if ndim == 0:
         x = x.reshape(1)
-        if b is not None:
-            b = b.reshape(1)
+        b = None if b is None else b.reshape(1)
         axes: Tuple[int, ...] = (0,)
+        res_shape: Tuple[int, ...] = ()
     else:
-        axes = _normalize_axes(axis, ndim)
-    layout = _Layout(x, axes, kdt)
-    res_shape = layout.batch_shape
-    if keepdims:
-        res_shape = tuple(1 if i in axes else s for i, s in enumerate(x.shape))
-        if ndim == 0:
-            res_shape = ()
-    if out is not None:
-        out = _check_out(out, res_shape, rdt)
-    res = np.empty(layout.rows, dtype=kdt)
-    sign = None
-    if b is None:
-        if layout.rows:
-            _native.logsumexp(layout.x2d, res, inv_t)
-    else:
-        b2d = _Layout(b, axes, kdt).x2d
-        x2d = layout.x2d if inv_t == 1.0 else layout.x2d * kdt.type(inv_t)
-        sign = np.empty(layout.rows, dtype=kdt)
-        if layout.rows:
-            _native.logsumexp_b(_c(x2d, kdt), b2d, res, sign)
-        if inv_t != 1.0:
-            res *= kdt.type(1.0 / inv_t)
-        if not return_sign:
-            res[sign < 0] = np.nan
-    res = res.reshape(res_shape)
-    if rdt != kdt:
-        res = res.astype(rdt)
-    if out is not None:
-        np.copyto(out, res)
-        res = out
-    elif res.ndim == 0:
-        res = res[()]
+        axes = _checks.axes(axis, ndim)
+        if keepdims:
+            res_shape = tuple(1 if i in axes else s for i, s in enumerate(x.shape))
+        else:
+            res_shape = tuple(s for i, s in enumerate(x.shape) if i not in axes)
+    out = _out(be, out, res_shape, rdt)
+    res, sign = be.logsumexp(x, axes, b, inv_t, res_shape, return_sign, out, rdt)
     if not return_sign:
         return res
     if sign is None:
-        # Without weights every term is positive: the sign is 1, or 0 for an empty/-inf sum, NaN for
-        # NaN (SciPy's convention).
-        r = np.asarray(res, dtype=kdt)
-        sign = np.where(np.isnan(r), np.nan, np.where(r == -np.inf, 0.0, 1.0)).astype(kdt)
-    sign = np.asarray(sign).reshape(res_shape).astype(rdt)
-    return res, (sign[()] if sign.ndim == 0 else sign)
+        sign = be.sign_of_lse(res)
+    return res, sign
 
 
 # --------------------------------------------------------------------------------------------------
 # cross-entropy family
-
-
-def _ce_options(
-    reduction: Any, label_smoothing: Any, z_loss: Any, softcap: Any, ignore_index: Any
-) -> Tuple[float, float, Optional[float], int]:
-    """The scalar options of the cross-entropy family, checked (API.md §5); shared with `_cuda`."""
-    if reduction not in _REDUCTIONS:
-        raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
-    try:
-        eps = float(label_smoothing)
-    except (TypeError, ValueError):
-        raise TypeError(f"label_smoothing must be a number, got {label_smoothing!r}") from None
-    if not 0.0 <= eps <= 1.0:
-        raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing!r}")
-    try:
-        z = float(z_loss)
-    except (TypeError, ValueError):
-        raise TypeError(f"z_loss must be a number, got {z_loss!r}") from None
-    if not (z >= 0.0 and math.isfinite(z)):
-        raise ValueError(f"z_loss must be a finite number >= 0, got {z_loss!r}")
-    cap = None
-    if softcap is not None:
-        try:
-            cap = float(softcap)
-        except (TypeError, ValueError):
-            raise TypeError(f"softcap must be a number or None, got {softcap!r}") from None
-        if not (cap > 0.0 and math.isfinite(cap)):
-            raise ValueError(f"softcap must be a finite number > 0, got {softcap!r}")
-    try:
-        ignore = operator.index(ignore_index)
-    except TypeError:
-        raise TypeError(f"ignore_index must be an int, got {ignore_index!r}") from None
-    return eps, z, cap, ignore
-
-
-def _ce_target_is_soft(
-    target: Any, logits_shape: Tuple[int, ...], batch_shape: Tuple[int, ...], cax: int
-) -> bool:
-    """Whether `target` holds soft labels (else class indices), after checking its shape and dtype;
-    shared with `_cuda` (works on the metadata of NumPy and CuPy arrays alike)."""
-    if target.dtype.kind in "iu":
-        if target.shape != batch_shape:
-            raise ValueError(
-                f"class-index target must have shape {batch_shape} "
-                f"(logits {logits_shape} without axis {cax}), got {target.shape}"
-            )
-        return False
-    if target.dtype.kind == "f" or _is_bfloat16(target.dtype):
-        if target.shape != logits_shape:
-            raise ValueError(
-                f"soft-label target must have the logits' shape {logits_shape}, "
-                f"got {target.shape}"
-            )
-        return True
-    raise TypeError(
-        f"target must hold integer class indices or floating probabilities, "
-        f"got dtype {target.dtype}"
-    )
-
-
-def _check_weight(w: Any, classes: int) -> None:
-    """`weight` must be a real array of one value per class; shared with `_cuda`."""
-    if w.dtype.kind not in "biuf" and not _is_bfloat16(w.dtype):
-        raise TypeError(f"weight has unsupported dtype {w.dtype}")
-    if w.shape != (classes,):
-        raise ValueError(f"weight must have shape ({classes},) (one per class), got {w.shape}")
-
-
-class _CeCall:
-    """The validated arguments of one cross-entropy call, as the kernel wants them."""
-
-    def __init__(
-        self,
-        logits: Any,
-        target: Any,
-        axis: Any,
-        weight: Any,
-        ignore_index: Any,
-        reduction: Any,
-        label_smoothing: Any,
-        z_loss: Any,
-        softcap: Any,
-    ):
-        logits = _asarray(logits, "logits")
-        kdt, rdt = _dtypes(logits, "logits")
-        if logits.ndim == 0:
-            raise ValueError("logits must have at least one dimension (the classes)")
-        (cax,) = _normalize_axes(axis, logits.ndim, allow_multiple=False)
-        eps, z, cap, ignore = _ce_options(
-            reduction, label_smoothing, z_loss, softcap, ignore_index
-        )
-
-        target = _asarray(target, "target")
-        layout = _Layout(logits, (cax,), kdt)
-        C = layout.cols
-        soft = _ce_target_is_soft(target, logits.shape, layout.batch_shape, cax)
-        if soft:
-            t = _Layout(target, (cax,), kdt).x2d
-        else:
-            t = target.reshape(-1)
-            if t.dtype == np.uint64 and t.size and t.max() > np.iinfo(np.int64).max:
-                pos = int(np.argmax(t > np.iinfo(np.int64).max))
-                raise IndexError(
-                    f"target {int(t[pos])} at position {pos} is out of bounds for {C} classes"
-                )
-            t = _c(t, np.int64)
-        w = None
-        if weight is not None:
-            w = _asarray(weight, "weight")
-            _check_weight(w, C)
-            w = _c(w, kdt)
-        self.logits = logits
-        self.layout = layout
-        self.kdt, self.rdt = kdt, rdt
-        self.target, self.soft = t, soft
-        self.weight = w
-        self.ignore = ignore
-        self.reduction = reduction
-        self.eps, self.z, self.cap = eps, z, cap
-
-    def run(self, grad: Optional[np.ndarray]) -> Tuple[Any, Any]:
-        """Runs the kernel; returns (loss, losses-per-row array or None)."""
-        lay = self.layout
-        losses = None
-        if self.reduction == "none":
-            losses = np.empty(lay.rows, dtype=self.kdt)
-        total = _native.cross_entropy(
-            lay.x2d,
-            self.target,
-            self.weight,
-            self.ignore,
-            self.eps,
-            self.z,
-            self.cap,
-            self.reduction,
-            grad,
-            losses,
-        )
-        if losses is not None:
-            loss = losses.reshape(lay.batch_shape).astype(self.rdt, copy=False)
-            return (loss[()] if loss.ndim == 0 else loss), losses
-        return self.rdt.type(total), None
 
 
 _CE_DOC_OPTIONS = """
@@ -544,6 +186,49 @@ _CE_DOC_OPTIONS = """
     the logits by c·tanh(o/c) first. `target` holds class indices (the logits' shape without `axis`) or
     soft labels (the logits' shape).
 """
+
+
+def _ce(
+    logits: Any,
+    target: Any,
+    axis: Any,
+    weight: Any,
+    ignore_index: Any,
+    reduction: Any,
+    label_smoothing: Any,
+    z_loss: Any,
+    softcap: Any,
+    want_grad: bool,
+    out: Any,
+) -> Tuple[Any, Any]:
+    """`(loss, grad or None)` of the three cross-entropy entry points."""
+    if (
+        type(logits) is np.ndarray
+        and weight is None
+        and type(axis) is int
+        and axis == -1
+        and _cpu.plain(logits)
+        and (out is None or _cpu.plain_out(out, logits, logits.shape))
+    ):
+        opts = _checks.ce_options(reduction, label_smoothing, z_loss, softcap, ignore_index)
+        r = _cpu.ce_plain(logits, target, opts, want_grad, out)
+        if r is not None:
+            return r
+    be = _backend(logits)
+    logits = be.asarray(logits, "logits")
+    rdt = _checks.result_dtype(logits.dtype, "logits")
+    if logits.ndim == 0:
+        raise ValueError("logits must have at least one dimension (the classes)")
+    (cax,) = _checks.axes(axis, logits.ndim, allow_multiple=False)
+    opts = _checks.ce_options(reduction, label_smoothing, z_loss, softcap, ignore_index)
+    target = be.asarray(target, "target")
+    soft = _checks.target_is_soft(target.dtype, target.shape, logits.shape, cax)
+    if weight is not None:
+        weight = be.asarray(weight, "weight")
+        _checks.check_weight(weight.dtype, weight.shape, logits.shape[cax])
+    if want_grad:
+        out = _out(be, out, logits.shape, rdt)
+    return be.cross_entropy(logits, target, soft, weight, cax, opts, want_grad, out, rdt)  # type: ignore[no-any-return]
 
 
 def cross_entropy(
@@ -575,99 +260,9 @@ def cross_entropy(
     array([0.2395, 1.0986])
     """
     return _ce(
-        "loss", logits, target, axis, weight, ignore_index, reduction, label_smoothing, z_loss,
-        softcap, None,
-    )
-
-
-def _ce_fast(
-    logits: Any,
-    target: Any,
-    weight: Any,
-    ignore_index: Any,
-    reduction: Any,
-    label_smoothing: Any,
-    z_loss: Any,
-    softcap: Any,
-    want_grad: bool,
-    out: Any,
-) -> Optional[Tuple[Any, Any]]:
-    """The common call (2-D C-contiguous logits, int64 labels) in one native call, or None."""
-    if type(logits) is not np.ndarray or type(reduction) is not str:
-        return None
-    r = _native.cross_entropy_fast(
-        logits, target, weight, ignore_index, label_smoothing, z_loss, softcap, reduction,
-        want_grad, out,
-    )
-    if r is None:
-        return None
-    loss, grad = r
-    if type(loss) is float:
-        loss = logits.dtype.type(loss)
-    return loss, grad
-
-
-_CUDA_CE = {
-    "loss": "cross_entropy",
-    "grad": "cross_entropy_grad",
-    "both": "cross_entropy_with_grad",
-}
-
-
-def _ce(
-    kind: str,
-    logits: Any,
-    target: Any,
-    axis: Any,
-    weight: Any,
-    ignore_index: Any,
-    reduction: Any,
-    label_smoothing: Any,
-    z_loss: Any,
-    softcap: Any,
-    out: Any,
-) -> Any:
-    """The three cross-entropy entry points; `kind` is "loss", "grad" or "both"."""
-    want_grad = kind != "loss"
-    r = None
-    if axis == -1:
-        r = _ce_fast(
-            logits, target, weight, ignore_index, reduction, label_smoothing, z_loss, softcap,
-            want_grad, out,
-        )
-    if r is None:
-        if _is_cupy(logits):
-            opts: dict[str, Any] = dict(
-                axis=axis, weight=weight, ignore_index=ignore_index, reduction=reduction,
-                label_smoothing=label_smoothing, z_loss=z_loss, softcap=softcap,
-            )
-            if want_grad:
-                opts["out"] = out
-            return getattr(_cuda(), _CUDA_CE[kind])(logits, target, **opts)
-        call = _CeCall(
-            logits, target, axis, weight, ignore_index, reduction, label_smoothing, z_loss, softcap
-        )
-        r = _ce_with_grad(call, out) if want_grad else call.run(None)
-    if kind == "loss":
-        return r[0]
-    return r[1] if kind == "grad" else r
-
-
-def _ce_with_grad(call: _CeCall, out: Any) -> Tuple[Any, Any]:
-    lay = call.layout
-    if out is not None:
-        out = _check_out(out, call.logits.shape, call.rdt)
-    result: dict[str, Any] = {}
-
-    def run(dst: np.ndarray) -> None:
-        result["loss"] = call.run(dst)[0]
-
-    if lay.rows * lay.cols == 0:
-        loss = call.run(np.empty((lay.rows, lay.cols), dtype=call.kdt))[0]
-        grad = out if out is not None else np.empty(call.logits.shape, dtype=call.rdt)
-        return loss, grad
-    grad = _write_result(lay, out, call.rdt, run)
-    return result["loss"], grad
+        logits, target, axis, weight, ignore_index, reduction, label_smoothing, z_loss, softcap,
+        False, None,
+    )[0]
 
 
 def cross_entropy_grad(
@@ -698,9 +293,9 @@ def cross_entropy_grad(
            [ 0.1667,  0.1667, -0.3333]])
     """
     return _ce(
-        "grad", logits, target, axis, weight, ignore_index, reduction, label_smoothing, z_loss,
-        softcap, out,
-    )
+        logits, target, axis, weight, ignore_index, reduction, label_smoothing, z_loss, softcap,
+        True, out,
+    )[1]
 
 
 def cross_entropy_with_grad(
@@ -729,11 +324,10 @@ def cross_entropy_with_grad(
     >>> round(float(loss), 6), grad is o
     (0.669079, True)
     """
-    loss, grad = _ce(
-        "both", logits, target, axis, weight, ignore_index, reduction, label_smoothing, z_loss,
-        softcap, out,
+    return _ce(
+        logits, target, axis, weight, ignore_index, reduction, label_smoothing, z_loss, softcap,
+        True, out,
     )
-    return loss, grad
 
 
 for _f in (cross_entropy, cross_entropy_grad, cross_entropy_with_grad):
@@ -744,56 +338,22 @@ for _f in (cross_entropy, cross_entropy_grad, cross_entropy_with_grad):
 # backward passes, entropy, KL divergence
 
 
-def _pair_dtypes(a: np.ndarray, b: np.ndarray, what: Tuple[str, str]) -> Tuple[np.dtype, np.dtype]:
-    """(kernel dtype, result dtype) of two inputs: their common result dtype when it is the same
-    (float16 stays float16, computed in float32), else the promotion of their kernel dtypes."""
-    ka, ra = _dtypes(a, what[0])
-    kb, rb = _dtypes(b, what[1])
-    if ra == rb:
-        return ka, ra
-    k = np.dtype(np.result_type(ka, kb))
-    return k, k
-
-
-def _data_ptr(a: np.ndarray) -> int:
-    return int(a.__array_interface__["data"][0])
-
-
 def _backward(grad_output: Any, y: Any, axis: Any, out: Any, log: bool, yname: str) -> Any:
-    g = _asarray(grad_output, "grad_output")
-    yy = _asarray(y, yname)
-    kdt, rdt = _pair_dtypes(g, yy, ("grad_output", yname))
+    be = _backend(grad_output)
+    g = be.asarray(grad_output, "grad_output")
+    yy = be.asarray(y, yname)
+    rdt = _checks.pair_dtypes(g.dtype, yy.dtype, ("grad_output", yname))
     if g.shape != yy.shape:
         raise ValueError(f"grad_output has shape {g.shape}, {yname} has shape {yy.shape}")
+    out = _out(be, out, g.shape, rdt)
     if g.ndim == 0:
-        ax = 0
-        g1, y1 = g.reshape(1), yy.reshape(1)
-    else:
-        (ax,) = _normalize_axes(axis, g.ndim, allow_multiple=False)
-        g1, y1 = g, yy
-    if out is not None:
-        out = _check_out(out, g.shape, rdt)
-    lg = _Layout(g1, (ax,), kdt)
-    ly = _Layout(y1, (ax,), kdt)
-    if lg.rows * lg.cols == 0:
-        return out if out is not None else np.empty(g.shape, dtype=rdt)
-    if out is not None and rdt == kdt and g.ndim:
-        view = lg.out_view(out)
-        # The kernel may write `out` directly when it is exactly `g` and/or `y` (in place) or shares
-        # no memory with either; any other overlap goes through a temporary.
-        if view is not None and all(
-            _data_ptr(view) == _data_ptr(a) or not np.may_share_memory(view, a)
-            for a in (lg.x2d, ly.x2d)
-        ):
-            _native.softmax_backward(lg.x2d, ly.x2d, view, log)
+        res = be.softmax_backward(g.reshape(1), yy.reshape(1), 0, log, None, rdt).reshape(())
+        if out is not None:
+            be.copy_into(out, res)
             return out
-    dst = np.empty((lg.rows, lg.cols), dtype=kdt)
-    _native.softmax_backward(lg.x2d, ly.x2d, dst, log)
-    res = lg.restore(dst).reshape(g.shape)
-    if out is not None:
-        np.copyto(out, res, casting="unsafe")
-        return out
-    return res.astype(rdt) if rdt != kdt else res
+        return res
+    (ax,) = _checks.axes(axis, g.ndim, allow_multiple=False)
+    return be.softmax_backward(g, yy, ax, log, out, rdt)
 
 
 def softmax_backward(grad_output: Any, y: Any, axis: int = -1, *, out: Any = None) -> Any:
@@ -822,8 +382,6 @@ def softmax_backward(grad_output: Any, y: Any, axis: int = -1, *, out: Any = Non
     >>> fs.softmax_backward(np.array([1.0, 0.0, 0.0]), y).round(4)
     array([ 0.0819, -0.022 , -0.0599])
     """
-    if _is_cupy(grad_output):
-        return _cuda().softmax_backward(grad_output, y, axis, out=out)
     return _backward(grad_output, y, axis, out, False, "y")
 
 
@@ -842,43 +400,35 @@ def log_softmax_backward(grad_output: Any, log_y: Any, axis: int = -1, *, out: A
     >>> fs.log_softmax_backward(np.array([-1.0, 0.0]), log_y)
     array([-0.5,  0.5])
     """
-    if _is_cupy(grad_output):
-        return _cuda().log_softmax_backward(grad_output, log_y, axis, out=out)
     return _backward(grad_output, log_y, axis, out, True, "log_y")
 
 
-def _base_scale(base: Any) -> float:
-    """1 / ln(base): the factor from nats to `base` units."""
-    if base is None:
-        return 1.0
-    try:
-        b = float(base)
-    except (TypeError, ValueError):
-        raise TypeError(f"base must be a real number or None, got {base!r}") from None
-    if not b > 0.0:
-        raise ValueError(f"base must be > 0, got {base!r}")
-    if b == 1.0:
-        raise ValueError("base must not be 1 (log(1) = 0)")
-    return 1.0 / math.log(b)
-
-
-def _row_reduce(p: np.ndarray, q: Optional[np.ndarray], axis: Any, from_logits: bool, scale: float,
-                kdt: np.dtype, rdt: np.dtype) -> Any:
-    if p.ndim == 0:
-        p = p.reshape(1)
-        q = None if q is None else q.reshape(1)
-        axes: Tuple[int, ...] = (0,)
+def _row_reduce(p: Any, q: Any, axis: Any, from_logits: bool, base: Any) -> Any:
+    be = _backend(p)
+    pa = be.asarray(p, "p")
+    if q is None:
+        rdt = _checks.result_dtype(pa.dtype, "p")
+        qa = None
     else:
-        axes = _normalize_axes(axis, p.ndim, allow_multiple=False)
-    lp = _Layout(p, axes, kdt)
-    q2d = None if q is None else _Layout(q, axes, kdt).x2d
-    res = np.empty(lp.rows, dtype=kdt)
-    if lp.rows:
-        _native.entropy(lp.x2d, q2d, res, bool(from_logits), scale)
-    r = res.reshape(lp.batch_shape)
-    if rdt != kdt:
-        r = r.astype(rdt)
-    return r[()] if r.ndim == 0 else r
+        qa = be.asarray(q, "q")
+        rdt = _checks.pair_dtypes(pa.dtype, qa.dtype, ("p", "q"))
+    scale = _checks.base_scale(base)
+    if qa is not None:
+        try:
+            shape = np.broadcast_shapes(pa.shape, qa.shape)
+        except ValueError:
+            raise ValueError(
+                f"p of shape {pa.shape} and q of shape {qa.shape} do not broadcast"
+            ) from None
+        pa = be.broadcast_to(pa, shape) if pa.shape != shape else pa
+        qa = be.broadcast_to(qa, shape) if qa.shape != shape else qa
+    if pa.ndim == 0:
+        pa = pa.reshape(1)
+        qa = None if qa is None else qa.reshape(1)
+        ax = 0
+    else:
+        (ax,) = _checks.axes(axis, pa.ndim, allow_multiple=False)
+    return be.entropy(pa, qa, ax, bool(from_logits), scale, rdt)
 
 
 def entropy(p: Any, axis: int = -1, *, base: Optional[float] = None, from_logits: bool = False) -> Any:
@@ -913,12 +463,7 @@ def entropy(p: Any, axis: int = -1, *, base: Optional[float] = None, from_logits
     >>> fs.entropy(np.array([[0.0, 0.0], [0.0, -np.inf]]), from_logits=True).round(4)
     array([0.6931, 0.    ])
     """
-    if _is_cupy(p):
-        return _cuda().entropy(p, axis, base=base, from_logits=from_logits)
-    pa = _asarray(p, "p")
-    kdt, rdt = _dtypes(pa, "p")
-    scale = _base_scale(base)
-    return _row_reduce(pa, None, axis, from_logits, scale, kdt, rdt)
+    return _row_reduce(p, None, axis, from_logits, base)
 
 
 def kl_divergence(
@@ -948,19 +493,7 @@ def kl_divergence(
     >>> float(fs.kl_divergence(np.array([1.0, 0.0]), np.array([0.0, 1.0])))
     inf
     """
-    if _is_cupy(p):
-        return _cuda().kl_divergence(p, q, axis, base=base, from_logits=from_logits)
-    pa = _asarray(p, "p")
-    qa = _asarray(q, "q")
-    kdt, rdt = _pair_dtypes(pa, qa, ("p", "q"))
-    scale = _base_scale(base)
-    try:
-        shape = np.broadcast_shapes(pa.shape, qa.shape)
-    except ValueError:
-        raise ValueError(f"p of shape {pa.shape} and q of shape {qa.shape} do not broadcast") from None
-    pa = np.broadcast_to(pa, shape) if pa.shape != shape else pa
-    qa = np.broadcast_to(qa, shape) if qa.shape != shape else qa
-    return _row_reduce(pa, qa, axis, from_logits, scale, kdt, rdt)
+    return _row_reduce(p, q, axis, from_logits, base)
 
 
 # --------------------------------------------------------------------------------------------------

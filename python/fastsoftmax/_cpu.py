@@ -1,0 +1,278 @@
+"""The NumPy backend: brings checked arguments to the layout of the native kernels and calls them.
+
+Every function receives arguments `_api` has already checked (axes normalised, options parsed,
+`out` of the right shape and dtype), builds one `Layout` per input, calls the one native entry of
+the operation, and places the result where the caller wants it. Half-precision inputs are computed
+in float32 and rounded back to their own dtype at the end.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Tuple
+
+import numpy as np
+
+from . import _native
+from . import _checks
+from ._checks import CeOptions, compute_dtype
+from ._layout import Layout, Xp
+
+I64 = np.dtype(np.int64)
+_I64_MAX = np.iinfo(np.int64).max
+
+
+def _contig(a: Any, dtype: np.dtype) -> np.ndarray:
+    """`a` as a C-contiguous, aligned, native-order array of `dtype` (no copy when it is one)."""
+    if a.dtype == dtype:
+        flags = a.flags
+        if flags.c_contiguous and flags.aligned:
+            return a  # type: ignore[no-any-return]
+    return np.require(a, dtype=dtype, requirements=("C", "A"))
+
+
+def _address(a: np.ndarray) -> int:
+    return int(a.__array_interface__["data"][0])
+
+
+XP = Xp(
+    contig=_contig,
+    may_share=lambda a, b: bool(np.may_share_memory(a, b)),
+    address=_address,
+    aligned=lambda a: bool(a.flags.aligned),
+)
+
+
+def out_array(out: Any, shape: Tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    return _checks.out_array(out, np.ndarray, "NumPy", shape, dtype)  # type: ignore[no-any-return]
+
+
+def copy_into(out: np.ndarray, src: Any) -> None:
+    np.copyto(out, src, casting="unsafe")
+
+
+
+def asarray(x: Any, what: str = "x") -> np.ndarray:
+    """`x` as a NumPy array; arrays of other libraries are a ``TypeError``."""
+    if isinstance(x, np.ndarray):
+        return x
+    if type(x).__module__.split(".", 1)[0] == "cupy":
+        raise TypeError(f"{what} is a CuPy array while the other arguments are on the CPU")
+    try:
+        return np.asarray(x)
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"{what} cannot be converted to a NumPy array: {e}") from None
+
+
+# --------------------------------------------------------------------------------------------------
+# the common call: arrays the kernels read as they are, the classes along the last axis
+
+
+_PLAIN = frozenset({np.dtype(np.float32), np.dtype(np.float64)})
+
+
+def plain(x: np.ndarray) -> bool:
+    """Whether the kernels read `x` as it is: native float32/float64, C-contiguous, aligned,
+    at least 1-D and not empty. Checked first by `_api` so the common call skips `Layout`."""
+    if x.dtype not in _PLAIN or not x.ndim or not x.size:
+        return False
+    f = x.flags
+    return bool(f.c_contiguous and f.aligned)
+
+
+def plain_out(out: Any, x: np.ndarray, shape: Tuple[int, ...]) -> bool:
+    """Whether `out` can take a plain call's result directly: `x`'s dtype, `shape`, C-contiguous,
+    aligned and writable (the kernels handle `out` overlapping `x` themselves)."""
+    if type(out) is not np.ndarray or out.dtype != x.dtype or out.shape != shape:
+        return False
+    f = out.flags
+    return bool(f.c_contiguous and f.aligned and f.writeable)
+
+
+def softmax_plain(x: np.ndarray, scale: float, log: bool, out: Optional[np.ndarray]) -> Any:
+    return _native.softmax(x, out, scale, log)
+
+
+def logsumexp_plain(x: np.ndarray, inv_t: float, out: Optional[np.ndarray]) -> Any:
+    r = _native.logsumexp(x, out, inv_t)
+    return r[()] if out is None and r.ndim == 0 else r
+
+
+def ce_plain(
+    logits: np.ndarray, target: Any, opts: CeOptions, want_grad: bool, out: Optional[np.ndarray]
+) -> Optional[Tuple[Any, Any]]:
+    """The cross-entropy of plain logits with int64 labels of the batch shape, or None when the
+    labels are not such an array (the general path then converts them)."""
+    if (
+        type(target) is not np.ndarray
+        or target.dtype != I64
+        or target.shape != logits.shape[:-1]
+        or not target.flags.c_contiguous
+    ):
+        return None
+    total, losses, grad = _native.cross_entropy(
+        logits, target, None, opts.ignore_index, opts.label_smoothing, opts.z_loss, opts.softcap,
+        opts.reduction, want_grad, out,
+    )
+    if losses is None:
+        return logits.dtype.type(total), grad
+    return (losses[()] if losses.ndim == 0 else losses), grad
+
+
+def _place(lay: Layout, yk: np.ndarray, out: Optional[np.ndarray], rdt: np.dtype) -> Any:
+    """A result computed into a temporary shaped like `lay.xk`: copied into `out`, or returned in
+    the input's shape and the result dtype."""
+    y = lay.restore(yk)
+    if out is not None:
+        np.copyto(out, y, casting="unsafe")
+        return out
+    return y.astype(rdt) if y.dtype != rdt else y
+
+
+def _rowwise(
+    lay: Layout, out: Optional[np.ndarray], rdt: np.dtype, call: Any,
+    others: Tuple[Any, ...] = (), in_place: Tuple[Any, ...] = (),
+) -> Any:
+    """Runs ``call(dst)`` (dst: an array shaped like `lay.xk`, or None to let the kernel allocate)
+    writing `out` directly when it can, and returns the result."""
+    if out is None:
+        y = call(None)
+        if lay.as_is and y.dtype == rdt:
+            return y  # the common call: the kernel's own array is the result
+        return _place(lay, y, None, rdt)
+    view = lay.direct_out(out, others, in_place)
+    if view is not None:
+        call(view)
+        return out
+    return _place(lay, call(None), out, rdt)
+
+
+# --------------------------------------------------------------------------------------------------
+# softmax family, logsumexp
+
+
+def softmax(
+    x: np.ndarray, axes: Tuple[int, ...], scale: float, log: bool, out: Optional[np.ndarray],
+    rdt: np.dtype,
+) -> Any:
+    lay = Layout(x, axes, compute_dtype(rdt), XP)
+    if lay.rows * lay.cols == 0:
+        return out if out is not None else np.empty(x.shape, dtype=rdt)
+    return _rowwise(lay, out, rdt, lambda dst: _native.softmax(lay.xk, dst, scale, log))
+
+
+def logsumexp(
+    x: np.ndarray, axes: Tuple[int, ...], b: Optional[np.ndarray], inv_t: float,
+    res_shape: Tuple[int, ...], return_sign: bool, out: Optional[np.ndarray], rdt: np.dtype,
+) -> Tuple[Any, Optional[np.ndarray]]:
+    """`(T·log|Σ b·exp(x/T)|, sign or None)` over `axes`, shaped `res_shape`, into `out` when
+    given. Without `b` every term is positive and the sign is None; with it, a negative sum gives
+    NaN unless `return_sign`."""
+    kdt = compute_dtype(rdt)
+    lay = Layout(x, axes, kdt, XP)
+    if b is None:
+        if out is not None and out.dtype == kdt and out.flags.c_contiguous and out.flags.aligned:
+            _native.logsumexp(lay.xk, out.reshape(lay.xk.shape[:-1]), inv_t)
+            return out, None
+        return _finish(_native.logsumexp(lay.xk, None, inv_t), res_shape, out, rdt), None
+    bk = Layout(b, axes, kdt, XP).xk
+    xk = lay.xk if inv_t == 1.0 else _contig(lay.xk * kdt.type(inv_t), kdt)
+    res, sign = _native.logsumexp_b(xk, bk)
+    if inv_t != 1.0:
+        res *= kdt.type(1.0 / inv_t)
+    if not return_sign:
+        res[sign < 0] = np.nan
+    return _finish(res, res_shape, out, rdt), _finish(sign, res_shape, None, rdt)
+
+
+def _finish(r: np.ndarray, shape: Tuple[int, ...], out: Optional[np.ndarray], rdt: np.dtype) -> Any:
+    """A per-row result reshaped, in the result dtype, copied into `out` when given; a NumPy
+    scalar when 0-d."""
+    r = r.reshape(shape)
+    if out is not None:
+        np.copyto(out, r, casting="unsafe")
+        return out
+    if r.dtype != rdt:
+        r = r.astype(rdt)
+    return r[()] if r.ndim == 0 else r
+
+
+# --------------------------------------------------------------------------------------------------
+# cross-entropy family
+
+
+def cross_entropy(
+    logits: np.ndarray, target: np.ndarray, soft: bool, weight: Optional[np.ndarray], cax: int,
+    opts: CeOptions, want_grad: bool, out: Optional[np.ndarray], rdt: np.dtype,
+) -> Tuple[Any, Any]:
+    """`(loss, grad or None)`: the loss a NumPy scalar (an array of the batch shape for "none")."""
+    kdt = compute_dtype(rdt)
+    lay = Layout(logits, (cax,), kdt, XP)
+    if soft:
+        t = Layout(target, (cax,), kdt, XP).xk
+    else:
+        t = target.reshape(-1)
+        if t.dtype == np.uint64 and t.size and t.max() > _I64_MAX:
+            pos = int(np.argmax(t > _I64_MAX))
+            raise IndexError(
+                f"target {int(t[pos])} at position {pos} is out of bounds for {lay.cols} classes"
+            )
+        t = _contig(t, I64)
+    w = None if weight is None else _contig(weight, kdt)
+    res: dict[str, Any] = {}
+
+    def call(dst: Optional[np.ndarray]) -> Any:
+        total, losses, grad = _native.cross_entropy(
+            lay.xk, t, w, opts.ignore_index, opts.label_smoothing, opts.z_loss, opts.softcap,
+            opts.reduction, want_grad, dst,
+        )
+        res["loss"] = rdt.type(total) if losses is None else _finish(losses, lay.batch_shape, None, rdt)
+        return grad
+
+    if not want_grad:
+        call(None)
+        return res["loss"], None
+    if lay.rows * lay.cols == 0:
+        call(None)
+        return res["loss"], out if out is not None else np.empty(logits.shape, dtype=rdt)
+    # The gradient may overwrite the logits (in place), never the labels or weights.
+    grad = _rowwise(lay, out, rdt, call, others=(t, w))
+    return res["loss"], grad
+
+
+# --------------------------------------------------------------------------------------------------
+# backward passes, entropy and KL
+
+
+def softmax_backward(
+    g: np.ndarray, y: np.ndarray, ax: int, log: bool, out: Optional[np.ndarray], rdt: np.dtype
+) -> Any:
+    kdt = compute_dtype(rdt)
+    lg = Layout(g, (ax,), kdt, XP)
+    yk = Layout(y, (ax,), kdt, XP).xk
+    if lg.rows * lg.cols == 0:
+        return out if out is not None else np.empty(g.shape, dtype=rdt)
+    return _rowwise(
+        lg, out, rdt, lambda dst: _native.softmax_backward(lg.xk, yk, dst, log), in_place=(yk,)
+    )
+
+
+def entropy(
+    p: np.ndarray, q: Optional[np.ndarray], ax: int, from_logits: bool, scale: float,
+    rdt: np.dtype,
+) -> Any:
+    kdt = compute_dtype(rdt)
+    lp = Layout(p, (ax,), kdt, XP)
+    qk = None if q is None else Layout(q, (ax,), kdt, XP).xk
+    return _finish(_native.entropy(lp.xk, qk, from_logits, scale), lp.batch_shape, None, rdt)
+
+
+def broadcast_to(a: np.ndarray, shape: Tuple[int, ...]) -> np.ndarray:
+    return np.broadcast_to(a, shape)
+
+
+def sign_of_lse(res: Any) -> Any:
+    """The sign of an unweighted sum of exponentials from its log: 1, or 0 for an empty or all
+    -inf sum, NaN for NaN (SciPy's convention)."""
+    r = np.asarray(res)
+    s = np.where(np.isnan(r), np.nan, np.where(r == -np.inf, 0.0, 1.0)).astype(r.dtype)
+    return s[()] if s.ndim == 0 else s

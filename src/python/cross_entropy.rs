@@ -1,0 +1,161 @@
+//! The cross-entropy family: loss, and the gradient in the same pass when asked.
+
+use super::arrays::{array, borrow_err, cols, dispatch, output, with_buf, Float};
+use super::run;
+use crate::kernels::cross_entropy::{self as ce, CeOptions, Logits, Reduction, Target};
+use crate::simd;
+use numpy::{PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn, PyUntypedArrayMethods};
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+
+/// `(total loss, per-row losses for reduction "none", gradient when asked)`.
+type CeResult<'py> = (f64, Option<Bound<'py, PyAny>>, Option<Bound<'py, PyAny>>);
+
+fn parse_reduction(r: &str) -> PyResult<Reduction> {
+    match r {
+        "mean" => Ok(Reduction::Mean),
+        "sum" => Ok(Reduction::Sum),
+        "none" => Ok(Reduction::None),
+        _ => Err(PyValueError::new_err(format!(
+            "reduction must be 'mean', 'sum' or 'none', got {r:?}"
+        ))),
+    }
+}
+
+/// The cross-entropy of logits over their last axis. `target` holds int64 class indices (one per
+/// row, any shape with that many elements) or soft labels of the logits' shape and dtype; `weight`
+/// is one value per class. With `want_grad` the gradient goes to `out` (which may be the logits) or
+/// a new array. Returns `(total, losses, grad)`: `losses` (shape `logits.shape[:-1]`) only for
+/// `reduction="none"`, whose total is their sum.
+#[pyfunction]
+#[pyo3(signature = (logits, target, weight, ignore_index, label_smoothing, z_loss, softcap, reduction, want_grad, out=None))]
+#[allow(clippy::too_many_arguments)]
+pub(super) fn cross_entropy<'py>(
+    py: Python<'py>,
+    logits: &Bound<'py, PyAny>,
+    target: &Bound<'py, PyAny>,
+    weight: Option<&Bound<'py, PyAny>>,
+    ignore_index: i64,
+    label_smoothing: f64,
+    z_loss: f64,
+    softcap: Option<f64>,
+    reduction: &str,
+    want_grad: bool,
+    out: Option<&Bound<'py, PyAny>>,
+) -> PyResult<CeResult<'py>> {
+    let opts = CeOptions::<'_, ()> {
+        weight: None,
+        ignore_index,
+        label_smoothing,
+        z_loss,
+        softcap,
+        reduction: parse_reduction(reduction)?,
+    };
+    let grad = if want_grad { Some(out) } else { None };
+    dispatch!(
+        logits,
+        cross_entropy_t(py, logits, target, weight, opts, grad)
+    )
+}
+
+/// The borrowed target: class indices or soft labels.
+enum Labels<'py, T: Float> {
+    Hard(PyReadonlyArrayDyn<'py, i64>),
+    Soft(PyReadonlyArrayDyn<'py, T>),
+}
+
+fn labels<'py, T: Float>(
+    target: &Bound<'py, PyAny>,
+    rows: usize,
+    n: usize,
+) -> PyResult<Labels<'py, T>> {
+    if let Ok(t) = target.cast::<PyArrayDyn<i64>>() {
+        if t.len() != rows || !t.is_c_contiguous() {
+            return Err(PyValueError::new_err(format!(
+                "class-index target must be a C-contiguous int64 array of {rows} labels"
+            )));
+        }
+        return Ok(Labels::Hard(t.try_readonly().map_err(borrow_err)?));
+    }
+    let t = array::<T>(target, "target")?;
+    if t.len() != n {
+        return Err(PyValueError::new_err(format!(
+            "soft-label target must have the logits' {n} elements, got {}",
+            t.len()
+        )));
+    }
+    Ok(Labels::Soft(t.try_readonly().map_err(borrow_err)?))
+}
+
+fn cross_entropy_t<'py, T: Float>(
+    py: Python<'py>,
+    logits: &Bound<'py, PyAny>,
+    target: &Bound<'py, PyAny>,
+    weight: Option<&Bound<'py, PyAny>>,
+    opts: CeOptions<'_, ()>,
+    grad: Option<Option<&Bound<'py, PyAny>>>,
+) -> PyResult<CeResult<'py>> {
+    let x = array::<T>(logits, "logits")?;
+    let (n, c) = (x.len(), cols(x));
+    let shape = x.shape();
+    let batch = &shape[..shape.len() - 1];
+    let rows = batch.iter().product::<usize>();
+    // Borrow everything first; the kernel then runs without touching Python.
+    let t = labels::<T>(target, rows, n)?;
+    let w = match weight {
+        Some(w) => Some(
+            array::<T>(w, "weight")?
+                .try_readonly()
+                .map_err(borrow_err)?,
+        ),
+        None => None,
+    };
+    let losses = match opts.reduction {
+        Reduction::None => Some(output::<T>(py, batch, None, "losses")?),
+        _ => None,
+    };
+    let g = match grad {
+        Some(out) => Some(output::<T>(py, shape, out, "out")?),
+        None => None,
+    };
+    let mut lw = match &losses {
+        Some(l) => Some(l.try_readwrite().map_err(borrow_err)?),
+        None => None,
+    };
+    let loss_slice = match &mut lw {
+        Some(l) => Some(l.as_slice_mut().map_err(borrow_err)?),
+        None => None,
+    };
+    let target = match &t {
+        Labels::Hard(h) => Target::Hard(h.as_slice().map_err(borrow_err)?),
+        Labels::Soft(s) => Target::Soft(s.as_slice().map_err(borrow_err)?),
+    };
+    let opts = CeOptions {
+        weight: match &w {
+            Some(w) => Some(w.as_slice().map_err(borrow_err)?),
+            None => None,
+        },
+        ignore_index: opts.ignore_index,
+        label_smoothing: opts.label_smoothing,
+        z_loss: opts.z_loss,
+        softcap: opts.softcap,
+        reduction: opts.reduction,
+    };
+    let b = simd::active();
+    let total = match &g {
+        None => {
+            let r = x.try_readonly().map_err(borrow_err)?;
+            let xs = r.as_slice().map_err(borrow_err)?;
+            run(py, n, || {
+                ce::cross_entropy(b, Logits::Read(xs), rows, c, target, &opts, loss_slice)
+            })?
+        }
+        Some(g) => with_buf(x, g, |buf| {
+            run(py, n, || {
+                ce::cross_entropy(b, Logits::Grad(buf), rows, c, target, &opts, loss_slice)
+            })
+        })?,
+    };
+    drop(lw);
+    Ok((total, losses.map(|l| l.into_any()), g.map(|g| g.into_any())))
+}

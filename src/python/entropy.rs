@@ -1,0 +1,66 @@
+//! Entropy and KL divergence, of probabilities or of logits.
+
+use super::arrays::{array, cols, dispatch, output, with_slice, with_slice_mut, Float};
+use super::run;
+use crate::kernels::entropy::{self as ent, Input};
+use crate::simd;
+use numpy::PyUntypedArrayMethods;
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+
+/// Over the last axis: `scale · H(p)`, or with `q` (same shape and dtype) `scale · KL(p ‖ q)`;
+/// `from_logits` takes logits and uses their softmax. Returns a new array of shape `p.shape[:-1]`.
+#[pyfunction]
+#[pyo3(signature = (p, q, from_logits, scale))]
+pub(super) fn entropy<'py>(
+    py: Python<'py>,
+    p: &Bound<'py, PyAny>,
+    q: Option<&Bound<'py, PyAny>>,
+    from_logits: bool,
+    scale: f64,
+) -> PyResult<Bound<'py, PyAny>> {
+    let input = if from_logits {
+        Input::Logits
+    } else {
+        Input::Probs
+    };
+    dispatch!(p, entropy_t(py, p, q, input, scale))
+}
+
+fn entropy_t<'py, T: Float>(
+    py: Python<'py>,
+    p: &Bound<'py, PyAny>,
+    q: Option<&Bound<'py, PyAny>>,
+    input: Input,
+    scale: f64,
+) -> PyResult<Bound<'py, PyAny>> {
+    let p = array::<T>(p, "p")?;
+    let shape = p.shape();
+    let o = output::<T>(py, &shape[..shape.len() - 1], None, "out")?;
+    if o.len() == 0 {
+        return Ok(o.into_any());
+    }
+    let c = cols(p);
+    let b = simd::active();
+    with_slice(p, |ps| {
+        with_slice_mut(&o, |os| match q {
+            None => run(py, ps.len(), || ent::entropy(b, ps, c, input, scale, os)),
+            Some(q) => {
+                let q = array::<T>(q, "q")?;
+                if q.shape() != p.shape() {
+                    return Err(PyValueError::new_err(format!(
+                        "q has shape {:?}, p has {:?}",
+                        q.shape(),
+                        p.shape()
+                    )));
+                }
+                with_slice(q, |qs| {
+                    run(py, ps.len(), || {
+                        ent::kl_divergence(b, ps, qs, c, input, scale, os)
+                    })
+                })
+            }
+        })
+    })?;
+    Ok(o.into_any())
+}

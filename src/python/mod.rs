@@ -1,0 +1,99 @@
+//! The only code that knows PyO3. One entry per operation, each taking C-contiguous N-D arrays and
+//! reducing over their last axis (the Python layer moves and merges the reduced axes there); one
+//! float32/float64 dispatch (`arrays::dispatch!`); the GIL released around large kernels; kernel errors
+//! mapped to exceptions here.
+
+mod arrays;
+mod cross_entropy;
+mod entropy;
+mod logsumexp;
+mod softmax;
+
+use crate::simd::{self, Backend};
+use crate::KernelError;
+use pyo3::exceptions::{PyIndexError, PyValueError};
+use pyo3::prelude::*;
+
+/// Inputs of at least this many elements run with the GIL released. Below it, releasing and
+/// re-taking the GIL (~0.2 µs, plus contention) is a noticeable share of a call that takes
+/// microseconds; 16 Ki elements take ~5 µs.
+const GIL_MIN_ELEMS: usize = 1 << 14;
+
+impl From<KernelError> for PyErr {
+    fn from(e: KernelError) -> PyErr {
+        match e {
+            KernelError::Shape(_) | KernelError::Value(_) => PyValueError::new_err(e.to_string()),
+            KernelError::Label { .. } => PyIndexError::new_err(e.to_string()),
+        }
+    }
+}
+
+/// Runs the kernel call `f` without the GIL when the input is large. Every Python object must be
+/// borrowed before (the closure only sees slices).
+fn run<R: Send>(
+    py: Python<'_>,
+    elems: usize,
+    f: impl FnOnce() -> Result<R, KernelError> + Send,
+) -> PyResult<R> {
+    let r = if elems >= GIL_MIN_ELEMS {
+        py.detach(f)
+    } else {
+        f()
+    };
+    Ok(r?)
+}
+
+/// Sets the number of threads the kernels use.
+#[pyfunction]
+fn set_num_threads(n: i64) -> PyResult<()> {
+    if n < 1 {
+        return Err(PyValueError::new_err(format!(
+            "the number of threads must be >= 1, got {n}"
+        )));
+    }
+    crate::parallel::set_num_threads(n as usize);
+    Ok(())
+}
+
+/// The number of threads the kernels use.
+#[pyfunction]
+fn get_num_threads() -> usize {
+    crate::parallel::get_num_threads()
+}
+
+/// The instruction set the kernels run on now.
+#[pyfunction]
+fn simd_backend() -> &'static str {
+    simd::active().name()
+}
+
+/// The instruction sets this CPU supports, lowest first.
+#[pyfunction]
+fn supported_backends() -> Vec<&'static str> {
+    Backend::supported().iter().map(|b| b.name()).collect()
+}
+
+/// Forces an instruction set (for tests); `ValueError` if unknown or unsupported here.
+#[pyfunction]
+fn _set_simd_backend(name: &str) -> PyResult<()> {
+    let b = Backend::from_name(name)
+        .ok_or_else(|| PyValueError::new_err(format!("unknown instruction set {name:?}")))?;
+    Ok(simd::set_active(b)?)
+}
+
+#[pymodule(gil_used = false)]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(softmax::softmax, m)?)?;
+    m.add_function(wrap_pyfunction!(softmax::softmax_backward, m)?)?;
+    m.add_function(wrap_pyfunction!(logsumexp::logsumexp, m)?)?;
+    m.add_function(wrap_pyfunction!(logsumexp::logsumexp_b, m)?)?;
+    m.add_function(wrap_pyfunction!(cross_entropy::cross_entropy, m)?)?;
+    m.add_function(wrap_pyfunction!(entropy::entropy, m)?)?;
+    m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;
+    m.add_function(wrap_pyfunction!(get_num_threads, m)?)?;
+    m.add_function(wrap_pyfunction!(simd_backend, m)?)?;
+    m.add_function(wrap_pyfunction!(supported_backends, m)?)?;
+    m.add_function(wrap_pyfunction!(_set_simd_backend, m)?)?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}

@@ -1,0 +1,120 @@
+//! The softmax family and its vector-Jacobian products.
+
+use super::arrays::{array, cols, dispatch, output, same_memory, with_buf, Float};
+use super::run;
+use crate::kernels::backward::{self as bw, Vjp, VjpBuf};
+use crate::kernels::softmax::{self as sm, Mode};
+use crate::simd;
+use numpy::{PyArrayDyn, PyArrayMethods, PyUntypedArrayMethods};
+use pyo3::prelude::*;
+
+/// `softmax(x · scale)` (`log=True`: log-softmax) over the last axis, into `out` (which may be `x`)
+/// or a new array; returns the result.
+#[pyfunction]
+#[pyo3(signature = (x, out, scale, log))]
+pub(super) fn softmax<'py>(
+    py: Python<'py>,
+    x: &Bound<'py, PyAny>,
+    out: Option<&Bound<'py, PyAny>>,
+    scale: f64,
+    log: bool,
+) -> PyResult<Bound<'py, PyAny>> {
+    let mode = if log { Mode::LogSoftmax } else { Mode::Softmax };
+    dispatch!(x, softmax_t(py, x, out, scale, mode))
+}
+
+fn softmax_t<'py, T: Float>(
+    py: Python<'py>,
+    x: &Bound<'py, PyAny>,
+    out: Option<&Bound<'py, PyAny>>,
+    scale: f64,
+    mode: Mode,
+) -> PyResult<Bound<'py, PyAny>> {
+    let x = array::<T>(x, "x")?;
+    let o = output::<T>(py, x.shape(), out, "out")?;
+    if x.len() > 0 {
+        let (c, scale) = (cols(x), T::from_f64(scale));
+        with_buf(x, &o, |buf| {
+            let n = buf.len();
+            run(py, n, || sm::softmax(simd::active(), buf, c, scale, mode))
+        })?;
+    }
+    Ok(o.into_any())
+}
+
+/// The vector-Jacobian product of softmax (`y · (g − Σ g·y)`) or, with `log=True`, of log-softmax
+/// (`g − exp(y) · Σ g`, `y` the log-softmax output) over the last axis; `out` may be `g` or `y`.
+#[pyfunction]
+#[pyo3(signature = (g, y, out, log))]
+pub(super) fn softmax_backward<'py>(
+    py: Python<'py>,
+    g: &Bound<'py, PyAny>,
+    y: &Bound<'py, PyAny>,
+    out: Option<&Bound<'py, PyAny>>,
+    log: bool,
+) -> PyResult<Bound<'py, PyAny>> {
+    let kind = if log { Vjp::LogSoftmax } else { Vjp::Softmax };
+    dispatch!(g, backward_t(py, g, y, out, kind))
+}
+
+fn backward_t<'py, T: Float>(
+    py: Python<'py>,
+    g: &Bound<'py, PyAny>,
+    y: &Bound<'py, PyAny>,
+    out: Option<&Bound<'py, PyAny>>,
+    kind: Vjp,
+) -> PyResult<Bound<'py, PyAny>> {
+    let g = array::<T>(g, "grad_output")?;
+    let y = array::<T>(y, "y")?;
+    if g.shape() != y.shape() {
+        return Err(pyo3::exceptions::PyValueError::new_err(format!(
+            "grad_output {:?} and y {:?} must have one shape",
+            g.shape(),
+            y.shape()
+        )));
+    }
+    let o = output::<T>(py, g.shape(), out, "out")?;
+    if g.len() > 0 {
+        write_vjp(py, g, y, &o, kind)?;
+    }
+    Ok(o.into_any())
+}
+
+fn write_vjp<T: Float>(
+    py: Python<'_>,
+    g: &Bound<'_, PyArrayDyn<T>>,
+    y: &Bound<'_, PyArrayDyn<T>>,
+    o: &Bound<'_, PyArrayDyn<T>>,
+    kind: Vjp,
+) -> PyResult<()> {
+    use super::arrays::borrow_err as e;
+    let (n, c) = (g.len(), cols(g));
+    let go = |buf: VjpBuf<'_, T>| run(py, n, || bw::softmax_backward(simd::active(), buf, c, kind));
+    // In place when `out` is `g` and/or `y`; any other overlap is refused by `same_memory`.
+    match (same_memory(g, o, "out")?, same_memory(y, o, "out")?) {
+        (true, true) => {
+            let mut w = o.try_readwrite().map_err(e)?;
+            go(VjpBuf::Same(w.as_slice_mut().map_err(e)?))
+        }
+        (true, false) => {
+            let r = y.try_readonly().map_err(e)?;
+            let mut w = o.try_readwrite().map_err(e)?;
+            let (y, g) = (r.as_slice().map_err(e)?, w.as_slice_mut().map_err(e)?);
+            go(VjpBuf::IntoGrad { g, y })
+        }
+        (false, true) => {
+            let r = g.try_readonly().map_err(e)?;
+            let mut w = o.try_readwrite().map_err(e)?;
+            let (g, y) = (r.as_slice().map_err(e)?, w.as_slice_mut().map_err(e)?);
+            go(VjpBuf::IntoY { g, y })
+        }
+        (false, false) => {
+            // `g` and `y` may be one array: read-only borrows can be taken twice.
+            let (rg, ry) = (g.try_readonly().map_err(e)?, y.try_readonly().map_err(e)?);
+            let (gs, ys) = (rg.as_slice().map_err(e)?, ry.as_slice().map_err(e)?);
+            let mut w = o.try_readwrite().map_err(e)?;
+            let out = w.as_slice_mut().map_err(e)?;
+            go(VjpBuf::Separate { g: gs, y: ys, out })
+        }
+    }
+}
