@@ -22,7 +22,7 @@ pytest.importorskip("pytest_benchmark")
 np = pytest.importorskip("numpy")
 fs = pytest.importorskip("fastsoftmax")
 
-# S1..S4 of BENCHMARKS.md (S1 reduced to 512 rows to keep a run short; its rows are as long)
+# S1..S4 of docs/benchmarks.md (S1 reduced to 512 rows to keep a run short; its rows are as long)
 SHAPES: Dict[str, Tuple[int, int]] = {
     "S1": (512, 32000),
     "S2": (32768, 1000),
