@@ -61,30 +61,30 @@ def fastsoftmax_impl(fs: Any, with_out: bool) -> Factory:
     return make
 
 
-def _np_logsumexp(x: Array) -> Array:
+def np_logsumexp(x: Array) -> Array:
     m = x.max(axis=-1, keepdims=True)
     lse: Array = (np.log(np.exp(x - m).sum(axis=-1, keepdims=True)) + m)[:, 0]
     return lse
 
 
-def _np_softmax(x: Array) -> Array:
+def np_softmax(x: Array) -> Array:
     e = np.exp(x - x.max(axis=-1, keepdims=True))
     y: Array = e / e.sum(axis=-1, keepdims=True)
     return y
 
 
-def _np_log_softmax(x: Array) -> Array:
+def np_log_softmax(x: Array) -> Array:
     s = x - x.max(axis=-1, keepdims=True)
     y: Array = s - np.log(np.exp(s).sum(axis=-1, keepdims=True))
     return y
 
 
-def _np_cross_entropy(x: Array, y: Array) -> Any:
+def np_cross_entropy(x: Array, y: Array) -> Any:
     picked = x[np.arange(x.shape[0]), y]
-    return (_np_logsumexp(x) - picked).mean()
+    return (np_logsumexp(x) - picked).mean()
 
 
-def _np_cross_entropy_with_grad(x: Array, y: Array) -> Tuple[Any, Array]:
+def np_cross_entropy_with_grad(x: Array, y: Array) -> Tuple[Any, Array]:
     n = x.shape[0]
     rows = np.arange(n)
     m = x.max(axis=-1, keepdims=True)
@@ -102,13 +102,13 @@ def _np_cross_entropy_with_grad(x: Array, y: Array) -> Tuple[Any, Array]:
 def numpy_impl(op: str, xs: List[Array], ys: List[Array]) -> Call:
     """The textbook stable formula: ``x - max``, ``exp``, ``sum``, divide."""
     one_arg: Dict[str, Callable[[Array], Any]] = {
-        "softmax": _np_softmax,
-        "log_softmax": _np_log_softmax,
-        "logsumexp": _np_logsumexp,
+        "softmax": np_softmax,
+        "log_softmax": np_log_softmax,
+        "logsumexp": np_logsumexp,
     }
     two_args: Dict[str, Callable[[Array, Array], Any]] = {
-        "cross_entropy": _np_cross_entropy,
-        "cross_entropy_with_grad": _np_cross_entropy_with_grad,
+        "cross_entropy": np_cross_entropy,
+        "cross_entropy_with_grad": np_cross_entropy_with_grad,
     }
     if op in one_arg:
         f1 = one_arg[op]
