@@ -22,8 +22,8 @@ MAX_REPS = 20000
 REST_BETWEEN_IMPLS_S = 0.05
 # Rows of the result compared between implementations, and the check's tolerances.
 CHECK_ROWS = 4
-RTOL_FLOAT32 = 1e-3
-RTOL_FLOAT64 = 1e-9
+# itemsize -> relative tolerance: float64, float32, and the half types (float16 has 11 bits).
+RTOL_BY_ITEMSIZE = {8: 1e-9, 4: 1e-3, 2: 1e-2}
 MAX_ERROR_CHARS = 60
 
 
@@ -81,7 +81,7 @@ def summarize(result: Any, rows: int = CHECK_ROWS) -> Array:
 def agrees(a: Array, ref: Array, dtype: np.dtype[Any]) -> bool:
     if a.shape != ref.shape:
         return False
-    rtol = RTOL_FLOAT32 if dtype == np.float32 else RTOL_FLOAT64
+    rtol = RTOL_BY_ITEMSIZE.get(dtype.itemsize, RTOL_BY_ITEMSIZE[4])
     scale = float(np.nanmax(np.abs(ref))) if ref.size and np.isfinite(ref).any() else 1.0
     return bool(np.allclose(a, ref, rtol=rtol, atol=rtol * 1e-3 * max(scale, 1e-30), equal_nan=True))
 
