@@ -1,4 +1,4 @@
-"""GPU benchmarks G1-G3 (BENCHMARKS.md, GPU section) for the CuPy path.
+"""GPU benchmarks G1-G3 (docs/benchmarks.md, GPU section) for the CuPy path.
 
 Run on a machine with CuPy and a CUDA GPU:  python benches/gpu_bench.py [--quick] [--variants]
 Timed with CUDA events around 20 back-to-back calls (median of 5 such sets, after warm-up);

@@ -22,7 +22,7 @@ pytest.importorskip("pytest_benchmark")
 np = pytest.importorskip("numpy")
 fs = pytest.importorskip("fastsoftmax")
 
-# S1..S4 of BENCHMARKS.md (S1 reduced to 512 rows to keep a run short; its rows are as long)
+# S1..S4 of docs/benchmarks.md (S1 reduced to 512 rows to keep a run short; its rows are as long)
 SHAPES: Dict[str, Tuple[int, int]] = {
     "S1": (512, 32000),
     "S2": (32768, 1000),
@@ -46,31 +46,9 @@ def _inputs(shape_id: str) -> Tuple[Any, Any]:
     return _cache[shape_id]
 
 
-# ---- NumPy textbook formulas ------------------------------------------------------------------
+# ---- NumPy textbook formulas: the NumPy peer of `python -m fastsoftmax.bench` --------------------
 
-
-def np_softmax(x: Any) -> Any:
-    e = np.exp(x - x.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
-
-
-def np_logsumexp(x: Any) -> Any:
-    m = x.max(axis=-1, keepdims=True)
-    return (np.log(np.exp(x - m).sum(axis=-1, keepdims=True)) + m)[:, 0]
-
-
-def np_cross_entropy_with_grad(x: Any, y: Any) -> Tuple[Any, Any]:
-    n = x.shape[0]
-    rows = np.arange(n)
-    m = x.max(axis=-1, keepdims=True)
-    e = np.exp(x - m)
-    s = e.sum(axis=-1, keepdims=True)
-    loss = ((np.log(s) + m)[:, 0] - x[rows, y]).mean()
-    g = e
-    g /= s
-    g[rows, y] -= 1
-    g /= n
-    return loss, g
+from fastsoftmax.bench.peers import np_cross_entropy_with_grad, np_logsumexp, np_softmax  # noqa: E402
 
 
 # ---- float64 references on the first rows (independent of both implementations) ----------------

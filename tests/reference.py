@@ -1,7 +1,7 @@
-"""Independent float64 NumPy references and the accuracy checks of API.md section 4.
+"""Independent float64 NumPy references and the accuracy checks of docs/api.md §4.
 
 Nothing here calls fastsoftmax. Every reference computes in float64 from the inputs cast to float64
-(API.md section 4: "reference = the same formula in float64").
+(docs/api.md §4: "reference = the same formula in float64").
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 # ----------------------------------------------------------------------------------------------
-# Accuracy bounds (API.md section 4)
+# Accuracy bounds (docs/api.md §4)
 # ----------------------------------------------------------------------------------------------
 
 #: relative error bound on probabilities, absolute*max(1,|ref|) bound on logs and losses
@@ -232,7 +232,7 @@ def ref_softmin(x, axis=-1, temperature=1.0):
 
 
 # ----------------------------------------------------------------------------------------------
-# cross-entropy (PyTorch semantics as API.md section 1 states them)
+# cross-entropy (PyTorch semantics as docs/api.md §1 states them)
 # ----------------------------------------------------------------------------------------------
 
 

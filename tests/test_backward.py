@@ -1,4 +1,4 @@
-"""softmax_backward / log_softmax_backward (API.md 1): the vector-Jacobian products of softmax and
+"""softmax_backward / log_softmax_backward (docs/api.md §1): the vector-Jacobian products of softmax and
 log_softmax, against float64 references, the explicit Jacobian, finite differences of softmax, every
 layout, out= (in place into either input), special values, errors with nothing written."""
 

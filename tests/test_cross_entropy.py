@@ -1,5 +1,5 @@
 """cross_entropy, cross_entropy_grad, cross_entropy_with_grad against a float64 NumPy reference of PyTorch's
-semantics (API.md 1), finite differences, return types, empty and all-ignored inputs."""
+semantics (docs/api.md §1), finite differences, return types, empty and all-ignored inputs."""
 
 from __future__ import annotations
 
@@ -201,7 +201,7 @@ def test_label_smoothing_one_and_zero(rng):
 
 
 def test_z_loss_mean_counts_non_ignored_rows(rng):
-    """z_loss is unweighted and averaged over the non-ignored rows (API.md 1)."""
+    """z_loss is unweighted and averaged over the non-ignored rows (docs/api.md §1)."""
     x = make_logits(rng, 8, 6, np.float64)
     y = hard_labels(rng, 8, 6)
     y[[2, 5]] = -100

@@ -75,7 +75,7 @@ def to_host(g):
 
 
 def tol(dt):
-    """(rtol, atol) for outputs rounded to dt (float32 / float64 per API.md §4)."""
+    """(rtol, atol) for outputs rounded to dt (float32 / float64 per docs/api.md §4)."""
     return {
         "float32": (2e-6, 1e-37),
         "float64": (1e-14, 1e-300),
@@ -752,7 +752,7 @@ def test_backward_matches_cpu_path(dtype, axis):
         cpu = fn(name)(g, second, axis)
         gpu_ = fn(name)(cp.asarray(g), cp.asarray(second), axis)
         assert isinstance(gpu_, cp.ndarray) and gpu_.dtype == cpu.dtype
-        # Two implementations each within API.md's bound differ by at most twice it.
+        # Two implementations each within the docs/api.md §4 bound differ by at most twice it.
         scale = float(np.abs(cpu).max())
         np.testing.assert_allclose(to_host(gpu_), cpu, rtol=0, atol=4 * abs_tol(dtype) * scale)
 

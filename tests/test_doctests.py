@@ -1,4 +1,4 @@
-"""The examples in the public docstrings run and print what they say (API.md: "an example that runs").
+"""The examples in the public docstrings run and print what they say (each has an example that runs).
 
 NumPy's print options are fixed for the run, so the expected reprs do not depend on the caller's
 settings. Every public function must have at least one example.

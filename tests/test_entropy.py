@@ -1,4 +1,4 @@
-"""entropy / kl_divergence (API.md 1): SciPy's conventions (scipy.special.entr / rel_entr), no
+"""entropy / kl_divergence (docs/api.md §1): SciPy's conventions (scipy.special.entr / rel_entr), no
 normalisation, base, from_logits against float64 references, special values, layouts, dtypes, errors."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import scipy.stats
 import fastsoftmax as fs
 
 DTYPES = [np.float32, np.float64]
-#: |err| <= TOL * max(1, |ref|) (API.md 4, "losses")
+#: |err| <= TOL * max(1, |ref|) (docs/api.md §4, "losses")
 TOL = {np.dtype(np.float32): 2e-6, np.dtype(np.float64): 1e-14, np.dtype(np.float16): 2e-3}
 COLS = [1, 2, 3, 7, 16, 17, 33, 100, 1000, 2049, 4099]
 
@@ -95,7 +95,7 @@ def test_entropy_matches_scipy_stats_on_distributions(rng):
 
 
 def test_entropy_does_not_normalise():
-    """Unlike scipy.stats.entropy, H = -Σ p log p exactly as given (API.md)."""
+    """Unlike scipy.stats.entropy, H = -Σ p log p exactly as given (docs/api.md §1)."""
     p = np.array([1.0, 1.0])
     assert float(fs.entropy(p)) == 0.0
     assert scipy.stats.entropy(p) == pytest.approx(math.log(2))

@@ -1,4 +1,4 @@
-"""Every error of API.md section 5, and nothing written to out= or to the input when one is raised."""
+"""Every error of docs/api.md §5, and nothing written to out= or to the input when one is raised."""
 
 from __future__ import annotations
 

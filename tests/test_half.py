@@ -1,4 +1,4 @@
-"""Half-precision inputs (API.md 2): float16 (and bfloat16 where ml_dtypes is installed) compute in
+"""Half-precision inputs (docs/api.md §2): float16 (and bfloat16 where ml_dtypes is installed) compute in
 float32 and return their own dtype, for every function, with out= of the half dtype, in place, reductions
 returning half scalars, and the cross-entropy losses."""
 

@@ -1,5 +1,5 @@
-"""Every layout gives the same answer (API.md 2): Fortran order, strided and negative-stride views, every
-axis, tuple axes and axis=None; out= in any layout and in place on views."""
+"""Every layout gives the same answer (docs/api.md §2): Fortran order, strided and negative-stride views,
+every axis, tuple axes and axis=None; out= in any layout and in place on views."""
 
 from __future__ import annotations
 
@@ -161,7 +161,7 @@ def test_b_in_any_layout(rng):
         assert_log_close(np.asarray(r2), sps.logsumexp(x[::-1], axis=axis, b=b[::-1]), np.float64, "neg b")
 
 
-# --- empty arrays (API.md 2) -----------------------------------------------------------------------------
+# --- empty arrays (docs/api.md §2) -----------------------------------------------------------------
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
 def test_empty_rows(dtype):
@@ -247,7 +247,7 @@ def test_b_broadcasts_x_like_scipy(rng):
 @pytest.mark.parametrize("name", ["softmax", "log_softmax", "softmin"])
 def test_out_overlapping_input_is_right_or_refused(rng, name):
     """out= sharing memory with the input in another layout: a right answer (as NumPy's ufuncs give) or
-    a ValueError with nothing written, never a silently wrong answer (API.md 5)."""
+    a ValueError with nothing written, never a silently wrong answer (docs/api.md §5)."""
     func, ref, check = FUNCS[name]
     x = rng.standard_normal((6, 6)) * 3
     for label, make_out in [("reversed rows", lambda b: b[::-1]), ("transpose", lambda b: b.T),

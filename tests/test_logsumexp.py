@@ -1,4 +1,4 @@
-"""logsumexp: values, b=, keepdims, return_sign, out=, return types, accuracy (API.md 1, 2, 4)."""
+"""logsumexp: values, b=, keepdims, return_sign, out=, return types, accuracy (docs/api.md §1, §2, §4)."""
 
 from __future__ import annotations
 
@@ -165,7 +165,7 @@ def test_out(each_backend, rng, dtype):
     assert_log_close(out3, ref_logsumexp(x, axis=0), dtype, "out= axis=0")
 
 
-# --- accuracy (API.md section 4) -------------------------------------------------------------------
+# --- accuracy (docs/api.md §4) -------------------------------------------------------------------
 
 def test_log1p_split_f64(each_backend):
     expected = math.log1p(math.exp(-40.0))

@@ -1,5 +1,5 @@
 """temperature= on softmax / log_softmax / softmin / logsumexp, softmin, and cross-entropy's z_loss and
-softcap (API.md 1)."""
+softcap (docs/api.md §1)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""softmax / log_softmax / softmin on C-contiguous input: values, dtypes, out=, accuracy (API.md 1, 2, 4)."""
+"""softmax / log_softmax / softmin on C-contiguous input: values, dtypes, out=,
+accuracy (docs/api.md §1, §2, §4)."""
 
 from __future__ import annotations
 
@@ -161,7 +162,7 @@ def test_complex_object_raise_type_error(func, bad):
         func(bad)
 
 
-# --- accuracy (API.md section 4) ------------------------------------------------------------------------
+# --- accuracy (docs/api.md §4) ------------------------------------------------------------------------
 
 def test_f32_accuracy_long_rows(each_backend, rng):
     """f32 softmax rel err <= 2e-6 (outputs >= 1e-30) and log_softmax abs err on rows of 262,144."""
@@ -172,7 +173,7 @@ def test_f32_accuracy_long_rows(each_backend, rng):
 
 
 def test_f32_accuracy_wide_dynamic_range(each_backend, rng):
-    """Rows whose outputs span 1e-30..1: every output >= 1e-30 within 2e-6 relative (API.md 4)."""
+    """Rows whose outputs span 1e-30..1: every output >= 1e-30 within 2e-6 relative (docs/api.md §4)."""
     x = rng.uniform(-69.0, 0.0, size=(3, 20_000)) + rng.uniform(-40, 40, size=(3, 1))
     x[:, 0] = x.max(axis=1) + 1.0  # a clear maximum
     x = x.astype(np.float32)

@@ -1,4 +1,4 @@
-"""Special values (API.md 3): NaN rows, all -inf rows, +inf, -inf entries, huge finite values."""
+"""Special values (docs/api.md §3): NaN rows, all -inf rows, +inf, -inf entries, huge finite values."""
 
 from __future__ import annotations
 
@@ -86,7 +86,7 @@ def test_special_values(each_backend, rng, name, func, ref, check, cols, dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
 def test_rules_spelled_out(each_backend, dtype):
-    """The rules of API.md 3, written out without the reference."""
+    """The rules of docs/api.md §3, written out without the reference."""
     h = HUGE[dtype]
     x = np.array([
         [1.0, np.nan, 2.0, 3.0],

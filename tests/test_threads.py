@@ -1,4 +1,4 @@
-"""Thread count, SIMD backend selection, and concurrent calls from Python threads (API.md 1, 4, 6)."""
+"""Thread count, SIMD backend selection, concurrent calls from Python threads (docs/api.md §1, §4, §6)."""
 
 from __future__ import annotations
 
