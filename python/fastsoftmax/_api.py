@@ -61,7 +61,7 @@ def _softmax(x: Any, axis: Axis, temperature: Any, out: Any, sign: float, log: b
         if out is not None:
             be.copy_into(out, res)
             return out
-        return res
+        return be.scalar(res)  # SciPy's rule: a NumPy scalar on the CPU
     return be.softmax(x, axes, scale, log, out, rdt)
 
 

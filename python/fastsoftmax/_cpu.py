@@ -46,6 +46,11 @@ def out_array(out: Any, shape: Tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     return _checks.out_array(out, np.ndarray, "NumPy", shape, dtype)  # type: ignore[no-any-return]
 
 
+def scalar(a: np.ndarray) -> Any:
+    """A 0-d result as a NumPy scalar."""
+    return a[()]
+
+
 def copy_into(out: np.ndarray, src: Any) -> None:
     np.copyto(out, src, casting="unsafe")
 
