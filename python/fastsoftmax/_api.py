@@ -41,14 +41,11 @@ def _out(be: ModuleType, out: Any, shape: Tuple[int, ...], dtype: np.dtype) -> A
 
 
 def _softmax(x: Any, axis: Axis, temperature: Any, out: Any, sign: float, log: bool) -> Any:
-    if (
-        type(x) is np.ndarray
-        and type(axis) is int
-        and axis == -1
-        and _cpu.plain(x)
-        and (out is None or _cpu.plain_out(out, x, x.shape))
-    ):
-        return _cpu.softmax_plain(x, sign * _checks.inv_temperature(temperature), log, out)
+    if type(x) is np.ndarray and type(axis) is int and axis == -1:
+        try:
+            return _cpu.softmax_plain(x, out, sign * _checks.inv_temperature(temperature), log)
+        except _cpu.LayoutError:
+            pass  # not the kernels' layout: the general path makes it
     be = _backend(x)
     x = be.asarray(x)
     rdt = _checks.result_dtype(x.dtype)
@@ -124,17 +121,12 @@ def logsumexp(
     >>> float(fs.logsumexp(np.array([0.0, -40.0])))
     4.248354255291589e-18
     """
-    if (
-        type(x) is np.ndarray
-        and b is None
-        and not keepdims
-        and not return_sign
-        and type(axis) is int
-        and axis == -1
-        and _cpu.plain(x)
-        and (out is None or _cpu.plain_out(out, x, x.shape[:-1]))
-    ):
-        return _cpu.logsumexp_plain(x, _checks.inv_temperature(temperature), out)
+    if type(x) is np.ndarray and type(axis) is int and axis == -1 and b is None:
+        if not (keepdims or return_sign):
+            try:
+                return _cpu.logsumexp_plain(x, _checks.inv_temperature(temperature), out)
+            except _cpu.LayoutError:
+                pass  # not the kernels' layout: the general path makes it
     be = _backend(x)
     x = be.asarray(x)
     rdt = _checks.result_dtype(x.dtype)
@@ -202,18 +194,12 @@ def _ce(
     out: Any,
 ) -> Tuple[Any, Any]:
     """`(loss, grad or None)` of the three cross-entropy entry points."""
-    if (
-        type(logits) is np.ndarray
-        and weight is None
-        and type(axis) is int
-        and axis == -1
-        and _cpu.plain(logits)
-        and (out is None or _cpu.plain_out(out, logits, logits.shape))
-    ):
+    if type(logits) is np.ndarray and weight is None and type(axis) is int and axis == -1:
         opts = _checks.ce_options(reduction, label_smoothing, z_loss, softcap, ignore_index)
-        r = _cpu.ce_plain(logits, target, opts, want_grad, out)
-        if r is not None:
-            return r
+        try:
+            return _cpu.ce_plain(logits, target, opts, want_grad, out)
+        except _cpu.LayoutError:
+            pass  # not the kernels' layout: the general path makes it
     be = _backend(logits)
     logits = be.asarray(logits, "logits")
     rdt = _checks.result_dtype(logits.dtype, "logits")

@@ -162,11 +162,13 @@ def ce_options(
         and type(z_loss) is float
         and z_loss == 0.0
         and softcap is None
+        and ignore_index == -100
         and type(ignore_index) is int
         and type(reduction) is str
-        and reduction in REDUCTIONS
     ):
-        return CeOptions(reduction, 0.0, 0.0, None, ignore_index)  # the defaults: nothing to check
+        plain = _PLAIN_OPTIONS.get(reduction)  # the defaults: nothing to check or build
+        if plain is not None:
+            return plain
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
     eps = _number(label_smoothing, "label_smoothing")
@@ -185,6 +187,9 @@ def ce_options(
     except TypeError:
         raise TypeError(f"ignore_index must be an int, got {ignore_index!r}") from None
     return CeOptions(str(reduction), eps, z, cap, ignore)
+
+
+_PLAIN_OPTIONS = {r: CeOptions(r, 0.0, 0.0, None, -100) for r in REDUCTIONS}
 
 
 def _number(v: Any, what: str, alt: str = "") -> float:

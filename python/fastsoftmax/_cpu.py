@@ -69,32 +69,12 @@ def asarray(x: Any, what: str = "x") -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------------------
-# the common call: arrays the kernels read as they are, the classes along the last axis
+# the common call: `_api` first hands a NumPy array to the kernels as it is; when its layout is not
+# theirs (dtype, order, alignment, shape of `out` or of the labels) they raise `LayoutError` before
+# touching anything, and `_api` takes the general path, which makes the layout.
 
-
-_PLAIN = frozenset({np.dtype(np.float32), np.dtype(np.float64)})
-
-
-def plain(x: np.ndarray) -> bool:
-    """Whether the kernels read `x` as it is: native float32/float64, C-contiguous, aligned,
-    at least 1-D and not empty. Checked first by `_api` so the common call skips `Layout`."""
-    if x.dtype not in _PLAIN or not x.ndim or not x.size:
-        return False
-    f = x.flags
-    return bool(f.c_contiguous and f.aligned)
-
-
-def plain_out(out: Any, x: np.ndarray, shape: Tuple[int, ...]) -> bool:
-    """Whether `out` can take a plain call's result directly: `x`'s dtype, `shape`, C-contiguous,
-    aligned and writable (the kernels handle `out` overlapping `x` themselves)."""
-    if type(out) is not np.ndarray or out.dtype != x.dtype or out.shape != shape:
-        return False
-    f = out.flags
-    return bool(f.c_contiguous and f.aligned and f.writeable)
-
-
-def softmax_plain(x: np.ndarray, scale: float, log: bool, out: Optional[np.ndarray]) -> Any:
-    return _native.softmax(x, out, scale, log)
+LayoutError = _native.LayoutError
+softmax_plain = _native.softmax
 
 
 def logsumexp_plain(x: np.ndarray, inv_t: float, out: Optional[np.ndarray]) -> Any:
@@ -104,16 +84,7 @@ def logsumexp_plain(x: np.ndarray, inv_t: float, out: Optional[np.ndarray]) -> A
 
 def ce_plain(
     logits: np.ndarray, target: Any, opts: CeOptions, want_grad: bool, out: Optional[np.ndarray]
-) -> Optional[Tuple[Any, Any]]:
-    """The cross-entropy of plain logits with int64 labels of the batch shape, or None when the
-    labels are not such an array (the general path then converts them)."""
-    if (
-        type(target) is not np.ndarray
-        or target.dtype != I64
-        or target.shape != logits.shape[:-1]
-        or not target.flags.c_contiguous
-    ):
-        return None
+) -> Tuple[Any, Any]:
     total, losses, grad = _native.cross_entropy(
         logits, target, None, opts.ignore_index, opts.label_smoothing, opts.z_loss, opts.softcap,
         opts.reduction, want_grad, out,

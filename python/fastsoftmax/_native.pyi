@@ -62,6 +62,9 @@ def get_num_threads() -> int:
 def simd_backend() -> str:
     """The instruction set the kernels run on now."""
 
+class LayoutError(ValueError):
+    """An array the kernels cannot read or write as it is; the Python layer then makes the layout."""
+
 def supported_backends() -> list[str]:
     """The instruction sets this CPU supports, lowest first."""
 
@@ -80,5 +83,6 @@ __all__ = [
     "simd_backend",
     "supported_backends",
     "_set_simd_backend",
+    "LayoutError",
     "__version__",
 ]

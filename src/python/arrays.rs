@@ -1,12 +1,13 @@
 //! Borrowing NumPy arrays for the kernels: the layout checks, output allocation, in-place detection
 //! and the one float32/float64 dispatch. The Python layer brings every array to the layout asked for
-//! here (C-contiguous, aligned, native-order float32/float64, the reduced axis last), so a failed
-//! check is a bug in the caller and raises `ValueError`; it never crashes.
+//! here (C-contiguous, aligned, native-order float32/float64, the reduced axis last). An array that
+//! is not raises `LayoutError` (a `ValueError`): the Python layer tries the common call first and
+//! makes the layout when it gets one. Nothing crashes.
 
+use super::LayoutError;
 use crate::kernels::Buf;
 use crate::simd::Element;
 use numpy::{IxDyn, PyArrayDyn, PyArrayMethods, PyUntypedArrayMethods};
-use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 
 /// The element types the kernels take from NumPy.
@@ -30,14 +31,14 @@ macro_rules! dispatch {
 pub(crate) use dispatch;
 
 pub(crate) fn dtype_error(x: &Bound<'_, PyAny>) -> PyErr {
-    PyTypeError::new_err(format!(
+    LayoutError::new_err(format!(
         "expected a native-order float32 or float64 NumPy array, got {}",
         x.get_type()
     ))
 }
 
 pub(crate) fn borrow_err(e: impl std::fmt::Display) -> PyErr {
-    PyValueError::new_err(format!("cannot use the array: {e}"))
+    LayoutError::new_err(format!("cannot use the array: {e}"))
 }
 
 /// Whether `p` is aligned for `T` (NumPy allows misaligned arrays; Rust slices may not be).
@@ -51,13 +52,13 @@ pub(crate) fn array<'a, 'py, T: Float>(
     what: &str,
 ) -> PyResult<&'a Bound<'py, PyArrayDyn<T>>> {
     let a = a.cast::<PyArrayDyn<T>>().map_err(|_| {
-        PyValueError::new_err(format!(
+        LayoutError::new_err(format!(
             "{what} must be a {} array like the other inputs",
             std::any::type_name::<T>()
         ))
     })?;
     if a.ndim() == 0 || !a.is_c_contiguous() || !aligned(a.data()) {
-        return Err(PyValueError::new_err(format!(
+        return Err(LayoutError::new_err(format!(
             "{what} must be an aligned C-contiguous array of at least one dimension"
         )));
     }
@@ -80,11 +81,11 @@ pub(crate) fn output<'py, T: Float>(
         // SAFETY: every element is written by the kernel before the array is returned.
         None => Ok(unsafe { PyArrayDyn::<T>::new(py, IxDyn(shape), false) }),
         Some(o) => {
-            let o = o.cast::<PyArrayDyn<T>>().map_err(|_| {
-                PyValueError::new_err(format!("{what} must have the inputs' dtype"))
-            })?;
+            let o = o
+                .cast::<PyArrayDyn<T>>()
+                .map_err(|_| LayoutError::new_err(format!("{what} must have the inputs' dtype")))?;
             if o.shape() != shape || !o.is_c_contiguous() || !aligned(o.data()) {
-                return Err(PyValueError::new_err(format!(
+                return Err(LayoutError::new_err(format!(
                     "{what} must be an aligned C-contiguous array of shape {shape:?}, got {:?}",
                     o.shape()
                 )));
@@ -107,7 +108,7 @@ pub(crate) fn same_memory<T: Float>(
         return Ok(true);
     }
     if px < po + out.len() * size && po < px + x.len() * size {
-        return Err(PyValueError::new_err(format!(
+        return Err(LayoutError::new_err(format!(
             "{what} overlaps an input without being that input"
         )));
     }

@@ -2,10 +2,10 @@
 
 use super::arrays::{array, borrow_err, cols, dispatch, output, with_buf, Float};
 use super::run;
+use super::LayoutError;
 use crate::kernels::cross_entropy::{self as ce, CeOptions, Logits, Reduction, Target};
 use crate::simd;
 use numpy::{PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn, PyUntypedArrayMethods};
-use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
 /// `(total loss, per-row losses for reduction "none", gradient when asked)`.
@@ -16,7 +16,7 @@ fn parse_reduction(r: &str) -> PyResult<Reduction> {
         "mean" => Ok(Reduction::Mean),
         "sum" => Ok(Reduction::Sum),
         "none" => Ok(Reduction::None),
-        _ => Err(PyValueError::new_err(format!(
+        _ => Err(pyo3::exceptions::PyValueError::new_err(format!(
             "reduction must be 'mean', 'sum' or 'none', got {r:?}"
         ))),
     }
@@ -66,23 +66,23 @@ enum Labels<'py, T: Float> {
 
 fn labels<'py, T: Float>(
     target: &Bound<'py, PyAny>,
-    rows: usize,
-    n: usize,
+    logits: &Bound<'py, PyArrayDyn<T>>,
 ) -> PyResult<Labels<'py, T>> {
+    let shape = logits.shape();
     if let Ok(t) = target.cast::<PyArrayDyn<i64>>() {
-        if t.len() != rows || !t.is_c_contiguous() {
-            return Err(PyValueError::new_err(format!(
-                "class-index target must be a C-contiguous int64 array of {rows} labels"
-            )));
+        if t.shape() != &shape[..shape.len() - 1] || !t.is_c_contiguous() {
+            return Err(LayoutError::new_err(
+                "class-index target must be a C-contiguous int64 array of the logits' shape \
+                 without the class axis",
+            ));
         }
         return Ok(Labels::Hard(t.try_readonly().map_err(borrow_err)?));
     }
     let t = array::<T>(target, "target")?;
-    if t.len() != n {
-        return Err(PyValueError::new_err(format!(
-            "soft-label target must have the logits' {n} elements, got {}",
-            t.len()
-        )));
+    if t.shape() != shape {
+        return Err(LayoutError::new_err(
+            "soft-label target must have the logits' shape",
+        ));
     }
     Ok(Labels::Soft(t.try_readonly().map_err(borrow_err)?))
 }
@@ -101,7 +101,7 @@ fn cross_entropy_t<'py, T: Float>(
     let batch = &shape[..shape.len() - 1];
     let rows = batch.iter().product::<usize>();
     // Borrow everything first; the kernel then runs without touching Python.
-    let t = labels::<T>(target, rows, n)?;
+    let t = labels::<T>(target, x)?;
     let w = match weight {
         Some(w) => Some(
             array::<T>(w, "weight")?

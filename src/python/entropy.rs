@@ -2,10 +2,10 @@
 
 use super::arrays::{array, cols, dispatch, output, with_slice, with_slice_mut, Float};
 use super::run;
+use super::LayoutError;
 use crate::kernels::entropy::{self as ent, Input};
 use crate::simd;
 use numpy::PyUntypedArrayMethods;
-use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
 /// Over the last axis: `scale · H(p)`, or with `q` (same shape and dtype) `scale · KL(p ‖ q)`;
@@ -48,7 +48,7 @@ fn entropy_t<'py, T: Float>(
             Some(q) => {
                 let q = array::<T>(q, "q")?;
                 if q.shape() != p.shape() {
-                    return Err(PyValueError::new_err(format!(
+                    return Err(LayoutError::new_err(format!(
                         "q has shape {:?}, p has {:?}",
                         q.shape(),
                         p.shape()

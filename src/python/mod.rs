@@ -14,6 +14,14 @@ use crate::KernelError;
 use pyo3::exceptions::{PyIndexError, PyValueError};
 use pyo3::prelude::*;
 
+pyo3::create_exception!(
+    _native,
+    LayoutError,
+    PyValueError,
+    "An array the kernels cannot read or write as it is (dtype, order, alignment, shape); the \
+     Python layer then brings it to their layout."
+);
+
 /// Inputs of at least this many elements run with the GIL released. Below it, releasing and
 /// re-taking the GIL (~0.2 µs, plus contention) is a noticeable share of a call that takes
 /// microseconds; 16 Ki elements take ~5 µs.
@@ -94,6 +102,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(simd_backend, m)?)?;
     m.add_function(wrap_pyfunction!(supported_backends, m)?)?;
     m.add_function(wrap_pyfunction!(_set_simd_backend, m)?)?;
+    m.add("LayoutError", m.py().get_type::<LayoutError>())?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

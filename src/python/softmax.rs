@@ -67,7 +67,7 @@ fn backward_t<'py, T: Float>(
     let g = array::<T>(g, "grad_output")?;
     let y = array::<T>(y, "y")?;
     if g.shape() != y.shape() {
-        return Err(pyo3::exceptions::PyValueError::new_err(format!(
+        return Err(super::LayoutError::new_err(format!(
             "grad_output {:?} and y {:?} must have one shape",
             g.shape(),
             y.shape()
