@@ -10,7 +10,7 @@ DEV_DEPS := "maturin>=1.7,<2" "numpy>=1.23" "scipy>=1.10" "pytest>=7" "hypothesi
             "scikit-learn>=1.2" "mypy>=1.8" "ml_dtypes>=0.3"
 ARGS ?=
 
-.PHONY: bench test install deps rust-test py-test clean
+.PHONY: bench test install deps rust-test py-test lint clean
 
 bench: install
 	$(BIN)/python -m fastsoftmax.bench $(ARGS)
@@ -29,6 +29,12 @@ install: deps
 
 rust-test:
 	cargo test --release
+
+# Formatting and lints, with the Python bindings off (what `cargo test` builds) and on.
+lint:
+	cargo fmt --check
+	cargo clippy --all-targets -- -D warnings
+	cargo clippy --all-targets --features python -- -D warnings
 
 py-test:
 	$(BIN)/python -m pytest -q $(ARGS)
