@@ -15,14 +15,17 @@ pub(crate) trait Float: Element + numpy::Element {}
 impl Float for f32 {}
 impl Float for f64 {}
 
-/// Calls `$f::<f32>` or `$f::<f64>` after the dtype of the array `$x`; anything else is a `TypeError`.
+/// Runs `$body` with the type alias `$T` set to `f32` or `f64` after the dtype of the array `$x`;
+/// any other dtype is a `LayoutError`. The body is compiled once per type.
 macro_rules! dispatch {
-    ($x:expr, $f:ident ( $($arg:expr),* $(,)? )) => {{
+    ($x:expr, $T:ident => $body:expr) => {{
         use numpy::PyArrayDyn;
         if $x.cast::<PyArrayDyn<f32>>().is_ok() {
-            $f::<f32>($($arg),*)
+            type $T = f32;
+            $body
         } else if $x.cast::<PyArrayDyn<f64>>().is_ok() {
-            $f::<f64>($($arg),*)
+            type $T = f64;
+            $body
         } else {
             Err($crate::python::arrays::dtype_error($x))
         }

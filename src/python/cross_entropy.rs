@@ -52,10 +52,7 @@ pub(super) fn cross_entropy<'py>(
         reduction: parse_reduction(reduction)?,
     };
     let grad = if want_grad { Some(out) } else { None };
-    dispatch!(
-        logits,
-        cross_entropy_t(py, logits, target, weight, opts, grad)
-    )
+    dispatch!(logits, T => cross_entropy_t::<T>(py, logits, target, weight, opts, grad))
 }
 
 /// The borrowed target: class indices or soft labels.

@@ -1,6 +1,6 @@
 //! Entropy and KL divergence, of probabilities or of logits.
 
-use super::arrays::{array, cols, dispatch, output, with_slice, with_slice_mut, Float};
+use super::arrays::{array, cols, dispatch, output, with_slice, with_slice_mut};
 use super::run;
 use super::LayoutError;
 use crate::kernels::entropy::{self as ent, Input};
@@ -24,43 +24,35 @@ pub(super) fn entropy<'py>(
     } else {
         Input::Probs
     };
-    dispatch!(p, entropy_t(py, p, q, input, scale))
-}
-
-fn entropy_t<'py, T: Float>(
-    py: Python<'py>,
-    p: &Bound<'py, PyAny>,
-    q: Option<&Bound<'py, PyAny>>,
-    input: Input,
-    scale: f64,
-) -> PyResult<Bound<'py, PyAny>> {
-    let p = array::<T>(p, "p")?;
-    let shape = p.shape();
-    let o = output::<T>(py, &shape[..shape.len() - 1], None, "out")?;
-    if o.len() == 0 {
-        return Ok(o.into_any());
-    }
-    let c = cols(p);
-    let b = simd::active();
-    with_slice(p, |ps| {
-        with_slice_mut(&o, |os| match q {
-            None => run(py, ps.len(), || ent::entropy(b, ps, c, input, scale, os)),
-            Some(q) => {
-                let q = array::<T>(q, "q")?;
-                if q.shape() != p.shape() {
-                    return Err(LayoutError::new_err(format!(
-                        "q has shape {:?}, p has {:?}",
-                        q.shape(),
-                        p.shape()
-                    )));
-                }
-                with_slice(q, |qs| {
-                    run(py, ps.len(), || {
-                        ent::kl_divergence(b, ps, qs, c, input, scale, os)
+    dispatch!(p, T => {
+        let p = array::<T>(p, "p")?;
+        let shape = p.shape();
+        let o = output::<T>(py, &shape[..shape.len() - 1], None, "out")?;
+        if o.len() == 0 {
+            return Ok(o.into_any());
+        }
+        let c = cols(p);
+        let b = simd::active();
+        with_slice(p, |ps| {
+            with_slice_mut(&o, |os| match q {
+                None => run(py, ps.len(), || ent::entropy(b, ps, c, input, scale, os)),
+                Some(q) => {
+                    let q = array::<T>(q, "q")?;
+                    if q.shape() != p.shape() {
+                        return Err(LayoutError::new_err(format!(
+                            "q has shape {:?}, p has {:?}",
+                            q.shape(),
+                            p.shape()
+                        )));
+                    }
+                    with_slice(q, |qs| {
+                        run(py, ps.len(), || {
+                            ent::kl_divergence(b, ps, qs, c, input, scale, os)
+                        })
                     })
-                })
-            }
-        })
-    })?;
-    Ok(o.into_any())
+                }
+            })
+        })?;
+        Ok(o.into_any())
+    })
 }

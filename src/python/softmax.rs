@@ -4,7 +4,7 @@ use super::arrays::{array, cols, dispatch, output, same_memory, with_buf, Float}
 use super::run;
 use crate::kernels::backward::{self as bw, Vjp, VjpBuf};
 use crate::kernels::softmax::{self as sm, Mode};
-use crate::simd;
+use crate::simd::{self, Element};
 use numpy::{PyArrayDyn, PyArrayMethods, PyUntypedArrayMethods};
 use pyo3::prelude::*;
 
@@ -20,26 +20,18 @@ pub(super) fn softmax<'py>(
     log: bool,
 ) -> PyResult<Bound<'py, PyAny>> {
     let mode = if log { Mode::LogSoftmax } else { Mode::Softmax };
-    dispatch!(x, softmax_t(py, x, out, scale, mode))
-}
-
-fn softmax_t<'py, T: Float>(
-    py: Python<'py>,
-    x: &Bound<'py, PyAny>,
-    out: Option<&Bound<'py, PyAny>>,
-    scale: f64,
-    mode: Mode,
-) -> PyResult<Bound<'py, PyAny>> {
-    let x = array::<T>(x, "x")?;
-    let o = output::<T>(py, x.shape(), out, "out")?;
-    if x.len() > 0 {
-        let (c, scale) = (cols(x), T::from_f64(scale));
-        with_buf(x, &o, |buf| {
-            let n = buf.len();
-            run(py, n, || sm::softmax(simd::active(), buf, c, scale, mode))
-        })?;
-    }
-    Ok(o.into_any())
+    dispatch!(x, T => {
+        let x = array::<T>(x, "x")?;
+        let o = output::<T>(py, x.shape(), out, "out")?;
+        if x.len() > 0 {
+            let (c, scale) = (cols(x), T::from_f64(scale));
+            with_buf(x, &o, |buf| {
+                let n = buf.len();
+                run(py, n, || sm::softmax(simd::active(), buf, c, scale, mode))
+            })?;
+        }
+        Ok(o.into_any())
+    })
 }
 
 /// The vector-Jacobian product of softmax (`y · (g − Σ g·y)`) or, with `log=True`, of log-softmax
@@ -54,30 +46,22 @@ pub(super) fn softmax_backward<'py>(
     log: bool,
 ) -> PyResult<Bound<'py, PyAny>> {
     let kind = if log { Vjp::LogSoftmax } else { Vjp::Softmax };
-    dispatch!(g, backward_t(py, g, y, out, kind))
-}
-
-fn backward_t<'py, T: Float>(
-    py: Python<'py>,
-    g: &Bound<'py, PyAny>,
-    y: &Bound<'py, PyAny>,
-    out: Option<&Bound<'py, PyAny>>,
-    kind: Vjp,
-) -> PyResult<Bound<'py, PyAny>> {
-    let g = array::<T>(g, "grad_output")?;
-    let y = array::<T>(y, "y")?;
-    if g.shape() != y.shape() {
-        return Err(super::LayoutError::new_err(format!(
-            "grad_output {:?} and y {:?} must have one shape",
-            g.shape(),
-            y.shape()
-        )));
-    }
-    let o = output::<T>(py, g.shape(), out, "out")?;
-    if g.len() > 0 {
-        write_vjp(py, g, y, &o, kind)?;
-    }
-    Ok(o.into_any())
+    dispatch!(g, T => {
+        let g = array::<T>(g, "grad_output")?;
+        let y = array::<T>(y, "y")?;
+        if g.shape() != y.shape() {
+            return Err(super::LayoutError::new_err(format!(
+                "grad_output {:?} and y {:?} must have one shape",
+                g.shape(),
+                y.shape()
+            )));
+        }
+        let o = output::<T>(py, g.shape(), out, "out")?;
+        if g.len() > 0 {
+            write_vjp(py, g, y, &o, kind)?;
+        }
+        Ok(o.into_any())
+    })
 }
 
 fn write_vjp<T: Float>(
