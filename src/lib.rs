@@ -6,6 +6,7 @@
 //! ([`simd::active`]). The Python bindings live in one file behind the `python` feature, so
 //! `cargo test` and `cargo bench` build no Python.
 
+pub mod convert;
 pub mod error;
 pub mod kernels;
 pub mod parallel;

@@ -14,10 +14,11 @@ import numpy as np
 
 from . import _native
 from . import _checks
-from ._checks import CeOptions, compute_dtype
+from ._checks import F32, CeOptions, compute_dtype, is_bf16, is_half
 from ._layout import Layout, Xp
 
 I64 = np.dtype(np.int64)
+_U16 = np.dtype(np.uint16)
 _I64_MAX = np.iinfo(np.int64).max
 
 
@@ -27,7 +28,26 @@ def _contig(a: Any, dtype: np.dtype) -> np.ndarray:
         flags = a.flags
         if flags.c_contiguous and flags.aligned:
             return a  # type: ignore[no-any-return]
+    if dtype == F32 and is_half(a.dtype):
+        # Widened by the kernels' own conversion (NumPy's is several times slower).
+        dst = np.empty(a.shape, F32)
+        _native.half_to_f32(np.ascontiguousarray(a).view(_U16), dst, is_bf16(a.dtype))
+        return dst
     return np.require(a, dtype=dtype, requirements=("C", "A"))
+
+
+def _cast(y: Any, rdt: np.dtype) -> np.ndarray:
+    """`y` in the result dtype `rdt`: float32 results of half inputs are rounded to nearest even
+    by the kernels' conversion (NumPy's takes a slow path for results that are subnormal in
+    float16, such as tiny probabilities)."""
+    y = np.asarray(y)
+    if y.dtype == rdt:
+        return y  # type: ignore[no-any-return]
+    if y.dtype == F32 and is_half(rdt):
+        res = np.empty(y.shape, rdt)
+        _native.f32_to_half(np.ascontiguousarray(y), res.view(_U16), is_bf16(rdt))
+        return res
+    return y.astype(rdt)  # type: ignore[no-any-return]
 
 
 def _address(a: np.ndarray) -> int:
@@ -52,7 +72,7 @@ def scalar(a: np.ndarray) -> Any:
 
 
 def copy_into(out: np.ndarray, src: Any) -> None:
-    np.copyto(out, src, casting="unsafe")
+    np.copyto(out, _cast(src, out.dtype), casting="unsafe")
 
 
 
@@ -99,9 +119,9 @@ def _place(lay: Layout, yk: np.ndarray, out: Optional[np.ndarray], rdt: np.dtype
     the input's shape and the result dtype."""
     y = lay.restore(yk)
     if out is not None:
-        np.copyto(out, y, casting="unsafe")
+        copy_into(out, y)
         return out
-    return y.astype(rdt) if y.dtype != rdt else y
+    return _cast(y, rdt)
 
 
 def _rowwise(
@@ -163,12 +183,10 @@ def logsumexp(
 def _finish(r: np.ndarray, shape: Tuple[int, ...], out: Optional[np.ndarray], rdt: np.dtype) -> Any:
     """A per-row result reshaped, in the result dtype, copied into `out` when given; a NumPy
     scalar when 0-d."""
-    r = r.reshape(shape)
+    r = _cast(r.reshape(shape), rdt)
     if out is not None:
-        np.copyto(out, r, casting="unsafe")
+        copy_into(out, r)
         return out
-    if r.dtype != rdt:
-        r = r.astype(rdt)
     return r[()] if r.ndim == 0 else r
 
 

@@ -53,6 +53,14 @@ def entropy(p: _Array, q: Optional[_Array], from_logits: bool, scale: float) -> 
     ``scale * KL(p || q)``; `from_logits` uses the softmax of the rows. A new array of shape
     ``p.shape[:-1]``."""
 
+def half_to_f32(src: _Array, dst: _Array, bf16: bool) -> None:
+    """``dst[...] = src`` widened: `src` the uint16 words of float16 (bfloat16 when `bf16`), `dst`
+    float32 of the same size; both C-contiguous."""
+
+def f32_to_half(src: _Array, dst: _Array, bf16: bool) -> None:
+    """``dst[...] = src`` rounded to nearest even into the uint16 words of float16 (bfloat16 when
+    `bf16`); both C-contiguous and of one size."""
+
 def set_num_threads(n: int) -> None:
     """Sets the number of worker threads (``ValueError`` if `n` < 1)."""
 
@@ -78,6 +86,8 @@ __all__ = [
     "logsumexp_b",
     "cross_entropy",
     "entropy",
+    "half_to_f32",
+    "f32_to_half",
     "set_num_threads",
     "get_num_threads",
     "simd_backend",

@@ -4,6 +4,7 @@
 //! mapped to exceptions here.
 
 mod arrays;
+mod convert;
 mod cross_entropy;
 mod entropy;
 mod logsumexp;
@@ -97,6 +98,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(logsumexp::logsumexp_b, m)?)?;
     m.add_function(wrap_pyfunction!(cross_entropy::cross_entropy, m)?)?;
     m.add_function(wrap_pyfunction!(entropy::entropy, m)?)?;
+    m.add_function(wrap_pyfunction!(convert::half_to_f32, m)?)?;
+    m.add_function(wrap_pyfunction!(convert::f32_to_half, m)?)?;
     m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(get_num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(simd_backend, m)?)?;
