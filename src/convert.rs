@@ -4,8 +4,8 @@
 
 use crate::parallel::for_ranges;
 use crate::KernelError;
+use half::f16;
 use half::slice::{HalfBitsSliceExt, HalfFloatSliceExt};
-use half::{bf16, f16};
 
 /// Elements converted per task: 256 Ki elements (1 MiB of f32) is ~50 µs of work, far above a
 /// task's cost, and leaves several tasks per core on large arrays.
@@ -94,6 +94,7 @@ fn f32_to_bf16(src: &[f32], dst: &mut [u16]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use half::bf16;
 
     /// Every 16-bit pattern survives f16/bf16 -> f32 -> f16/bf16 (NaN payloads aside), and agrees
     /// with the scalar conversions.
