@@ -9,49 +9,18 @@
 
 use core::arch::x86_64::*;
 
-use super::consts::{c32, c64};
-use super::{Simd, WithSimd};
+use super::math::{c32, c64, horner};
+use super::Simd;
 
-/// The AVX2 token; only [`Avx2::new`] makes one, after checking the CPU.
-#[derive(Clone, Copy, Debug)]
-pub struct Avx2(());
-
-impl Avx2 {
-    /// Returns the token if this CPU supports AVX2 and FMA.
-    #[inline]
-    pub fn new() -> Option<Self> {
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-            Some(Avx2(()))
-        } else {
-            None
-        }
-    }
-
-    /// Runs `job` compiled for this instruction set.
-    #[inline]
-    pub fn run<W: WithSimd>(self, job: W) -> W::Output {
-        // SAFETY: the token exists only if `new` found every feature `run_avx2` enables.
-        unsafe { run_avx2(self, job) }
-    }
-}
-
-#[target_feature(enable = "avx2,fma")]
-unsafe fn run_avx2<W: WithSimd>(s: Avx2, job: W) -> W::Output {
-    job.with_simd(s)
-}
+super::isa_token!(
+    /// The AVX2 token; only [`Avx2::new`] makes one, after checking AVX2 and FMA.
+    Avx2,
+    "avx2,fma",
+    is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
+);
 
 const ROUND_NEAREST: i32 = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
 const ROUND_DOWN: i32 = _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC;
-
-/// Horner's scheme `c[i0] + x·(c[i1] + x·(…))`, unrolled at compile time; `$x` must be a variable.
-macro_rules! horner {
-    ($fma:ident, $splat:ident, $x:ident, $c:expr; $i:literal) => {
-        $splat($c[$i])
-    };
-    ($fma:ident, $splat:ident, $x:ident, $c:expr; $i:literal, $($rest:literal),+) => {
-        $fma(horner!($fma, $splat, $x, $c; $($rest),+), $x, $splat($c[$i]))
-    };
-}
 
 /// Lane mask `i < n` for 8 × 32-bit lanes.
 #[inline(always)]

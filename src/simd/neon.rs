@@ -14,46 +14,15 @@
 
 use core::arch::aarch64::*;
 
-use super::consts::{c32, c64};
-use super::{Simd, WithSimd};
+use super::math::{c32, c64, horner};
+use super::Simd;
 
-/// The NEON token; only [`Neon::new`] makes one, after checking the CPU.
-#[derive(Clone, Copy, Debug)]
-pub struct Neon(());
-
-impl Neon {
-    /// Returns the token if this CPU supports NEON.
-    #[inline]
-    pub fn new() -> Option<Self> {
-        if std::arch::is_aarch64_feature_detected!("neon") {
-            Some(Neon(()))
-        } else {
-            None
-        }
-    }
-
-    /// Runs `job` compiled for this instruction set.
-    #[inline]
-    pub fn run<W: WithSimd>(self, job: W) -> W::Output {
-        // SAFETY: the token exists only if `new` found NEON.
-        unsafe { run_neon(self, job) }
-    }
-}
-
-#[target_feature(enable = "neon")]
-unsafe fn run_neon<W: WithSimd>(s: Neon, job: W) -> W::Output {
-    job.with_simd(s)
-}
-
-/// Horner's scheme `c[i0] + x·(c[i1] + x·(…))`, unrolled at compile time; `$x` must be a variable.
-macro_rules! horner {
-    ($fma:ident, $splat:ident, $x:ident, $c:expr; $i:literal) => {
-        $splat($c[$i])
-    };
-    ($fma:ident, $splat:ident, $x:ident, $c:expr; $i:literal, $($rest:literal),+) => {
-        $fma(horner!($fma, $splat, $x, $c; $($rest),+), $x, $splat($c[$i]))
-    };
-}
+super::isa_token!(
+    /// The NEON token; only [`Neon::new`] makes one, after checking the CPU.
+    Neon,
+    "neon",
+    std::arch::is_aarch64_feature_detected!("neon")
+);
 
 #[inline(always)]
 unsafe fn exp_f32x4(x: float32x4_t) -> float32x4_t {
