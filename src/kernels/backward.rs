@@ -290,16 +290,7 @@ mod tests {
     use super::*;
 
     fn data(n: usize, seed: u64) -> Vec<f64> {
-        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..n)
-            .map(|_| {
-                x ^= x >> 12;
-                x ^= x << 25;
-                x ^= x >> 27;
-                (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64 * 4.0
-                    - 2.0
-            })
-            .collect()
+        crate::kernels::testing::data(n, seed, 2.0)
     }
 
     fn softmax_rows(x: &[f64], cols: usize) -> Vec<f64> {

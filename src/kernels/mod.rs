@@ -83,3 +83,22 @@ impl<T> SendPtr<T> {
         SendPtr(self.0.wrapping_add(off))
     }
 }
+
+/// Test inputs shared by the families' unit tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    /// `n` reproducible values uniform in `[-half_width, half_width)` (xorshift*, seeded).
+    pub(crate) fn data(n: usize, seed: u64, half_width: f64) -> Vec<f64> {
+        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..n)
+            .map(|_| {
+                x ^= x >> 12;
+                x ^= x << 25;
+                x ^= x >> 27;
+                (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
+                    * (2.0 * half_width)
+                    - half_width
+            })
+            .collect()
+    }
+}

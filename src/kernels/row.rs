@@ -280,7 +280,8 @@ pub(crate) fn max_mapped<T: Element, S: Simd<T>, P: Pre<T, S>>(s: S, p: &P, x: &
 /// meets softmax's 2e-6 bound, while the reduction costs ~1% on wide vectors.
 pub(crate) const SUM_RUN: usize = 16;
 
-/// `Σ exp(p(x) - m)` over a slice: partial sums in `T`, added up in f64.
+/// `Σ exp(p(x) - m)` over a slice: partial sums in `T` (four vector accumulators, emptied into f64
+/// every [`SUM_RUN`] additions), added up in f64.
 #[inline(always)]
 pub(crate) fn sum_exp_mapped<T: Element, S: Simd<T>, P: Pre<T, S>>(
     s: S,
@@ -288,40 +289,53 @@ pub(crate) fn sum_exp_mapped<T: Element, S: Simd<T>, P: Pre<T, S>>(
     x: &[T],
     m: T,
 ) -> f64 {
-    let l = S::LANES;
-    let mv = s.splat(m);
-    let zero = s.splat(T::ZERO);
+    let (l, mv) = (S::LANES, s.splat(m));
     let mut total = 0.0f64;
     let mut runs = x.chunks_exact(4 * l * SUM_RUN);
     for run in &mut runs {
-        let (mut a0, mut a1, mut a2, mut a3) = (zero, zero, zero, zero);
+        let mut a = [s.splat(T::ZERO); 4];
         for c in run.chunks_exact(4 * l) {
-            a0 = s.add(a0, s.exp(s.sub(p.apply(s, s.load(&c[..l])), mv)));
-            a1 = s.add(a1, s.exp(s.sub(p.apply(s, s.load(&c[l..2 * l])), mv)));
-            a2 = s.add(a2, s.exp(s.sub(p.apply(s, s.load(&c[2 * l..3 * l])), mv)));
-            a3 = s.add(a3, s.exp(s.sub(p.apply(s, s.load(&c[3 * l..])), mv)));
+            add_exp4(s, p, c, mv, &mut a);
         }
-        total += s.reduce_sum(s.add(s.add(a0, a1), s.add(a2, a3))).to_f64();
+        total += s
+            .reduce_sum(s.add(s.add(a[0], a[1]), s.add(a[2], a[3])))
+            .to_f64();
     }
-    let rest = runs.remainder();
-    let (mut a0, mut a1, mut a2, mut a3) = (zero, zero, zero, zero);
-    let mut quads = rest.chunks_exact(4 * l);
+    let mut a = [s.splat(T::ZERO); 4];
+    let mut quads = runs.remainder().chunks_exact(4 * l);
     for c in &mut quads {
-        a0 = s.add(a0, s.exp(s.sub(p.apply(s, s.load(&c[..l])), mv)));
-        a1 = s.add(a1, s.exp(s.sub(p.apply(s, s.load(&c[l..2 * l])), mv)));
-        a2 = s.add(a2, s.exp(s.sub(p.apply(s, s.load(&c[2 * l..3 * l])), mv)));
-        a3 = s.add(a3, s.exp(s.sub(p.apply(s, s.load(&c[3 * l..])), mv)));
+        add_exp4(s, p, c, mv, &mut a);
     }
     let mut singles = quads.remainder().chunks_exact(l);
     for c in &mut singles {
-        a0 = s.add(a0, s.exp(s.sub(p.apply(s, s.load(c)), mv)));
+        a[0] = s.add(a[0], s.exp(s.sub(p.apply(s, s.load(c)), mv)));
     }
     let tail = singles.remainder();
     if !tail.is_empty() {
         let v = load_tail_mapped(s, p, tail, T::NEG_INFINITY);
-        a1 = s.add(a1, s.exp(s.sub(v, mv)));
+        a[1] = s.add(a[1], s.exp(s.sub(v, mv)));
     }
-    total + s.reduce_sum(s.add(s.add(a0, a1), s.add(a2, a3))).to_f64()
+    total
+        + s.reduce_sum(s.add(s.add(a[0], a[1]), s.add(a[2], a[3])))
+            .to_f64()
+}
+
+/// Adds `exp(p(x) - m)` of the four vectors of `c` to the four accumulators.
+#[inline(always)]
+fn add_exp4<T: Element, S: Simd<T>, P: Pre<T, S>>(
+    s: S,
+    p: &P,
+    c: &[T],
+    mv: S::V,
+    a: &mut [S::V; 4],
+) {
+    let l = S::LANES;
+    for (k, acc) in a.iter_mut().enumerate() {
+        *acc = s.add(
+            *acc,
+            s.exp(s.sub(p.apply(s, s.load(&c[k * l..(k + 1) * l])), mv)),
+        );
+    }
 }
 
 /// The online `(m, Σ exp(p(x) - m))` of a row (or a segment of one), one block at a time.
