@@ -344,14 +344,8 @@ mod tests {
                         inplace.iter().map(|v| v.to_f64()).collect::<Vec<_>>()
                     );
                     for r in 0..rows {
-                        let gr: Vec<f64> = g[r * cols..(r + 1) * cols]
-                            .iter()
-                            .map(|v| v.to_f64())
-                            .collect();
-                        let yr: Vec<f64> = second[r * cols..(r + 1) * cols]
-                            .iter()
-                            .map(|v| v.to_f64())
-                            .collect();
+                        let gr = crate::kernels::testing::row_f64(&g, r, cols);
+                        let yr = crate::kernels::testing::row_f64(&second, r, cols);
                         let (red, mag): (f64, f64) = match kind {
                             Vjp::Softmax => (
                                 gr.iter().zip(&yr).map(|(a, b)| a * b).sum(),

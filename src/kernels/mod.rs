@@ -101,4 +101,12 @@ pub(crate) mod testing {
             })
             .collect()
     }
+
+    /// Row `r` of a `cols`-wide matrix, in f64.
+    pub(crate) fn row_f64<T: crate::simd::Element>(x: &[T], r: usize, cols: usize) -> Vec<f64> {
+        x[r * cols..(r + 1) * cols]
+            .iter()
+            .map(|v| v.to_f64())
+            .collect()
+    }
 }

@@ -44,6 +44,52 @@ macro_rules! isa_token {
 #[allow(unused_imports)] // Unused on targets with only the scalar backend.
 use isa_token;
 
+/// The [`Simd`] members that are one instruction-set function each, for a backend's
+/// `unsafe impl Simd<T>` block: the invocation names the functions (which take the arguments in the
+/// trait's order). Full loads and stores slice to `LANES` first, so they are bounds-checked.
+macro_rules! simd_basics {
+    ($t:ty, $v:ty, $lanes:literal;
+     splat: $splat:path, load: $load:path, store: $store:path, mul_add: $fma:path;
+     binary: $($bin:ident $bin_f:path),+;
+     unary: $($un:ident $un_f:path),+) => {
+        type V = $v;
+        const LANES: usize = $lanes;
+
+        #[inline(always)]
+        fn splat(self, x: $t) -> $v {
+            unsafe { $splat(x) }
+        }
+        #[inline(always)]
+        fn load(self, x: &[$t]) -> $v {
+            let x = &x[..$lanes];
+            unsafe { $load(x.as_ptr()) }
+        }
+        #[inline(always)]
+        fn store(self, out: &mut [$t], v: $v) {
+            let out = &mut out[..$lanes];
+            unsafe { $store(out.as_mut_ptr(), v) }
+        }
+        #[inline(always)]
+        fn mul_add(self, a: $v, b: $v, c: $v) -> $v {
+            unsafe { $fma(a, b, c) }
+        }
+        $(
+            #[inline(always)]
+            fn $bin(self, a: $v, b: $v) -> $v {
+                unsafe { $bin_f(a, b) }
+            }
+        )+
+        $(
+            #[inline(always)]
+            fn $un(self, a: $v) -> $v {
+                unsafe { $un_f(a) }
+            }
+        )+
+    };
+}
+#[allow(unused_imports)] // Unused on targets with only the scalar backend.
+use simd_basics;
+
 mod math;
 pub mod scalar;
 

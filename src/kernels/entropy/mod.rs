@@ -157,14 +157,8 @@ mod tests {
             let mut p: Vec<T> = Vec::new();
             let mut q: Vec<T> = Vec::new();
             for i in 0..rows {
-                let ow: Vec<f64> = o[i * cols..(i + 1) * cols]
-                    .iter()
-                    .map(|v| v.to_f64())
-                    .collect();
-                let rw: Vec<f64> = r[i * cols..(i + 1) * cols]
-                    .iter()
-                    .map(|v| v.to_f64())
-                    .collect();
+                let ow = crate::kernels::testing::row_f64(&o, i, cols);
+                let rw = crate::kernels::testing::row_f64(&r, i, cols);
                 let (lp, lq) = (log_softmax(&ow), log_softmax(&rw));
                 h_ref.push(-lp.iter().map(|l| l.exp() * l).sum::<f64>());
                 kl_ref.push(
