@@ -1,6 +1,8 @@
-//! `cargo bench`: each kernel on each instruction set this CPU supports, on the workloads of
-//! BENCHMARKS.md (S1–S5, S1d). Throughput is reported in bytes moved (each input read once, each
-//! output written once), so criterion's GB/s compares directly with the memory ceiling.
+//! `cargo bench`: each kernel on each instruction set this CPU supports, on the benchmark workloads
+//! S1–S5 and S1d (long LLM-vocabulary rows, medium rows, tiny rows, one tiny call, a few huge rows,
+//! and S1 in float64; the shapes are in `workloads` below). Throughput is reported in bytes moved
+//! (each input read once, each output written once), so criterion's GB/s compares directly with the
+//! memory ceiling.
 //!
 //! `cargo bench -- S3` runs one workload; `FASTSOFTMAX_BENCH_QUICK=1` shrinks the big ones.
 

@@ -9,33 +9,13 @@
 //! re-reads `g` and `y` and writes each output once. The output may be `g` or `y` itself (in place):
 //! pass 2 loads both vectors into registers before it stores the result.
 
-use super::{Acc, SendPtr, BLOCK};
-use crate::parallel::{chunk_rows, for_ranges, map_ranges, split_rows, SEGMENT};
-use crate::simd::{Backend, Element, Isa, Simd, WithSimd};
+use std::ops::Range;
+
+use super::driver::{self, Kernel, Rows};
+use super::row::{Total, BLOCK};
+use super::SendPtr;
+use crate::simd::{Backend, Element, Simd};
 use crate::KernelError;
-
-/// A compensated sum ([`Acc`]) that also takes infinities and NaN: `Acc`'s compensation term turns
-/// an infinite addend into NaN (`inf - inf`), so non-finite values are summed apart and added last.
-#[derive(Clone, Copy, Default)]
-pub(crate) struct Total {
-    acc: Acc,
-    special: f64,
-}
-
-impl Total {
-    #[inline(always)]
-    pub(crate) fn add(&mut self, v: f64) {
-        if v.is_finite() {
-            self.acc.add(v);
-        } else {
-            self.special += v;
-        }
-    }
-    #[inline(always)]
-    pub(crate) fn value(self) -> f64 {
-        self.acc.value() + self.special
-    }
-}
 
 /// Which vector-Jacobian product.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -106,75 +86,79 @@ pub fn softmax_backward<T: Element>(
             "grad_output has {ng} elements, y has {ny}, out has {no}"
         )));
     }
-    let n = ng;
-    if cols == 0 || n == 0 {
+    let Some(rows) = driver::matrix_rows(ng, cols)? else {
         return Ok(());
-    }
-    if n % cols != 0 {
-        return Err(KernelError::Shape(format!(
-            "{n} elements do not form rows of {cols}"
-        )));
-    }
-    let rows = n / cols;
+    };
     let (g, y, dst) = buf.ptrs();
-    if split_rows(cols) {
-        for r in 0..rows {
-            let off = r * cols;
-            split_row(backend, g.add(off), y.add(off), dst.add(off), cols, kind);
-        }
-        return Ok(());
-    }
-    for_ranges(rows, chunk_rows(cols), n, |range| {
-        backend.dispatch(Rows {
-            g,
-            y,
-            dst,
-            cols,
-            rows: range,
-            kind,
-        })
-    });
+    let k = Backward {
+        g,
+        y,
+        dst,
+        cols,
+        kind,
+    };
+    driver::run(backend, &k, rows, cols);
     Ok(())
 }
 
-struct Rows<T> {
+struct Backward<T> {
     g: SendPtr<T>,
     y: SendPtr<T>,
     dst: SendPtr<T>,
     cols: usize,
-    rows: std::ops::Range<usize>,
     kind: Vjp,
 }
 
-impl<T: Element> WithSimd for Rows<T> {
-    type Output = ();
+impl<T: Element> Backward<T> {
+    /// Pass 1 on columns `seg` of row `r`.
     #[inline(always)]
-    fn with_simd<S: Isa>(self, s: S) {
-        let s = T::simd(s);
-        for r in self.rows {
-            let off = r * self.cols;
-            // SAFETY: row `r` is in bounds and belongs to this task alone; the read-only slices are
-            // dropped before the write pass touches the (possibly identical) destination.
-            let red = unsafe {
-                reduce(
-                    s,
-                    self.g.slice(off, self.cols),
-                    self.y.slice(off, self.cols),
-                    self.kind,
-                )
-            };
-            unsafe {
-                write(
-                    s,
-                    self.g.add(off),
-                    self.y.add(off),
-                    self.dst.add(off),
-                    self.cols,
-                    T::from_f64(red),
-                    self.kind,
-                )
-            };
+    fn reduce_seg<S: Simd<T>>(&self, s: S, r: usize, seg: Range<usize>) -> f64 {
+        let off = r * self.cols + seg.start;
+        // SAFETY: the range is in bounds; nothing writes the row during pass 1, and the slices are
+        // dropped before pass 2 touches the (possibly identical) destination.
+        let (g, y) = unsafe { (self.g.slice(off, seg.len()), self.y.slice(off, seg.len())) };
+        reduce(s, g, y, self.kind)
+    }
+
+    /// Pass 2 on columns `seg` of row `r`, which the caller's task owns.
+    #[inline(always)]
+    fn write_seg<S: Simd<T>>(&self, s: S, r: usize, seg: Range<usize>, red: T) {
+        let off = r * self.cols + seg.start;
+        let (g, y, dst) = (self.g.add(off), self.y.add(off), self.dst.add(off));
+        // SAFETY: the range is in bounds and belongs to the caller's task alone.
+        unsafe { write(s, g, y, dst, seg.len(), red, self.kind) }
+    }
+}
+
+impl<T: Element> Rows<T> for Backward<T> {
+    type Out = ();
+    #[inline(always)]
+    fn rows<S: Simd<T>>(&self, s: S, rows: Range<usize>) {
+        for r in rows {
+            let red = self.reduce_seg(s, r, 0..self.cols);
+            self.write_seg(s, r, 0..self.cols, T::from_f64(red));
         }
+    }
+}
+
+/// A split row: the reduction per segment, summed in order, then the segments written.
+impl<T: Element> Kernel<T> for Backward<T> {
+    const WRITES: bool = true;
+    type Part = f64;
+    type Fin = T;
+
+    #[inline(always)]
+    fn part<S: Simd<T>>(&self, s: S, row: usize, seg: Range<usize>) -> f64 {
+        self.reduce_seg(s, row, seg)
+    }
+
+    fn finish(&self, _backend: Backend, _row: usize, parts: &[f64]) -> T {
+        T::from_f64(Total::of(parts.iter().copied()))
+    }
+
+    #[inline(always)]
+    fn write<S: Simd<T>>(&self, s: S, row: usize, seg: Range<usize>, _part: &f64, red: T) {
+        self.write_seg(s, row, seg, red)
     }
 }
 
@@ -301,98 +285,12 @@ unsafe fn write<T: Element, S: Simd<T>>(
     }
 }
 
-/// A row long enough to split: the reduction per fixed segment in parallel, summed in order, then
-/// the segments written in parallel.
-fn split_row<T: Element>(
-    backend: Backend,
-    g: SendPtr<T>,
-    y: SendPtr<T>,
-    dst: SendPtr<T>,
-    cols: usize,
-    kind: Vjp,
-) {
-    let parts = map_ranges(cols, SEGMENT, cols, |seg| {
-        backend.dispatch(SegmentReduce {
-            // SAFETY: the segment is in bounds; nothing writes the row during this pass.
-            g: unsafe { g.add(seg.start).slice(0, seg.len()) },
-            y: unsafe { y.add(seg.start).slice(0, seg.len()) },
-            kind,
-        })
-    });
-    let mut acc = Total::default();
-    for p in parts {
-        acc.add(p);
-    }
-    let red = T::from_f64(acc.value());
-    for_ranges(cols, SEGMENT, cols, |seg| {
-        backend.dispatch(SegmentWrite {
-            g: g.add(seg.start),
-            y: y.add(seg.start),
-            dst: dst.add(seg.start),
-            len: seg.len(),
-            red,
-            kind,
-        })
-    });
-}
-
-struct SegmentReduce<'a, T> {
-    g: &'a [T],
-    y: &'a [T],
-    kind: Vjp,
-}
-
-impl<T: Element> WithSimd for SegmentReduce<'_, T> {
-    type Output = f64;
-    #[inline(always)]
-    fn with_simd<S: Isa>(self, s: S) -> f64 {
-        reduce(T::simd(s), self.g, self.y, self.kind)
-    }
-}
-
-struct SegmentWrite<T> {
-    g: SendPtr<T>,
-    y: SendPtr<T>,
-    dst: SendPtr<T>,
-    len: usize,
-    red: T,
-    kind: Vjp,
-}
-
-impl<T: Element> WithSimd for SegmentWrite<T> {
-    type Output = ();
-    #[inline(always)]
-    fn with_simd<S: Isa>(self, s: S) {
-        // SAFETY: each segment is written by one task only.
-        unsafe {
-            write(
-                T::simd(s),
-                self.g,
-                self.y,
-                self.dst,
-                self.len,
-                self.red,
-                self.kind,
-            )
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn data(n: usize, seed: u64) -> Vec<f64> {
-        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..n)
-            .map(|_| {
-                x ^= x >> 12;
-                x ^= x << 25;
-                x ^= x >> 27;
-                (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64 * 4.0
-                    - 2.0
-            })
-            .collect()
+        crate::kernels::testing::data(n, seed, 2.0)
     }
 
     fn softmax_rows(x: &[f64], cols: usize) -> Vec<f64> {
@@ -446,14 +344,8 @@ mod tests {
                         inplace.iter().map(|v| v.to_f64()).collect::<Vec<_>>()
                     );
                     for r in 0..rows {
-                        let gr: Vec<f64> = g[r * cols..(r + 1) * cols]
-                            .iter()
-                            .map(|v| v.to_f64())
-                            .collect();
-                        let yr: Vec<f64> = second[r * cols..(r + 1) * cols]
-                            .iter()
-                            .map(|v| v.to_f64())
-                            .collect();
+                        let gr = crate::kernels::testing::row_f64(&g, r, cols);
+                        let yr = crate::kernels::testing::row_f64(&second, r, cols);
                         let (red, mag): (f64, f64) = match kind {
                             Vjp::Softmax => (
                                 gr.iter().zip(&yr).map(|(a, b)| a * b).sum(),

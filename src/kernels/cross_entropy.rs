@@ -13,9 +13,12 @@
 //! z-term by the number of counted rows. All of this is known before the first row is read (the label
 //! pre-pass), so the gradient is written in the same pass that reads the row.
 
-use super::{finish_lse, max_sum, Acc, Buf, One, Pre, SendPtr, SoftCap};
-use crate::parallel::{chunk_rows, map_ranges};
-use crate::simd::{Backend, Element, Isa, Simd, WithSimd};
+use std::ops::Range;
+
+use super::driver::{self, Rows};
+use super::row::{finish_lse, map_row, max_sum, Acc, One, Pre, SoftCap, BLOCK};
+use super::{Buf, SendPtr};
+use crate::simd::{Backend, Element, Simd};
 use crate::KernelError;
 
 /// Class labels, one per row, or a distribution per row with the logits' shape.
@@ -32,7 +35,7 @@ pub enum Reduction {
     None,
 }
 
-/// The options of API.md §1, PyTorch's names.
+/// The options of `cross_entropy` (docs/api.md §1), with PyTorch's names and defaults.
 #[derive(Clone, Copy)]
 pub struct CeOptions<'a, T> {
     pub weight: Option<&'a [T]>,
@@ -116,20 +119,17 @@ pub fn cross_entropy<T: Element>(
         }
         return Ok(0.0);
     }
-    let job = |range: std::ops::Range<usize>| {
-        let rows_job = CeRows {
-            src,
-            dst,
-            losses: loss_ptr,
-            rows: range,
-            cols,
-            target,
-            opts,
-            plan: &plan,
-        };
-        backend.dispatch(rows_job)
+    let k = CeRows {
+        src,
+        dst,
+        losses: loss_ptr,
+        cols,
+        target,
+        opts,
+        plan: &plan,
     };
-    let parts = map_ranges(rows, chunk_rows(cols), n, job);
+    // Rows are never split across threads here: each row's loss and gradient come from one pass.
+    let parts = driver::map_rows(backend, &k, rows, cols);
     let (mut main, mut z) = (Acc::default(), Acc::default());
     for (m, zz) in parts {
         main.add(m);
@@ -229,7 +229,7 @@ impl Plan {
             }
         };
         let (r_main, r_z) = match opts.reduction {
-            // No counted row: the mean of nothing is 0 (API.md §1), not PyTorch's NaN.
+            // No counted row: the mean of nothing is 0 (docs/api.md §1), not PyTorch's NaN.
             Reduction::Mean if counted == 0 => (0.0, 0.0),
             Reduction::Mean => (1.0 / den_main, 1.0 / counted as f64),
             Reduction::Sum | Reduction::None => (1.0, 1.0),
@@ -246,19 +246,17 @@ struct CeRows<'a, T> {
     src: SendPtr<T>,
     dst: Option<SendPtr<T>>,
     losses: Option<SendPtr<T>>,
-    rows: std::ops::Range<usize>,
     cols: usize,
     target: Target<'a, T>,
     opts: &'a CeOptions<'a, T>,
     plan: &'a Plan,
 }
 
-impl<T: Element> WithSimd for CeRows<'_, T> {
+impl<T: Element> Rows<T> for CeRows<'_, T> {
     /// (Σ main term, Σ z term) over the rows, unscaled.
-    type Output = (f64, f64);
+    type Out = (f64, f64);
     #[inline(always)]
-    fn with_simd<S: Isa>(self, s: S) -> (f64, f64) {
-        let s = T::simd(s);
+    fn rows<S: Simd<T>>(&self, s: S, rows: Range<usize>) -> (f64, f64) {
         match self.opts.softcap {
             Some(c) => self.run(
                 s,
@@ -266,22 +264,23 @@ impl<T: Element> WithSimd for CeRows<'_, T> {
                     c: T::from_f64(c),
                     inv_c: T::from_f64(1.0 / c),
                 },
+                rows,
             ),
-            None => self.run(s, One),
+            None => self.run(s, One, rows),
         }
     }
 }
 
 impl<T: Element> CeRows<'_, T> {
     #[inline(always)]
-    fn run<S: Simd<T>, P: Pre<T, S>>(self, s: S, p: P) -> (f64, f64) {
+    fn run<S: Simd<T>, P: Pre<T, S>>(&self, s: S, p: P, rows: Range<usize>) -> (f64, f64) {
         let cols = self.cols;
         let opts = self.opts;
         let plan = self.plan;
         let eps = opts.label_smoothing;
         let inv_c = 1.0 / cols as f64;
         let (mut main_sum, mut z_sum) = (Acc::default(), Acc::default());
-        for r in self.rows {
+        for r in rows {
             let off = r * cols;
             let dst = self.dst.map(|d| d.add(off));
             let label = match self.target {
@@ -471,8 +470,8 @@ fn dots<T: Element, S: Simd<T>, P: Pre<T, S>>(
     let one = s.splat(T::ONE);
     let (mut wq, mut wqo, mut wo) = (Acc::default(), Acc::default(), Acc::default());
     let full = x.len() / l * l;
-    for start in (0..full).step_by(super::BLOCK) {
-        let end = (start + super::BLOCK).min(full);
+    for start in (0..full).step_by(BLOCK) {
+        let end = (start + BLOCK).min(full);
         let (mut a, mut b, mut c) = (zero, zero, zero);
         for i in (start..end).step_by(l) {
             let o = s.sub(p.apply(s, s.load(&x[i..i + l])), mv);

@@ -1,11 +1,14 @@
-//! `logsumexp` over the rows of a matrix: one read of the input, one value per row.
+//! `logsumexp` over the rows of a matrix: one read of the input, one value per row; and SciPy's
+//! weighted, signed `logsumexp` (a plain f64 path: for flexibility, not speed).
 
-use super::small::{tile_chunk, TileJob, TileOp, SMALL_COLS};
-use super::softmax::{FinishLse, SegmentStats};
+use std::ops::Range;
+
+use super::driver::{self, Kernel, PerRow, Rows};
+use super::row::{finish_lse, finish_lse_on, max_sum, merge_max_sum, with_scale, Acc, Pre};
+use super::tile::{tile_rows, TileOp};
 use super::SendPtr;
-use super::{finish_lse, max_sum, merge_max_sum, Acc, One, Pre, Scale};
-use crate::parallel::{chunk_rows, for_ranges, map_ranges, split_rows, SEGMENT};
-use crate::simd::{Backend, Element, Isa, Simd, WithSimd};
+use crate::parallel::{chunk_rows, for_ranges};
+use crate::simd::{Backend, Element, Simd};
 use crate::KernelError;
 
 /// `out[r] = logsumexp(x[r, :] · scale) / scale` for the `rows × cols` matrix `x`: with
@@ -17,95 +20,82 @@ pub fn logsumexp<T: Element>(
     scale: T,
     out: &mut [T],
 ) -> Result<(), KernelError> {
-    let rows = check_rows(x.len(), cols, out.len())?;
-    let p = Scale(scale);
-    let unscale = 1.0 / scale.to_f64();
+    let rows = driver::reduced_rows(x.len(), cols, out.len())?;
     if cols == 0 {
         out.fill(T::NEG_INFINITY);
         return Ok(());
     }
-    if cols <= SMALL_COLS {
-        let (src, dst) = (SendPtr(x.as_ptr() as *mut T), SendPtr(out.as_mut_ptr()));
-        let op = TileOp::Lse { unscale };
-        for_ranges(rows, tile_chunk(cols), x.len(), |rows| {
-            backend.dispatch(TileJob {
-                src,
-                dst,
-                rows,
-                cols,
-                scale,
-                op,
-            })
-        });
-        return Ok(());
-    }
-    if split_rows(cols) {
-        for (r, o) in out.iter_mut().enumerate() {
-            let row = &x[r * cols..(r + 1) * cols];
-            let parts = map_ranges(cols, SEGMENT, cols, |seg| {
-                backend.dispatch(SegmentStats { x: &row[seg], p })
-            });
-            let (m, sum) = merge_max_sum(&parts);
-            let lse = backend.dispatch(FinishLse { x: row, p, m, sum });
-            *o = T::from_f64(lse.value() * unscale);
-        }
-        return Ok(());
-    }
-    let chunk = chunk_rows(cols);
-    let out_ptr = SendPtr(out.as_mut_ptr());
-    for_ranges(rows, chunk, x.len(), |range| {
-        // SAFETY: each task writes its own rows of `out`.
-        let o = unsafe { out_ptr.add(range.start).slice_mut(range.len()) };
-        backend.dispatch(Rows {
-            x: &x[range.start * cols..range.end * cols],
-            cols,
-            p,
-            unscale,
-            out: o,
-        })
-    });
+    let k = LogSumExp {
+        x,
+        cols,
+        scale,
+        out: PerRow::new(out, 1.0 / scale.to_f64()),
+    };
+    driver::run(backend, &k, rows, cols);
     Ok(())
 }
 
-fn check_rows(n: usize, cols: usize, out_len: usize) -> Result<usize, KernelError> {
-    let rows = n.checked_div(cols).unwrap_or(out_len);
-    if (cols == 0 && n != 0) || !n.is_multiple_of(cols.max(1)) || rows != out_len {
-        return Err(KernelError::Shape(format!(
-            "{n} elements in rows of {cols} do not match an output of {out_len} rows"
-        )));
-    }
-    Ok(rows)
-}
-
-struct Rows<'a, T> {
+struct LogSumExp<'a, T> {
     x: &'a [T],
     cols: usize,
-    p: Scale<T>,
-    unscale: f64,
-    out: &'a mut [T],
+    scale: T,
+    /// One value per row, times `1 / scale` (which turns the log-sum-exp of `x · scale` back into
+    /// `x`'s units).
+    out: PerRow<T>,
 }
 
-impl<T: Element> WithSimd for Rows<'_, T> {
-    type Output = ();
+impl<T: Element> LogSumExp<'_, T> {
+    fn row(&self, r: usize) -> &[T] {
+        &self.x[r * self.cols..(r + 1) * self.cols]
+    }
+
     #[inline(always)]
-    fn with_simd<S: Isa>(self, s: S) {
-        let s = T::simd(s);
-        if self.p.0 == T::ONE {
-            self.run(s, One)
-        } else {
-            let p = self.p;
-            self.run(s, p)
+    fn run<S: Simd<T>, P: Pre<T, S>>(&self, s: S, p: &P, rows: Range<usize>) {
+        for r in rows {
+            let x = self.row(r);
+            let (m, sum) = max_sum(s, p, x);
+            // SAFETY: the driver hands row `r` to this task alone.
+            unsafe { self.out.put(r, finish_lse(s, p, x, m, sum).value()) };
         }
     }
 }
 
-impl<T: Element> Rows<'_, T> {
+impl<T: Element> Rows<T> for LogSumExp<'_, T> {
+    type Out = ();
     #[inline(always)]
-    fn run<S: Simd<T>, P: Pre<T, S>>(self, s: S, p: P) {
-        for (row, o) in self.x.chunks_exact(self.cols).zip(self.out.iter_mut()) {
-            let (m, sum) = max_sum(s, &p, row);
-            *o = T::from_f64(finish_lse(s, &p, row, m, sum).value() * self.unscale);
-        }
+    fn rows<S: Simd<T>>(&self, s: S, rows: Range<usize>) {
+        with_scale!(self.scale, |p| self.run(s, &p, rows))
+    }
+}
+
+impl<T: Element> Kernel<T> for LogSumExp<'_, T> {
+    const TILES: bool = true;
+    type Part = (T, f64);
+    type Fin = ();
+
+    #[inline(always)]
+    fn tile<S: Simd<T>>(&self, s: S, rows: Range<usize>) {
+        let (src, cols) = (SendPtr(self.x.as_ptr() as *mut T), self.cols);
+        let op = TileOp::Lse {
+            unscale: self.out.factor(),
+        };
+        // SAFETY: the driver hands each task its own rows; the tile path only reads `x` and
+        // writes those rows' entries of `out`.
+        with_scale!(self.scale, |p| unsafe {
+            tile_rows(s, &p, src, self.out.ptr(), rows, cols, op)
+        })
+    }
+
+    #[inline(always)]
+    fn part<S: Simd<T>>(&self, s: S, row: usize, seg: Range<usize>) -> (T, f64) {
+        with_scale!(self.scale, |p| max_sum(s, &p, &self.row(row)[seg]))
+    }
+
+    fn finish(&self, backend: Backend, row: usize, parts: &[(T, f64)]) {
+        let (m, sum) = merge_max_sum(parts);
+        let lse = finish_lse_on(backend, self.row(row), self.scale, m, sum);
+        // SAFETY: split rows are finished one at a time, on the calling thread.
+        unsafe { self.out.put(row, lse.value()) };
     }
 }
 
@@ -119,7 +109,7 @@ pub fn logsumexp_weighted<T: Element>(
     out: &mut [T],
     sign: &mut [T],
 ) -> Result<(), KernelError> {
-    let rows = check_rows(x.len(), cols, out.len())?;
+    let rows = driver::reduced_rows(x.len(), cols, out.len())?;
     if b.len() != x.len() || sign.len() != rows {
         return Err(KernelError::Shape(format!(
             "b has {} elements and sign {} for {} elements in {rows} rows",
@@ -134,8 +124,8 @@ pub fn logsumexp_weighted<T: Element>(
         return Ok(());
     }
     let chunk = chunk_rows(cols);
-    let out_ptr = super::SendPtr(out.as_mut_ptr());
-    let sign_ptr = super::SendPtr(sign.as_mut_ptr());
+    let out_ptr = SendPtr(out.as_mut_ptr());
+    let sign_ptr = SendPtr(sign.as_mut_ptr());
     for_ranges(rows, chunk, x.len(), |range| {
         for r in range {
             let (l, sg) = weighted_row(&x[r * cols..(r + 1) * cols], &b[r * cols..(r + 1) * cols]);

@@ -1,47 +1,18 @@
-//! Row primitives shared by the kernels, and the buffer types of the slice-level API.
+//! The kernels, one module per operation family, on row-major matrices given as slices, and the
+//! buffer types of that slice-level API.
 //!
-//! Every kernel follows one outline: pass 1 finds the row's running `(max, sum of exp)` block by block
-//! (each block read twice while it sits in L1, so the row is read once from memory); pass 2, when the
-//! kernel writes an output, re-reads the row (now in L2) and writes each element once.
-
-/// `dst[i] = f(src[i])` vector by vector over `len` elements, `src` possibly equal to `dst`: each
-/// vector is loaded into a register before its lanes are stored, and short-lived slices keep every
-/// access bounds-checked. A macro, not a closure, so `f` is compiled for the caller's instruction set.
-/// Must be used inside an `unsafe` function whose contract makes `src`/`dst` valid for `len`.
-macro_rules! map_row {
-    ($T:ty, $S:ty, $s:expr, $src:expr, $dst:expr, $len:expr, |$v:ident, $i:ident| $f:expr) => {{
-        let l = <$S as $crate::simd::Simd<$T>>::LANES;
-        let (src, dst, len) = ($src, $dst, $len);
-        let mut $i = 0usize;
-        while $i + l <= len {
-            let $v = $s.load(src.slice($i, l));
-            let r = $f;
-            $s.store(std::slice::from_raw_parts_mut(dst.0.add($i), l), r);
-            $i += l;
-        }
-        if $i < len {
-            let $v = $s.load_partial(src.slice($i, len - $i), <$T as $crate::simd::Element>::ZERO);
-            let r = $f;
-            $s.store_partial(std::slice::from_raw_parts_mut(dst.0.add($i), len - $i), r);
-        }
-    }};
-}
+//! [`driver`] holds the outline every family follows (check the shape, then the tile path for tiny
+//! rows, the split path for huge ones, or whole rows in parallel); [`row`] holds the row primitives
+//! the families share; each family module holds only its own arithmetic.
 
 pub mod backward;
 pub mod cross_entropy;
+pub(crate) mod driver;
 pub mod entropy;
 pub mod logsumexp;
-pub mod small;
+pub(crate) mod row;
 pub mod softmax;
-
-use crate::simd::{Element, Simd};
-
-/// Elements per block of the online `(max, sum)` pass. Each block is read twice (max, then exp-sum),
-/// so it must stay in L1: 2048 f32 are 8 KiB (16 KiB for f64), a quarter of a 32-48 KiB L1d, while the
-/// per-block rescale (one scalar `exp`) is amortised over 2048 elements.
-pub(crate) const BLOCK: usize = 2048;
-
-pub(crate) use crate::simd::MAX_LANES;
+pub mod tile;
 
 /// An input matrix and where the result goes.
 pub enum Buf<'a, T> {
@@ -113,384 +84,29 @@ impl<T> SendPtr<T> {
     }
 }
 
-/// A compensated (Kahan–Babuška) f64 sum: block sums of up to 262,144-element rows are added without
-/// the O(n·eps) drift of a plain running sum, which float64's 1e-14 bound (API.md §4) needs.
-#[derive(Clone, Copy, Default)]
-pub(crate) struct Acc {
-    sum: f64,
-    comp: f64,
-}
-
-impl Acc {
-    #[inline(always)]
-    pub(crate) fn add(&mut self, v: f64) {
-        let t = self.sum + v;
-        if !t.is_finite() {
-            // An infinite (or NaN) total stays what it is; compensating it would make inf - inf.
-            self.sum = t;
-            return;
-        }
-        if self.sum.abs() >= v.abs() {
-            self.comp += (self.sum - t) + v;
-        } else {
-            self.comp += (v - t) + self.sum;
-        }
-        self.sum = t;
-    }
-    #[inline(always)]
-    pub(crate) fn scale(&mut self, f: f64) {
-        self.sum *= f;
-        self.comp *= f;
-    }
-    #[inline(always)]
-    pub(crate) fn value(self) -> f64 {
-        self.sum + self.comp
-    }
-}
-
-/// The element-wise map applied to a row before the softmax: `x * scale` (temperature, softmin) or
-/// the soft cap `c * tanh(x / c)`.
-pub(crate) trait Pre<T: Element, S: Simd<T>>: Copy {
-    fn apply(&self, s: S, v: S::V) -> S::V;
-    fn apply_scalar(&self, x: T) -> T;
-    /// An input that `apply` maps to `-inf`, if there is one (tails are filled with it).
-    fn preimage_of_neg_inf(&self) -> Option<T>;
-    /// Whether `apply` has a derivative other than a constant the caller handles (the soft cap).
-    const HAS_CHAIN: bool = false;
-    /// `d apply / dx` expressed through the mapped value `y = apply(x)`.
-    #[inline(always)]
-    fn chain(&self, _s: S, y: S::V) -> S::V {
-        y
-    }
-    #[inline(always)]
-    fn chain_scalar(&self, _y: f64) -> f64 {
-        1.0
-    }
-}
-
-#[derive(Clone, Copy)]
-pub(crate) struct Scale<T>(pub T);
-
-/// The identity map: `Scale(1)` without the multiply (most calls have no temperature, and the
-/// multiply is one of the ~10 instructions per vector of the `(max, sum)` pass).
-#[derive(Clone, Copy)]
-pub(crate) struct One;
-
-impl<T: Element, S: Simd<T>> Pre<T, S> for One {
-    #[inline(always)]
-    fn apply(&self, _s: S, v: S::V) -> S::V {
-        v
-    }
-    #[inline(always)]
-    fn apply_scalar(&self, x: T) -> T {
-        x
-    }
-    #[inline(always)]
-    fn preimage_of_neg_inf(&self) -> Option<T> {
-        Some(T::NEG_INFINITY)
-    }
-}
-
-impl<T: Element, S: Simd<T>> Pre<T, S> for Scale<T> {
-    #[inline(always)]
-    fn apply(&self, s: S, v: S::V) -> S::V {
-        s.mul(v, s.splat(self.0))
-    }
-    #[inline(always)]
-    fn apply_scalar(&self, x: T) -> T {
-        x * self.0
-    }
-    #[inline(always)]
-    fn preimage_of_neg_inf(&self) -> Option<T> {
-        Some(if self.0 > T::ZERO {
-            T::NEG_INFINITY
-        } else {
-            T::INFINITY
-        })
-    }
-}
-
-/// Gemma 2's soft cap `c · tanh(x / c)`.
-#[derive(Clone, Copy)]
-pub(crate) struct SoftCap<T> {
-    pub c: T,
-    pub inv_c: T,
-}
-
-impl<T: Element, S: Simd<T>> Pre<T, S> for SoftCap<T> {
-    #[inline(always)]
-    fn apply(&self, s: S, v: S::V) -> S::V {
-        s.mul(s.tanh(s.mul(v, s.splat(self.inv_c))), s.splat(self.c))
-    }
-    #[inline(always)]
-    fn apply_scalar(&self, x: T) -> T {
-        T::from_f64((x * self.inv_c).to_f64().tanh()) * self.c
-    }
-    #[inline(always)]
-    fn preimage_of_neg_inf(&self) -> Option<T> {
-        None // c·tanh is bounded below by -c.
-    }
-    const HAS_CHAIN: bool = true;
-    /// `d/dx c·tanh(x/c) = 1 - tanh² = 1 - (y/c)²`.
-    #[inline(always)]
-    fn chain(&self, s: S, y: S::V) -> S::V {
-        let t = s.mul(y, s.splat(self.inv_c));
-        s.sub(s.splat(T::ONE), s.mul(t, t))
-    }
-    #[inline(always)]
-    fn chain_scalar(&self, y: f64) -> f64 {
-        let t = y * self.inv_c.to_f64();
-        1.0 - t * t
-    }
-}
-
-/// Loads a row tail (`x.len() < LANES`), maps it, and sets the lanes past the tail to `fill`.
-#[inline(always)]
-pub(crate) fn load_tail_mapped<T: Element, S: Simd<T>, P: Pre<T, S>>(
-    s: S,
-    p: &P,
-    x: &[T],
-    fill: T,
-) -> S::V {
-    if fill == T::NEG_INFINITY {
-        if let Some(pre) = p.preimage_of_neg_inf() {
-            // The fill maps to -inf by itself: one masked load, no round trip through memory.
-            return p.apply(s, s.load_partial(x, pre));
-        }
-    }
-    let v = p.apply(s, s.load_partial(x, T::ZERO));
-    let mut buf = [fill; MAX_LANES];
-    s.store(&mut buf, v);
-    for b in &mut buf[x.len()..] {
-        *b = fill;
-    }
-    s.load(&buf)
-}
-
-/// `max(p(x))` over a slice; NaN may or may not win (the sum catches NaN).
-#[inline(always)]
-pub(crate) fn max_mapped<T: Element, S: Simd<T>, P: Pre<T, S>>(s: S, p: &P, x: &[T]) -> T {
-    let l = S::LANES;
-    let ninf = s.splat(T::NEG_INFINITY);
-    let (mut m0, mut m1, mut m2, mut m3) = (ninf, ninf, ninf, ninf);
-    let mut quads = x.chunks_exact(4 * l);
-    for c in &mut quads {
-        m0 = s.max(m0, p.apply(s, s.load(&c[..l])));
-        m1 = s.max(m1, p.apply(s, s.load(&c[l..2 * l])));
-        m2 = s.max(m2, p.apply(s, s.load(&c[2 * l..3 * l])));
-        m3 = s.max(m3, p.apply(s, s.load(&c[3 * l..])));
-    }
-    let mut singles = quads.remainder().chunks_exact(l);
-    for c in &mut singles {
-        m0 = s.max(m0, p.apply(s, s.load(c)));
-    }
-    let tail = singles.remainder();
-    if !tail.is_empty() {
-        m1 = s.max(m1, load_tail_mapped(s, p, tail, T::NEG_INFINITY));
-    }
-    s.reduce_max(s.max(s.max(m0, m1), s.max(m2, m3)))
-}
-
-/// Vector additions per accumulator lane before a partial sum is moved to f64: 16 float32 additions
-/// keep each partial within ~1e-6 relative in the worst case, so even the one-lane scalar backend
-/// meets softmax's 2e-6 bound, while the reduction costs ~1% on wide vectors.
-pub(crate) const SUM_RUN: usize = 16;
-
-/// `Σ exp(p(x) - m)` over a slice: partial sums in `T`, added up in f64.
-#[inline(always)]
-pub(crate) fn sum_exp_mapped<T: Element, S: Simd<T>, P: Pre<T, S>>(
-    s: S,
-    p: &P,
-    x: &[T],
-    m: T,
-) -> f64 {
-    let l = S::LANES;
-    let mv = s.splat(m);
-    let zero = s.splat(T::ZERO);
-    let mut total = 0.0f64;
-    let mut runs = x.chunks_exact(4 * l * SUM_RUN);
-    for run in &mut runs {
-        let (mut a0, mut a1, mut a2, mut a3) = (zero, zero, zero, zero);
-        for c in run.chunks_exact(4 * l) {
-            a0 = s.add(a0, s.exp(s.sub(p.apply(s, s.load(&c[..l])), mv)));
-            a1 = s.add(a1, s.exp(s.sub(p.apply(s, s.load(&c[l..2 * l])), mv)));
-            a2 = s.add(a2, s.exp(s.sub(p.apply(s, s.load(&c[2 * l..3 * l])), mv)));
-            a3 = s.add(a3, s.exp(s.sub(p.apply(s, s.load(&c[3 * l..])), mv)));
-        }
-        total += s.reduce_sum(s.add(s.add(a0, a1), s.add(a2, a3))).to_f64();
-    }
-    let rest = runs.remainder();
-    let (mut a0, mut a1, mut a2, mut a3) = (zero, zero, zero, zero);
-    let mut quads = rest.chunks_exact(4 * l);
-    for c in &mut quads {
-        a0 = s.add(a0, s.exp(s.sub(p.apply(s, s.load(&c[..l])), mv)));
-        a1 = s.add(a1, s.exp(s.sub(p.apply(s, s.load(&c[l..2 * l])), mv)));
-        a2 = s.add(a2, s.exp(s.sub(p.apply(s, s.load(&c[2 * l..3 * l])), mv)));
-        a3 = s.add(a3, s.exp(s.sub(p.apply(s, s.load(&c[3 * l..])), mv)));
-    }
-    let mut singles = quads.remainder().chunks_exact(l);
-    for c in &mut singles {
-        a0 = s.add(a0, s.exp(s.sub(p.apply(s, s.load(c)), mv)));
-    }
-    let tail = singles.remainder();
-    if !tail.is_empty() {
-        let v = load_tail_mapped(s, p, tail, T::NEG_INFINITY);
-        a1 = s.add(a1, s.exp(s.sub(v, mv)));
-    }
-    total + s.reduce_sum(s.add(s.add(a0, a1), s.add(a2, a3))).to_f64()
-}
-
-/// The online `(m, Σ exp(p(x) - m))` of a row (or a segment of one), one block at a time.
-/// `m` is `-inf` when every element is `-inf` (or NaN); the sum is then 0.
-#[inline(always)]
-pub(crate) fn max_sum<T: Element, S: Simd<T>, P: Pre<T, S>>(s: S, p: &P, x: &[T]) -> (T, f64) {
-    let mut m = T::NEG_INFINITY;
-    let mut acc = Acc::default();
-    for block in x.chunks(BLOCK) {
-        let bm = max_mapped(s, p, block);
-        if bm > m {
-            if m != T::NEG_INFINITY {
-                acc.scale((m - bm).to_f64().exp());
-            }
-            m = bm;
-        }
-        if m == T::NEG_INFINITY {
-            // Everything so far is -inf (exp would give NaN from -inf - -inf); it adds nothing.
-            continue;
-        }
-        acc.add(sum_exp_mapped(s, p, block, m));
-    }
-    (m, acc.value())
-}
-
-/// Merges partial `(max, sum)` pairs of segments of one row, in order.
-pub(crate) fn merge_max_sum<T: Element>(parts: &[(T, f64)]) -> (T, f64) {
-    let mut m = T::NEG_INFINITY;
-    for &(pm, _) in parts {
-        if pm > m {
-            m = pm;
-        }
-    }
-    if m == T::NEG_INFINITY {
-        return (m, 0.0);
-    }
-    let mut acc = Acc::default();
-    for &(pm, ps) in parts {
-        if pm == T::NEG_INFINITY {
-            continue;
-        }
-        acc.add(ps * (pm - m).to_f64().exp());
-    }
-    (m, acc.value())
-}
-
-/// Whether any element is NaN (only on the rare paths: rows whose max is infinite).
-pub(crate) fn has_nan<T: Element>(x: &[T]) -> bool {
-    x.iter().any(|v| v.is_nan())
-}
-
-/// `Σ_{p(x) != m} exp(p(x) - m) + (count(p(x) == m) - 1)`: the row sum without one copy of its largest
-/// term (exactly 1), so `lse = m + log1p(rest)` keeps the digits `m + log(1 + rest)` would lose.
-#[inline(always)]
-pub(crate) fn sum_exp_rest<T: Element, S: Simd<T>, P: Pre<T, S>>(
-    s: S,
-    p: &P,
-    x: &[T],
-    m: T,
-) -> f64 {
-    let l = S::LANES;
-    let mv = s.splat(m);
-    let zero = s.splat(T::ZERO);
-    let one = s.splat(T::ONE);
-    let mut acc = Acc::default();
-    let mut count = 0.0f64;
-    for block in x.chunks(BLOCK) {
-        let (mut a, mut n) = (zero, zero);
-        let mut singles = block.chunks_exact(l);
-        for c in &mut singles {
-            let v = p.apply(s, s.load(c));
-            let e = s.exp(s.sub(v, mv));
-            a = s.add(a, s.select_eq(v, mv, zero, e));
-            n = s.add(n, s.select_eq(v, mv, one, zero));
-        }
-        let tail = singles.remainder();
-        if !tail.is_empty() {
-            let v = load_tail_mapped(s, p, tail, T::NEG_INFINITY);
-            let e = s.exp(s.sub(v, mv));
-            a = s.add(a, s.select_eq(v, mv, zero, e));
-            n = s.add(n, s.select_eq(v, mv, one, zero));
-        }
-        acc.add(s.reduce_sum(a).to_f64());
-        count += s.reduce_sum(n).to_f64();
-    }
-    acc.value() + (count - 1.0)
-}
-
-/// A row's log-sum-exp as `m + log_sum`, kept in two parts so `p(x) - lse` can be formed as
-/// `(p(x) - m) - log_sum` without losing `log_sum` against a huge `m`.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Lse {
-    pub m: f64,
-    pub log_sum: f64,
-}
-
-impl Lse {
-    #[inline(always)]
-    pub(crate) fn value(self) -> f64 {
-        self.m + self.log_sum
+/// Test inputs shared by the families' unit tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    /// `n` reproducible values uniform in `[-half_width, half_width)` (xorshift*, seeded).
+    pub(crate) fn data(n: usize, seed: u64, half_width: f64) -> Vec<f64> {
+        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..n)
+            .map(|_| {
+                x ^= x >> 12;
+                x ^= x << 25;
+                x ^= x >> 27;
+                (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
+                    * (2.0 * half_width)
+                    - half_width
+            })
+            .collect()
     }
 
-    /// The `log_sum` a log-softmax subtracts: a row holding `+inf` gives NaN everywhere (API.md §3)
-    /// rather than `-inf` for its finite entries.
-    #[inline(always)]
-    pub(crate) fn log_sum_for_log_softmax(self) -> f64 {
-        if self.m == f64::INFINITY {
-            f64::NAN
-        } else {
-            self.log_sum
-        }
+    /// Row `r` of a `cols`-wide matrix, in f64.
+    pub(crate) fn row_f64<T: crate::simd::Element>(x: &[T], r: usize, cols: usize) -> Vec<f64> {
+        x[r * cols..(r + 1) * cols]
+            .iter()
+            .map(|v| v.to_f64())
+            .collect()
     }
-}
-
-/// `log Σ exp(p(x))` from the row's `(m, sum)`, with the special values of API.md §3 and, for types
-/// that ask for it, SciPy's `log1p` refinement.
-#[inline(always)]
-pub(crate) fn finish_lse<T: Element, S: Simd<T>, P: Pre<T, S>>(
-    s: S,
-    p: &P,
-    x: &[T],
-    m: T,
-    sum: f64,
-) -> Lse {
-    let mf = m.to_f64();
-    if !mf.is_finite() {
-        // -inf: every element -inf (or NaN); +inf: an element is +inf. NaN anywhere wins.
-        let nan = mf.is_nan() || has_nan(x);
-        return Lse {
-            m: if nan { f64::NAN } else { mf },
-            log_sum: if nan { f64::NAN } else { 0.0 },
-        };
-    }
-    // The largest term contributes exactly 1, so `sum < 2` means the rest is < 1: the regime where
-    // `log(sum)` rounds away what `log1p(rest)` keeps.
-    let log_sum = if T::REFINE_LSE && sum < 2.0 {
-        sum_exp_rest(s, p, x, m).ln_1p()
-    } else {
-        sum.ln()
-    };
-    Lse { m: mf, log_sum }
-}
-
-/// `exp(y - m)` with the rounding error of `y - m` put back (TwoSum): the float32 difference of a far
-/// element and the maximum loses up to half an ulp of |y - m| (up to 4e-6 relative at outputs near
-/// 1e-30), which would break softmax's 2e-6 relative bound (API.md §4).
-#[inline(always)]
-pub(crate) fn exp_diff<T: Element, S: Simd<T>>(s: S, y: S::V, neg_m: S::V) -> S::V {
-    let d = s.add(y, neg_m);
-    let bb = s.sub(d, y);
-    let err = s.add(s.sub(y, s.sub(d, bb)), s.sub(neg_m, bb));
-    let e = s.exp(d);
-    // y = -inf makes `err` NaN; its output is exactly 0.
-    let zero = s.splat(T::ZERO);
-    s.select_eq(e, zero, zero, s.mul_add(e, err, e))
 }

@@ -1,14 +1,16 @@
 //! `softmax`, `log_softmax` and `softmin` (a negative scale) over the rows of a matrix.
 
-use super::small::{tile_chunk, TileJob, TileOp, SMALL_COLS};
-use super::{
-    exp_diff, finish_lse, load_tail_mapped, max_mapped, max_sum, merge_max_sum, Acc, Buf, Lse, One,
-    Pre, Scale, SendPtr, BLOCK, SUM_RUN,
+use std::ops::Range;
+
+use super::driver::{self, Kernel, Rows};
+use super::row::{
+    exp_diff, finish_lse, finish_lse_on, load_tail_mapped, map_row, max_mapped, max_sum,
+    merge_max_sum, with_scale, Acc, Pre, BLOCK, SUM_RUN,
 };
-use crate::parallel::{
-    chunk_rows, for_ranges, map_ranges, split_rows, SEGMENT, SPLIT_ROW_MIN_COLS,
-};
-use crate::simd::{Backend, Element, Isa, Simd, WithSimd};
+use super::tile::{tile_rows, TileOp};
+use super::{Buf, SendPtr};
+use crate::parallel::{SEGMENT, SPLIT_ROW_MIN_COLS};
+use crate::simd::{Backend, Element, Simd};
 use crate::KernelError;
 
 /// What the output holds.
@@ -30,98 +32,138 @@ pub fn softmax<T: Element>(
     mode: Mode,
 ) -> Result<(), KernelError> {
     buf.check()?;
-    let n = buf.len();
-    if cols == 0 || n == 0 {
+    let Some(rows) = driver::matrix_rows(buf.len(), cols)? else {
         return Ok(());
-    }
-    if !n.is_multiple_of(cols) {
-        return Err(KernelError::Shape(format!(
-            "{n} elements do not form rows of {cols}"
-        )));
-    }
-    let rows = n / cols;
+    };
     let (src, dst) = buf.ptrs();
-    let p = Scale(scale);
-    if cols <= SMALL_COLS {
-        let op = match mode {
-            Mode::Softmax => TileOp::Softmax,
-            Mode::LogSoftmax => TileOp::LogSoftmax,
-        };
-        for_ranges(rows, tile_chunk(cols), n, |rows| {
-            backend.dispatch(TileJob {
-                src,
-                dst,
-                rows,
-                cols,
-                scale,
-                op,
-            })
-        });
-        return Ok(());
-    }
-    if split_rows(cols) {
-        for r in 0..rows {
-            let (rs, rd) = (src.add(r * cols), dst.add(r * cols));
-            match mode {
-                Mode::Softmax => split_softmax_row(backend, rs, rd, cols, p),
-                Mode::LogSoftmax => split_log_softmax_row(backend, rs, rd, cols, p),
-            }
-        }
-        return Ok(());
-    }
-    for_ranges(rows, chunk_rows(cols), n, |range| {
-        backend.dispatch(Rows {
-            src,
-            dst,
-            cols,
-            rows: range,
-            p,
-            mode,
-        })
-    });
+    let k = Softmax {
+        src,
+        dst,
+        cols,
+        scale,
+        mode,
+    };
+    driver::run(backend, &k, rows, cols);
     Ok(())
 }
 
-struct Rows<T> {
+struct Softmax<T> {
     src: SendPtr<T>,
     dst: SendPtr<T>,
     cols: usize,
-    rows: std::ops::Range<usize>,
-    p: Scale<T>,
+    scale: T,
     mode: Mode,
 }
 
-impl<T: Element> WithSimd for Rows<T> {
-    type Output = ();
+impl<T: Element> Rows<T> for Softmax<T> {
+    type Out = ();
     #[inline(always)]
-    fn with_simd<S: Isa>(self, s: S) {
-        let s = T::simd(s);
-        if self.p.0 == T::ONE {
-            self.run(s, One)
-        } else {
-            let p = self.p;
-            self.run(s, p)
-        }
+    fn rows<S: Simd<T>>(&self, s: S, rows: Range<usize>) {
+        with_scale!(self.scale, |p| self.run(s, &p, rows))
     }
 }
 
-impl<T: Element> Rows<T> {
+impl<T: Element> Softmax<T> {
     #[inline(always)]
-    fn run<S: Simd<T>, P: Pre<T, S>>(self, s: S, p: P) {
-        for r in self.rows {
+    fn run<S: Simd<T>, P: Pre<T, S>>(&self, s: S, p: &P, rows: Range<usize>) {
+        for r in rows {
             let off = r * self.cols;
             let (src, dst) = (self.src.add(off), self.dst.add(off));
             if self.mode == Mode::Softmax {
                 // SAFETY: row `r` is in bounds and belongs to this task alone.
-                unsafe { softmax_row(s, &p, src, dst, self.cols) };
+                unsafe { softmax_row(s, p, src, dst, self.cols) };
                 continue;
             }
             // SAFETY: row `r` is in bounds and belongs to this task alone; the read-only slice is
             // dropped before the write pass touches the (possibly identical) destination.
             let x = unsafe { src.slice(0, self.cols) };
-            let (m, sum) = max_sum(s, &p, x);
-            let log_sum = T::from_f64(finish_lse(s, &p, x, m, sum).log_sum_for_log_softmax());
-            unsafe { write_log_softmax(s, &p, src, dst, self.cols, m, log_sum) };
+            let (m, sum) = max_sum(s, p, x);
+            let log_sum = T::from_f64(finish_lse(s, p, x, m, sum).log_sum_for_log_softmax());
+            unsafe { write_log_softmax(s, p, src, dst, self.cols, m, log_sum) };
+        }
+    }
+}
+
+/// Pass 1 on a segment of a split row: its `(max, sum)` and, for softmax (which writes its
+/// exponentials in pass 1), the running maximum each block's exponentials were taken against.
+struct Part<T> {
+    m: T,
+    sum: f64,
+    block_m: [T; SEGMENT_BLOCKS],
+}
+
+/// A split row: softmax writes `exp(p(x) - m_b)` per segment in pass 1 and rescales it in pass 2 by
+/// `exp(m_b - m) / sum`; log-softmax finds `(max, sum)` per segment, then writes
+/// `(p(x) - m) - log_sum` per segment.
+impl<T: Element> Kernel<T> for Softmax<T> {
+    const TILES: bool = true;
+    const WRITES: bool = true;
+    type Part = Part<T>;
+    /// `(m, 1 / sum)` for softmax, `(m, log_sum)` for log-softmax.
+    type Fin = (T, f64);
+
+    #[inline(always)]
+    fn tile<S: Simd<T>>(&self, s: S, rows: Range<usize>) {
+        let op = match self.mode {
+            Mode::Softmax => TileOp::Softmax,
+            Mode::LogSoftmax => TileOp::LogSoftmax,
+        };
+        let (src, dst, cols) = (self.src, self.dst, self.cols);
+        // SAFETY: the driver hands each task its own rows of the buffers.
+        with_scale!(self.scale, |p| unsafe {
+            tile_rows(s, &p, src, dst, rows, cols, op)
+        })
+    }
+
+    #[inline(always)]
+    fn part<S: Simd<T>>(&self, s: S, row: usize, seg: Range<usize>) -> Part<T> {
+        let off = row * self.cols + seg.start;
+        let (src, dst) = (self.src.add(off), self.dst.add(off));
+        let mut block_m = [T::NEG_INFINITY; SEGMENT_BLOCKS];
+        let (m, sum) = match self.mode {
+            // SAFETY: each segment belongs to one task.
+            Mode::Softmax => with_scale!(self.scale, |p| unsafe {
+                exp_pass(s, &p, src, dst, seg.len(), &mut block_m)
+            }),
+            // SAFETY: the segment is in bounds; nothing writes the row during this pass.
+            Mode::LogSoftmax => with_scale!(self.scale, |p| max_sum(s, &p, unsafe {
+                src.slice(0, seg.len())
+            })),
+        };
+        Part { m, sum, block_m }
+    }
+
+    fn finish(&self, backend: Backend, row: usize, parts: &[Part<T>]) -> (T, f64) {
+        let stats: Vec<(T, f64)> = parts.iter().map(|p| (p.m, p.sum)).collect();
+        let (m, sum) = merge_max_sum(&stats);
+        match self.mode {
+            Mode::Softmax => (m, 1.0 / sum),
+            Mode::LogSoftmax => {
+                // SAFETY: the row is in bounds; the write pass has not started.
+                let x = unsafe { self.src.slice(row * self.cols, self.cols) };
+                let lse = finish_lse_on(backend, x, self.scale, m, sum);
+                (m, lse.log_sum_for_log_softmax())
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn write<S: Simd<T>>(
+        &self,
+        s: S,
+        row: usize,
+        seg: Range<usize>,
+        part: &Part<T>,
+        (m, f): (T, f64),
+    ) {
+        let off = row * self.cols + seg.start;
+        let (src, dst) = (self.src.add(off), self.dst.add(off));
+        // SAFETY: each segment is written by one task only.
+        match self.mode {
+            Mode::Softmax => unsafe { scale_pass(s, dst, seg.len(), &part.block_m, m, f) },
+            Mode::LogSoftmax => with_scale!(self.scale, |p| unsafe {
+                write_log_softmax(s, &p, src, dst, seg.len(), m, T::from_f64(f))
+            }),
         }
     }
 }
@@ -257,181 +299,3 @@ unsafe fn scale_pass<T: Element, S: Simd<T>>(
 
 /// Blocks per segment of a split row.
 const SEGMENT_BLOCKS: usize = SEGMENT.div_ceil(BLOCK);
-
-/// Pass 1 of softmax on one segment of a split row.
-struct SegmentExp<T> {
-    src: SendPtr<T>,
-    dst: SendPtr<T>,
-    len: usize,
-    p: Scale<T>,
-}
-
-impl<T: Element> WithSimd for SegmentExp<T> {
-    type Output = (T, f64, [T; SEGMENT_BLOCKS]);
-    #[inline(always)]
-    fn with_simd<S: Isa>(self, s: S) -> Self::Output {
-        let mut block_m = [T::NEG_INFINITY; SEGMENT_BLOCKS];
-        // SAFETY: each segment belongs to one task.
-        let (m, sum) = unsafe {
-            exp_pass(
-                T::simd(s),
-                &self.p,
-                self.src,
-                self.dst,
-                self.len,
-                &mut block_m,
-            )
-        };
-        (m, sum, block_m)
-    }
-}
-
-/// Pass 2 of softmax on one segment of a split row.
-struct SegmentScale<T> {
-    dst: SendPtr<T>,
-    len: usize,
-    block_m: [T; SEGMENT_BLOCKS],
-    m: T,
-    inv_sum: f64,
-}
-
-impl<T: Element> WithSimd for SegmentScale<T> {
-    type Output = ();
-    #[inline(always)]
-    fn with_simd<S: Isa>(self, s: S) {
-        // SAFETY: each segment belongs to one task.
-        unsafe {
-            scale_pass(
-                T::simd(s),
-                self.dst,
-                self.len,
-                &self.block_m,
-                self.m,
-                self.inv_sum,
-            )
-        }
-    }
-}
-
-/// A softmax row long enough to split: pass 1 per fixed segment in parallel (each writes its
-/// exponentials), the segments' `(max, sum)` merged in order, then pass 2 per segment in parallel.
-fn split_softmax_row<T: Element>(
-    backend: Backend,
-    src: SendPtr<T>,
-    dst: SendPtr<T>,
-    cols: usize,
-    p: Scale<T>,
-) {
-    let parts = map_ranges(cols, SEGMENT, cols, |seg| {
-        backend.dispatch(SegmentExp {
-            src: src.add(seg.start),
-            dst: dst.add(seg.start),
-            len: seg.len(),
-            p,
-        })
-    });
-    let stats: Vec<(T, f64)> = parts.iter().map(|&(m, sum, _)| (m, sum)).collect();
-    let (m, sum) = merge_max_sum(&stats);
-    let inv_sum = 1.0 / sum;
-    for_ranges(cols, SEGMENT, cols, |seg| {
-        backend.dispatch(SegmentScale {
-            dst: dst.add(seg.start),
-            len: seg.len(),
-            block_m: parts[seg.start / SEGMENT].2,
-            m,
-            inv_sum,
-        })
-    });
-}
-
-/// A log-softmax row long enough to split: `(max, sum)` per fixed segment in parallel, merged in
-/// order, then the segments written in parallel.
-fn split_log_softmax_row<T: Element>(
-    backend: Backend,
-    src: SendPtr<T>,
-    dst: SendPtr<T>,
-    cols: usize,
-    p: Scale<T>,
-) {
-    let parts = map_ranges(cols, SEGMENT, cols, |seg| {
-        backend.dispatch(SegmentStats {
-            // SAFETY: the segment is in bounds; nothing writes the row during this pass.
-            x: unsafe { src.add(seg.start).slice(0, seg.len()) },
-            p,
-        })
-    });
-    let (m, sum) = merge_max_sum(&parts);
-    // SAFETY: as above; the write pass has not started.
-    let x = unsafe { src.slice(0, cols) };
-    let log_sum = T::from_f64(
-        backend
-            .dispatch(FinishLse { x, p, m, sum })
-            .log_sum_for_log_softmax(),
-    );
-    for_ranges(cols, SEGMENT, cols, |seg| {
-        backend.dispatch(SegmentWrite {
-            src: src.add(seg.start),
-            dst: dst.add(seg.start),
-            len: seg.len(),
-            p,
-            m,
-            log_sum,
-        })
-    });
-}
-
-pub(crate) struct SegmentStats<'a, T> {
-    pub x: &'a [T],
-    pub p: Scale<T>,
-}
-
-impl<T: Element> WithSimd for SegmentStats<'_, T> {
-    type Output = (T, f64);
-    #[inline(always)]
-    fn with_simd<S: Isa>(self, s: S) -> (T, f64) {
-        max_sum(T::simd(s), &self.p, self.x)
-    }
-}
-
-pub(crate) struct FinishLse<'a, T> {
-    pub x: &'a [T],
-    pub p: Scale<T>,
-    pub m: T,
-    pub sum: f64,
-}
-
-impl<T: Element> WithSimd for FinishLse<'_, T> {
-    type Output = Lse;
-    #[inline(always)]
-    fn with_simd<S: Isa>(self, s: S) -> Lse {
-        finish_lse(T::simd(s), &self.p, self.x, self.m, self.sum)
-    }
-}
-
-struct SegmentWrite<T> {
-    src: SendPtr<T>,
-    dst: SendPtr<T>,
-    len: usize,
-    p: Scale<T>,
-    m: T,
-    log_sum: T,
-}
-
-impl<T: Element> WithSimd for SegmentWrite<T> {
-    type Output = ();
-    #[inline(always)]
-    fn with_simd<S: Isa>(self, s: S) {
-        // SAFETY: each segment is written by one task only.
-        unsafe {
-            write_log_softmax(
-                T::simd(s),
-                &self.p,
-                self.src,
-                self.dst,
-                self.len,
-                self.m,
-                self.log_sum,
-            )
-        }
-    }
-}

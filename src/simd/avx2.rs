@@ -9,49 +9,18 @@
 
 use core::arch::x86_64::*;
 
-use super::consts::{c32, c64};
-use super::{Simd, WithSimd};
+use super::math::{c32, c64, horner};
+use super::Simd;
 
-/// The AVX2 token; only [`Avx2::new`] makes one, after checking the CPU.
-#[derive(Clone, Copy, Debug)]
-pub struct Avx2(());
-
-impl Avx2 {
-    /// Returns the token if this CPU supports AVX2 and FMA.
-    #[inline]
-    pub fn new() -> Option<Self> {
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-            Some(Avx2(()))
-        } else {
-            None
-        }
-    }
-
-    /// Runs `job` compiled for this instruction set.
-    #[inline]
-    pub fn run<W: WithSimd>(self, job: W) -> W::Output {
-        // SAFETY: the token exists only if `new` found every feature `run_avx2` enables.
-        unsafe { run_avx2(self, job) }
-    }
-}
-
-#[target_feature(enable = "avx2,fma")]
-unsafe fn run_avx2<W: WithSimd>(s: Avx2, job: W) -> W::Output {
-    job.with_simd(s)
-}
+super::isa_token!(
+    /// The AVX2 token; only [`Avx2::new`] makes one, after checking AVX2 and FMA.
+    Avx2,
+    "avx2,fma",
+    is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
+);
 
 const ROUND_NEAREST: i32 = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
 const ROUND_DOWN: i32 = _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC;
-
-/// Horner's scheme `c[i0] + x·(c[i1] + x·(…))`, unrolled at compile time; `$x` must be a variable.
-macro_rules! horner {
-    ($fma:ident, $splat:ident, $x:ident, $c:expr; $i:literal) => {
-        $splat($c[$i])
-    };
-    ($fma:ident, $splat:ident, $x:ident, $c:expr; $i:literal, $($rest:literal),+) => {
-        $fma(horner!($fma, $splat, $x, $c; $($rest),+), $x, $splat($c[$i]))
-    };
-}
 
 /// Lane mask `i < n` for 8 × 32-bit lanes.
 #[inline(always)]
@@ -252,18 +221,14 @@ unsafe fn ln_pd(x: __m256d) -> __m256d {
 // (bounds-checked), partial ones use `vmaskmov` with every lane at or past `len` masked off, and
 // masked-off lanes are never accessed (no fault, no write).
 unsafe impl Simd<f32> for Avx2 {
-    type V = __m256;
-    const LANES: usize = 8;
+    // `max` is `vmaxps`: it returns `b` when either lane is NaN.
+    super::simd_basics!(f32, __m256, 8;
+        splat: _mm256_set1_ps, load: _mm256_loadu_ps, store: _mm256_storeu_ps,
+        mul_add: _mm256_fmadd_ps;
+        binary: add _mm256_add_ps, sub _mm256_sub_ps, mul _mm256_mul_ps,
+            div _mm256_div_ps, max _mm256_max_ps;
+        unary: exp exp_ps, tanh tanh_ps, ln ln_ps);
 
-    #[inline(always)]
-    fn splat(self, x: f32) -> __m256 {
-        unsafe { _mm256_set1_ps(x) }
-    }
-    #[inline(always)]
-    fn load(self, x: &[f32]) -> __m256 {
-        let x = &x[..8];
-        unsafe { _mm256_loadu_ps(x.as_ptr()) }
-    }
     #[inline(always)]
     fn load_partial(self, x: &[f32], fill: f32) -> __m256 {
         unsafe {
@@ -273,54 +238,12 @@ unsafe impl Simd<f32> for Avx2 {
         }
     }
     #[inline(always)]
-    fn store(self, out: &mut [f32], v: __m256) {
-        let out = &mut out[..8];
-        unsafe { _mm256_storeu_ps(out.as_mut_ptr(), v) }
-    }
-    #[inline(always)]
     fn store_partial(self, out: &mut [f32], v: __m256) {
         unsafe { _mm256_maskstore_ps(out.as_mut_ptr(), mask32(out.len()), v) }
     }
     #[inline(always)]
-    fn add(self, a: __m256, b: __m256) -> __m256 {
-        unsafe { _mm256_add_ps(a, b) }
-    }
-    #[inline(always)]
-    fn sub(self, a: __m256, b: __m256) -> __m256 {
-        unsafe { _mm256_sub_ps(a, b) }
-    }
-    #[inline(always)]
-    fn mul(self, a: __m256, b: __m256) -> __m256 {
-        unsafe { _mm256_mul_ps(a, b) }
-    }
-    #[inline(always)]
-    fn div(self, a: __m256, b: __m256) -> __m256 {
-        unsafe { _mm256_div_ps(a, b) }
-    }
-    #[inline(always)]
-    fn mul_add(self, a: __m256, b: __m256, c: __m256) -> __m256 {
-        unsafe { _mm256_fmadd_ps(a, b, c) }
-    }
-    #[inline(always)]
-    fn max(self, a: __m256, b: __m256) -> __m256 {
-        // `vmaxps`: returns `b` when either lane is NaN.
-        unsafe { _mm256_max_ps(a, b) }
-    }
-    #[inline(always)]
     fn select_eq(self, a: __m256, b: __m256, x: __m256, y: __m256) -> __m256 {
         unsafe { _mm256_blendv_ps(y, x, _mm256_cmp_ps::<_CMP_EQ_OQ>(a, b)) }
-    }
-    #[inline(always)]
-    fn exp(self, a: __m256) -> __m256 {
-        unsafe { exp_ps(a) }
-    }
-    #[inline(always)]
-    fn tanh(self, a: __m256) -> __m256 {
-        unsafe { tanh_ps(a) }
-    }
-    #[inline(always)]
-    fn ln(self, a: __m256) -> __m256 {
-        unsafe { ln_ps(a) }
     }
     #[inline(always)]
     fn reduce_max(self, v: __m256) -> f32 {
@@ -354,18 +277,13 @@ unsafe impl Simd<f32> for Avx2 {
 
 // SAFETY: as for `f32` above.
 unsafe impl Simd<f64> for Avx2 {
-    type V = __m256d;
-    const LANES: usize = 4;
+    super::simd_basics!(f64, __m256d, 4;
+        splat: _mm256_set1_pd, load: _mm256_loadu_pd, store: _mm256_storeu_pd,
+        mul_add: _mm256_fmadd_pd;
+        binary: add _mm256_add_pd, sub _mm256_sub_pd, mul _mm256_mul_pd,
+            div _mm256_div_pd, max _mm256_max_pd;
+        unary: exp exp_pd, tanh tanh_pd, ln ln_pd);
 
-    #[inline(always)]
-    fn splat(self, x: f64) -> __m256d {
-        unsafe { _mm256_set1_pd(x) }
-    }
-    #[inline(always)]
-    fn load(self, x: &[f64]) -> __m256d {
-        let x = &x[..4];
-        unsafe { _mm256_loadu_pd(x.as_ptr()) }
-    }
     #[inline(always)]
     fn load_partial(self, x: &[f64], fill: f64) -> __m256d {
         unsafe {
@@ -375,53 +293,12 @@ unsafe impl Simd<f64> for Avx2 {
         }
     }
     #[inline(always)]
-    fn store(self, out: &mut [f64], v: __m256d) {
-        let out = &mut out[..4];
-        unsafe { _mm256_storeu_pd(out.as_mut_ptr(), v) }
-    }
-    #[inline(always)]
     fn store_partial(self, out: &mut [f64], v: __m256d) {
         unsafe { _mm256_maskstore_pd(out.as_mut_ptr(), mask64(out.len()), v) }
     }
     #[inline(always)]
-    fn add(self, a: __m256d, b: __m256d) -> __m256d {
-        unsafe { _mm256_add_pd(a, b) }
-    }
-    #[inline(always)]
-    fn sub(self, a: __m256d, b: __m256d) -> __m256d {
-        unsafe { _mm256_sub_pd(a, b) }
-    }
-    #[inline(always)]
-    fn mul(self, a: __m256d, b: __m256d) -> __m256d {
-        unsafe { _mm256_mul_pd(a, b) }
-    }
-    #[inline(always)]
-    fn div(self, a: __m256d, b: __m256d) -> __m256d {
-        unsafe { _mm256_div_pd(a, b) }
-    }
-    #[inline(always)]
-    fn mul_add(self, a: __m256d, b: __m256d, c: __m256d) -> __m256d {
-        unsafe { _mm256_fmadd_pd(a, b, c) }
-    }
-    #[inline(always)]
-    fn max(self, a: __m256d, b: __m256d) -> __m256d {
-        unsafe { _mm256_max_pd(a, b) }
-    }
-    #[inline(always)]
     fn select_eq(self, a: __m256d, b: __m256d, x: __m256d, y: __m256d) -> __m256d {
         unsafe { _mm256_blendv_pd(y, x, _mm256_cmp_pd::<_CMP_EQ_OQ>(a, b)) }
-    }
-    #[inline(always)]
-    fn exp(self, a: __m256d) -> __m256d {
-        unsafe { exp_pd(a) }
-    }
-    #[inline(always)]
-    fn tanh(self, a: __m256d) -> __m256d {
-        unsafe { tanh_pd(a) }
-    }
-    #[inline(always)]
-    fn ln(self, a: __m256d) -> __m256d {
-        unsafe { ln_pd(a) }
     }
     #[inline(always)]
     fn reduce_max(self, v: __m256d) -> f64 {

@@ -18,54 +18,23 @@
 
 use core::arch::x86_64::*;
 
-use super::consts::{c32, c64};
-use super::{Simd, WithSimd};
+use super::math::{c32, c64, horner};
+use super::Simd;
 
-/// The AVX-512 token; only [`Avx512::new`] makes one, after checking the CPU.
-#[derive(Clone, Copy, Debug)]
-pub struct Avx512(());
-
-impl Avx512 {
-    /// Returns the token if this CPU supports AVX-512 F/BW/DQ/VL, AVX2 and FMA.
-    #[inline]
-    pub fn new() -> Option<Self> {
-        if is_x86_feature_detected!("avx512f")
-            && is_x86_feature_detected!("avx512bw")
-            && is_x86_feature_detected!("avx512dq")
-            && is_x86_feature_detected!("avx512vl")
-            && is_x86_feature_detected!("avx2")
-            && is_x86_feature_detected!("fma")
-        {
-            Some(Avx512(()))
-        } else {
-            None
-        }
-    }
-
-    /// Runs `job` compiled for this instruction set.
-    #[inline]
-    pub fn run<W: WithSimd>(self, job: W) -> W::Output {
-        // SAFETY: the token exists only if `new` found every feature `run_avx512` enables.
-        unsafe { run_avx512(self, job) }
-    }
-}
-
-#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
-unsafe fn run_avx512<W: WithSimd>(s: Avx512, job: W) -> W::Output {
-    job.with_simd(s)
-}
+super::isa_token!(
+    /// The AVX-512 token; only [`Avx512::new`] makes one, after checking AVX-512 F/BW/DQ/VL, AVX2
+    /// and FMA.
+    Avx512,
+    "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma",
+    is_x86_feature_detected!("avx512f")
+        && is_x86_feature_detected!("avx512bw")
+        && is_x86_feature_detected!("avx512dq")
+        && is_x86_feature_detected!("avx512vl")
+        && is_x86_feature_detected!("avx2")
+        && is_x86_feature_detected!("fma")
+);
 
 const ROUND_NEAREST: i32 = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
-
-/// Horner's scheme `c[i0] + x·(c[i1] + x·(…))`, unrolled at compile time; `$x` must be a variable.
-macro_rules! horner {
-    ($fma:ident, $splat:ident, $x:ident, $c:expr; $i:literal) => {
-        $splat($c[$i])
-    };
-    ($fma:ident, $splat:ident, $x:ident, $c:expr; $i:literal, $($rest:literal),+) => {
-        $fma(horner!($fma, $splat, $x, $c; $($rest),+), $x, $splat($c[$i]))
-    };
-}
 
 #[inline(always)]
 unsafe fn exp_ps(x: __m512) -> __m512 {
@@ -183,27 +152,18 @@ unsafe fn ln_pd(x: __m512d) -> __m512d {
 // (bounds-checked), partial ones mask off every lane at or past `len`, and masked-off lanes are
 // never accessed (no fault, no write).
 unsafe impl Simd<f32> for Avx512 {
-    type V = __m512;
-    const LANES: usize = 16;
+    // `max` is `vmaxps`: it returns `b` when either lane is NaN.
+    super::simd_basics!(f32, __m512, 16;
+        splat: _mm512_set1_ps, load: _mm512_loadu_ps, store: _mm512_storeu_ps,
+        mul_add: _mm512_fmadd_ps;
+        binary: add _mm512_add_ps, sub _mm512_sub_ps, mul _mm512_mul_ps,
+            div _mm512_div_ps, max _mm512_max_ps;
+        unary: exp exp_ps, tanh tanh_ps, ln ln_ps);
 
-    #[inline(always)]
-    fn splat(self, x: f32) -> __m512 {
-        unsafe { _mm512_set1_ps(x) }
-    }
-    #[inline(always)]
-    fn load(self, x: &[f32]) -> __m512 {
-        let x = &x[..16];
-        unsafe { _mm512_loadu_ps(x.as_ptr()) }
-    }
     #[inline(always)]
     fn load_partial(self, x: &[f32], fill: f32) -> __m512 {
         let m = ((1u32 << x.len().min(16)) - 1) as __mmask16;
         unsafe { _mm512_mask_loadu_ps(_mm512_set1_ps(fill), m, x.as_ptr()) }
-    }
-    #[inline(always)]
-    fn store(self, out: &mut [f32], v: __m512) {
-        let out = &mut out[..16];
-        unsafe { _mm512_storeu_ps(out.as_mut_ptr(), v) }
     }
     #[inline(always)]
     fn store_partial(self, out: &mut [f32], v: __m512) {
@@ -211,45 +171,8 @@ unsafe impl Simd<f32> for Avx512 {
         unsafe { _mm512_mask_storeu_ps(out.as_mut_ptr(), m, v) }
     }
     #[inline(always)]
-    fn add(self, a: __m512, b: __m512) -> __m512 {
-        unsafe { _mm512_add_ps(a, b) }
-    }
-    #[inline(always)]
-    fn sub(self, a: __m512, b: __m512) -> __m512 {
-        unsafe { _mm512_sub_ps(a, b) }
-    }
-    #[inline(always)]
-    fn mul(self, a: __m512, b: __m512) -> __m512 {
-        unsafe { _mm512_mul_ps(a, b) }
-    }
-    #[inline(always)]
-    fn div(self, a: __m512, b: __m512) -> __m512 {
-        unsafe { _mm512_div_ps(a, b) }
-    }
-    #[inline(always)]
-    fn mul_add(self, a: __m512, b: __m512, c: __m512) -> __m512 {
-        unsafe { _mm512_fmadd_ps(a, b, c) }
-    }
-    #[inline(always)]
-    fn max(self, a: __m512, b: __m512) -> __m512 {
-        // `vmaxps`: returns `b` when either lane is NaN.
-        unsafe { _mm512_max_ps(a, b) }
-    }
-    #[inline(always)]
     fn select_eq(self, a: __m512, b: __m512, x: __m512, y: __m512) -> __m512 {
         unsafe { _mm512_mask_blend_ps(_mm512_cmp_ps_mask::<_CMP_EQ_OQ>(a, b), y, x) }
-    }
-    #[inline(always)]
-    fn exp(self, a: __m512) -> __m512 {
-        unsafe { exp_ps(a) }
-    }
-    #[inline(always)]
-    fn tanh(self, a: __m512) -> __m512 {
-        unsafe { tanh_ps(a) }
-    }
-    #[inline(always)]
-    fn ln(self, a: __m512) -> __m512 {
-        unsafe { ln_ps(a) }
     }
     #[inline(always)]
     fn reduce_max(self, v: __m512) -> f32 {
@@ -297,27 +220,17 @@ unsafe impl Simd<f32> for Avx512 {
 
 // SAFETY: as for `f32` above.
 unsafe impl Simd<f64> for Avx512 {
-    type V = __m512d;
-    const LANES: usize = 8;
+    super::simd_basics!(f64, __m512d, 8;
+        splat: _mm512_set1_pd, load: _mm512_loadu_pd, store: _mm512_storeu_pd,
+        mul_add: _mm512_fmadd_pd;
+        binary: add _mm512_add_pd, sub _mm512_sub_pd, mul _mm512_mul_pd,
+            div _mm512_div_pd, max _mm512_max_pd;
+        unary: exp exp_pd, tanh tanh_pd, ln ln_pd);
 
-    #[inline(always)]
-    fn splat(self, x: f64) -> __m512d {
-        unsafe { _mm512_set1_pd(x) }
-    }
-    #[inline(always)]
-    fn load(self, x: &[f64]) -> __m512d {
-        let x = &x[..8];
-        unsafe { _mm512_loadu_pd(x.as_ptr()) }
-    }
     #[inline(always)]
     fn load_partial(self, x: &[f64], fill: f64) -> __m512d {
         let m = ((1u32 << x.len().min(8)) - 1) as __mmask8;
         unsafe { _mm512_mask_loadu_pd(_mm512_set1_pd(fill), m, x.as_ptr()) }
-    }
-    #[inline(always)]
-    fn store(self, out: &mut [f64], v: __m512d) {
-        let out = &mut out[..8];
-        unsafe { _mm512_storeu_pd(out.as_mut_ptr(), v) }
     }
     #[inline(always)]
     fn store_partial(self, out: &mut [f64], v: __m512d) {
@@ -325,44 +238,8 @@ unsafe impl Simd<f64> for Avx512 {
         unsafe { _mm512_mask_storeu_pd(out.as_mut_ptr(), m, v) }
     }
     #[inline(always)]
-    fn add(self, a: __m512d, b: __m512d) -> __m512d {
-        unsafe { _mm512_add_pd(a, b) }
-    }
-    #[inline(always)]
-    fn sub(self, a: __m512d, b: __m512d) -> __m512d {
-        unsafe { _mm512_sub_pd(a, b) }
-    }
-    #[inline(always)]
-    fn mul(self, a: __m512d, b: __m512d) -> __m512d {
-        unsafe { _mm512_mul_pd(a, b) }
-    }
-    #[inline(always)]
-    fn div(self, a: __m512d, b: __m512d) -> __m512d {
-        unsafe { _mm512_div_pd(a, b) }
-    }
-    #[inline(always)]
-    fn mul_add(self, a: __m512d, b: __m512d, c: __m512d) -> __m512d {
-        unsafe { _mm512_fmadd_pd(a, b, c) }
-    }
-    #[inline(always)]
-    fn max(self, a: __m512d, b: __m512d) -> __m512d {
-        unsafe { _mm512_max_pd(a, b) }
-    }
-    #[inline(always)]
     fn select_eq(self, a: __m512d, b: __m512d, x: __m512d, y: __m512d) -> __m512d {
         unsafe { _mm512_mask_blend_pd(_mm512_cmp_pd_mask::<_CMP_EQ_OQ>(a, b), y, x) }
-    }
-    #[inline(always)]
-    fn exp(self, a: __m512d) -> __m512d {
-        unsafe { exp_pd(a) }
-    }
-    #[inline(always)]
-    fn tanh(self, a: __m512d) -> __m512d {
-        unsafe { tanh_pd(a) }
-    }
-    #[inline(always)]
-    fn ln(self, a: __m512d) -> __m512d {
-        unsafe { ln_pd(a) }
     }
     #[inline(always)]
     fn reduce_max(self, v: __m512d) -> f64 {

@@ -9,7 +9,88 @@
 
 use std::sync::atomic::{AtomicU8, Ordering};
 
-mod consts;
+/// Defines an instruction set's token type: `new()` checks the CPU at run time and is the only way
+/// to make one; `run(job)` enters a `#[target_feature]` function, so the job is compiled for the set.
+macro_rules! isa_token {
+    ($(#[$doc:meta])* $name:ident, $features:literal, $detected:expr) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug)]
+        pub struct $name(());
+
+        impl $name {
+            /// Returns the token if this CPU has every instruction the backend uses.
+            #[inline]
+            pub fn new() -> Option<Self> {
+                if $detected {
+                    Some($name(()))
+                } else {
+                    None
+                }
+            }
+
+            /// Runs `job` compiled for this instruction set.
+            #[inline]
+            pub fn run<W: $crate::simd::WithSimd>(self, job: W) -> W::Output {
+                #[target_feature(enable = $features)]
+                unsafe fn run<W: $crate::simd::WithSimd>(s: $name, job: W) -> W::Output {
+                    job.with_simd(s)
+                }
+                // SAFETY: the token exists only if `new` found every feature `run` enables.
+                unsafe { run(self, job) }
+            }
+        }
+    };
+}
+#[allow(unused_imports)] // Unused on targets with only the scalar backend.
+use isa_token;
+
+/// The [`Simd`] members that are one instruction-set function each, for a backend's
+/// `unsafe impl Simd<T>` block: the invocation names the functions (which take the arguments in the
+/// trait's order). Full loads and stores slice to `LANES` first, so they are bounds-checked.
+macro_rules! simd_basics {
+    ($t:ty, $v:ty, $lanes:literal;
+     splat: $splat:path, load: $load:path, store: $store:path, mul_add: $fma:path;
+     binary: $($bin:ident $bin_f:path),+;
+     unary: $($un:ident $un_f:path),+) => {
+        type V = $v;
+        const LANES: usize = $lanes;
+
+        #[inline(always)]
+        fn splat(self, x: $t) -> $v {
+            unsafe { $splat(x) }
+        }
+        #[inline(always)]
+        fn load(self, x: &[$t]) -> $v {
+            let x = &x[..$lanes];
+            unsafe { $load(x.as_ptr()) }
+        }
+        #[inline(always)]
+        fn store(self, out: &mut [$t], v: $v) {
+            let out = &mut out[..$lanes];
+            unsafe { $store(out.as_mut_ptr(), v) }
+        }
+        #[inline(always)]
+        fn mul_add(self, a: $v, b: $v, c: $v) -> $v {
+            unsafe { $fma(a, b, c) }
+        }
+        $(
+            #[inline(always)]
+            fn $bin(self, a: $v, b: $v) -> $v {
+                unsafe { $bin_f(a, b) }
+            }
+        )+
+        $(
+            #[inline(always)]
+            fn $un(self, a: $v) -> $v {
+                unsafe { $un_f(a) }
+            }
+        )+
+    };
+}
+#[allow(unused_imports)] // Unused on targets with only the scalar backend.
+use simd_basics;
+
+mod math;
 pub mod scalar;
 
 #[cfg(target_arch = "x86_64")]
@@ -40,7 +121,7 @@ pub trait Element:
     const NAN: Self;
     /// Whether `logsumexp` splits the largest term off and uses `log1p` (SciPy's refinement). Needed
     /// for float64's 1e-14 relative bound when one term dominates (`logsumexp([0, -40])`); float32's
-    /// absolute bound (API.md §4) holds without it, so float32 skips the extra pass.
+    /// absolute bound (2e-6, docs/api.md §4) holds without it, so float32 skips the extra pass.
     const REFINE_LSE: bool;
     /// The vector type of this element on instruction set `S`.
     type Simd<S: Isa>: Simd<Self>;
@@ -51,65 +132,42 @@ pub trait Element:
     fn ln(self) -> Self;
 }
 
-impl Element for f32 {
-    const ZERO: Self = 0.0;
-    const ONE: Self = 1.0;
-    const INFINITY: Self = f32::INFINITY;
-    const NEG_INFINITY: Self = f32::NEG_INFINITY;
-    const NAN: Self = f32::NAN;
-    const REFINE_LSE: bool = false;
-    type Simd<S: Isa> = S;
-    #[inline(always)]
-    fn simd<S: Isa>(s: S) -> S {
-        s
-    }
-    #[inline(always)]
-    fn from_f64(x: f64) -> Self {
-        x as f32
-    }
-    #[inline(always)]
-    fn to_f64(self) -> f64 {
-        self as f64
-    }
-    #[inline(always)]
-    fn is_nan(self) -> bool {
-        f32::is_nan(self)
-    }
-    #[inline(always)]
-    fn ln(self) -> Self {
-        f32::ln(self)
-    }
+macro_rules! element_impl {
+    ($t:ident, $refine:expr) => {
+        impl Element for $t {
+            const ZERO: Self = 0.0;
+            const ONE: Self = 1.0;
+            const INFINITY: Self = $t::INFINITY;
+            const NEG_INFINITY: Self = $t::NEG_INFINITY;
+            const NAN: Self = $t::NAN;
+            const REFINE_LSE: bool = $refine;
+            type Simd<S: Isa> = S;
+            #[inline(always)]
+            fn simd<S: Isa>(s: S) -> S {
+                s
+            }
+            #[inline(always)]
+            fn from_f64(x: f64) -> Self {
+                x as $t
+            }
+            #[inline(always)]
+            fn to_f64(self) -> f64 {
+                self as f64
+            }
+            #[inline(always)]
+            fn is_nan(self) -> bool {
+                $t::is_nan(self)
+            }
+            #[inline(always)]
+            fn ln(self) -> Self {
+                $t::ln(self)
+            }
+        }
+    };
 }
 
-impl Element for f64 {
-    const ZERO: Self = 0.0;
-    const ONE: Self = 1.0;
-    const INFINITY: Self = f64::INFINITY;
-    const NEG_INFINITY: Self = f64::NEG_INFINITY;
-    const NAN: Self = f64::NAN;
-    const REFINE_LSE: bool = true;
-    type Simd<S: Isa> = S;
-    #[inline(always)]
-    fn simd<S: Isa>(s: S) -> S {
-        s
-    }
-    #[inline(always)]
-    fn from_f64(x: f64) -> Self {
-        x
-    }
-    #[inline(always)]
-    fn to_f64(self) -> f64 {
-        self
-    }
-    #[inline(always)]
-    fn is_nan(self) -> bool {
-        f64::is_nan(self)
-    }
-    #[inline(always)]
-    fn ln(self) -> Self {
-        f64::ln(self)
-    }
-}
+element_impl!(f32, false);
+element_impl!(f64, true);
 
 /// Vectors of `T` on one instruction set. `Self` is a zero-sized token proving the CPU supports it.
 ///

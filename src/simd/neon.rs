@@ -14,46 +14,15 @@
 
 use core::arch::aarch64::*;
 
-use super::consts::{c32, c64};
-use super::{Simd, WithSimd};
+use super::math::{c32, c64, horner};
+use super::Simd;
 
-/// The NEON token; only [`Neon::new`] makes one, after checking the CPU.
-#[derive(Clone, Copy, Debug)]
-pub struct Neon(());
-
-impl Neon {
-    /// Returns the token if this CPU supports NEON.
-    #[inline]
-    pub fn new() -> Option<Self> {
-        if std::arch::is_aarch64_feature_detected!("neon") {
-            Some(Neon(()))
-        } else {
-            None
-        }
-    }
-
-    /// Runs `job` compiled for this instruction set.
-    #[inline]
-    pub fn run<W: WithSimd>(self, job: W) -> W::Output {
-        // SAFETY: the token exists only if `new` found NEON.
-        unsafe { run_neon(self, job) }
-    }
-}
-
-#[target_feature(enable = "neon")]
-unsafe fn run_neon<W: WithSimd>(s: Neon, job: W) -> W::Output {
-    job.with_simd(s)
-}
-
-/// Horner's scheme `c[i0] + x·(c[i1] + x·(…))`, unrolled at compile time; `$x` must be a variable.
-macro_rules! horner {
-    ($fma:ident, $splat:ident, $x:ident, $c:expr; $i:literal) => {
-        $splat($c[$i])
-    };
-    ($fma:ident, $splat:ident, $x:ident, $c:expr; $i:literal, $($rest:literal),+) => {
-        $fma(horner!($fma, $splat, $x, $c; $($rest),+), $x, $splat($c[$i]))
-    };
-}
+super::isa_token!(
+    /// The NEON token; only [`Neon::new`] makes one, after checking the CPU.
+    Neon,
+    "neon",
+    std::arch::is_aarch64_feature_detected!("neon")
+);
 
 #[inline(always)]
 unsafe fn exp_f32x4(x: float32x4_t) -> float32x4_t {
@@ -207,18 +176,14 @@ unsafe fn ln_f64x2(x: float64x2_t) -> float64x2_t {
 // SAFETY: the token proves the CPU has NEON; full loads/stores slice to `LANES` first
 // (bounds-checked), partial ones copy through a stack buffer with safe slice operations.
 unsafe impl Simd<f32> for Neon {
-    type V = float32x4_t;
-    const LANES: usize = 4;
+    // `max` is `fmax`: NaN if either lane is NaN.
+    super::simd_basics!(f32, float32x4_t, 4;
+        splat: vdupq_n_f32, load: vld1q_f32, store: vst1q_f32,
+        mul_add: fma_f32;
+        binary: add vaddq_f32, sub vsubq_f32, mul vmulq_f32,
+            div vdivq_f32, max vmaxq_f32;
+        unary: exp exp_f32x4, tanh tanh_f32x4, ln ln_f32x4);
 
-    #[inline(always)]
-    fn splat(self, x: f32) -> float32x4_t {
-        unsafe { vdupq_n_f32(x) }
-    }
-    #[inline(always)]
-    fn load(self, x: &[f32]) -> float32x4_t {
-        let x = &x[..4];
-        unsafe { vld1q_f32(x.as_ptr()) }
-    }
     #[inline(always)]
     fn load_partial(self, x: &[f32], fill: f32) -> float32x4_t {
         let n = x.len().min(4);
@@ -227,41 +192,11 @@ unsafe impl Simd<f32> for Neon {
         unsafe { vld1q_f32(buf.as_ptr()) }
     }
     #[inline(always)]
-    fn store(self, out: &mut [f32], v: float32x4_t) {
-        let out = &mut out[..4];
-        unsafe { vst1q_f32(out.as_mut_ptr(), v) }
-    }
-    #[inline(always)]
     fn store_partial(self, out: &mut [f32], v: float32x4_t) {
         let n = out.len().min(4);
         let mut buf = [0.0f32; 4];
         unsafe { vst1q_f32(buf.as_mut_ptr(), v) };
         out[..n].copy_from_slice(&buf[..n]);
-    }
-    #[inline(always)]
-    fn add(self, a: float32x4_t, b: float32x4_t) -> float32x4_t {
-        unsafe { vaddq_f32(a, b) }
-    }
-    #[inline(always)]
-    fn sub(self, a: float32x4_t, b: float32x4_t) -> float32x4_t {
-        unsafe { vsubq_f32(a, b) }
-    }
-    #[inline(always)]
-    fn mul(self, a: float32x4_t, b: float32x4_t) -> float32x4_t {
-        unsafe { vmulq_f32(a, b) }
-    }
-    #[inline(always)]
-    fn div(self, a: float32x4_t, b: float32x4_t) -> float32x4_t {
-        unsafe { vdivq_f32(a, b) }
-    }
-    #[inline(always)]
-    fn mul_add(self, a: float32x4_t, b: float32x4_t, c: float32x4_t) -> float32x4_t {
-        unsafe { fma_f32(a, b, c) }
-    }
-    #[inline(always)]
-    fn max(self, a: float32x4_t, b: float32x4_t) -> float32x4_t {
-        // `fmax`: NaN if either lane is NaN.
-        unsafe { vmaxq_f32(a, b) }
     }
     #[inline(always)]
     fn select_eq(
@@ -272,18 +207,6 @@ unsafe impl Simd<f32> for Neon {
         y: float32x4_t,
     ) -> float32x4_t {
         unsafe { vbslq_f32(vceqq_f32(a, b), x, y) }
-    }
-    #[inline(always)]
-    fn exp(self, a: float32x4_t) -> float32x4_t {
-        unsafe { exp_f32x4(a) }
-    }
-    #[inline(always)]
-    fn tanh(self, a: float32x4_t) -> float32x4_t {
-        unsafe { tanh_f32x4(a) }
-    }
-    #[inline(always)]
-    fn ln(self, a: float32x4_t) -> float32x4_t {
-        unsafe { ln_f32x4(a) }
     }
     #[inline(always)]
     fn reduce_max(self, v: float32x4_t) -> f32 {
@@ -297,18 +220,13 @@ unsafe impl Simd<f32> for Neon {
 
 // SAFETY: as for `f32` above.
 unsafe impl Simd<f64> for Neon {
-    type V = float64x2_t;
-    const LANES: usize = 2;
+    super::simd_basics!(f64, float64x2_t, 2;
+        splat: vdupq_n_f64, load: vld1q_f64, store: vst1q_f64,
+        mul_add: fma_f64;
+        binary: add vaddq_f64, sub vsubq_f64, mul vmulq_f64,
+            div vdivq_f64, max vmaxq_f64;
+        unary: exp exp_f64x2, tanh tanh_f64x2, ln ln_f64x2);
 
-    #[inline(always)]
-    fn splat(self, x: f64) -> float64x2_t {
-        unsafe { vdupq_n_f64(x) }
-    }
-    #[inline(always)]
-    fn load(self, x: &[f64]) -> float64x2_t {
-        let x = &x[..2];
-        unsafe { vld1q_f64(x.as_ptr()) }
-    }
     #[inline(always)]
     fn load_partial(self, x: &[f64], fill: f64) -> float64x2_t {
         let n = x.len().min(2);
@@ -317,40 +235,11 @@ unsafe impl Simd<f64> for Neon {
         unsafe { vld1q_f64(buf.as_ptr()) }
     }
     #[inline(always)]
-    fn store(self, out: &mut [f64], v: float64x2_t) {
-        let out = &mut out[..2];
-        unsafe { vst1q_f64(out.as_mut_ptr(), v) }
-    }
-    #[inline(always)]
     fn store_partial(self, out: &mut [f64], v: float64x2_t) {
         let n = out.len().min(2);
         let mut buf = [0.0f64; 2];
         unsafe { vst1q_f64(buf.as_mut_ptr(), v) };
         out[..n].copy_from_slice(&buf[..n]);
-    }
-    #[inline(always)]
-    fn add(self, a: float64x2_t, b: float64x2_t) -> float64x2_t {
-        unsafe { vaddq_f64(a, b) }
-    }
-    #[inline(always)]
-    fn sub(self, a: float64x2_t, b: float64x2_t) -> float64x2_t {
-        unsafe { vsubq_f64(a, b) }
-    }
-    #[inline(always)]
-    fn mul(self, a: float64x2_t, b: float64x2_t) -> float64x2_t {
-        unsafe { vmulq_f64(a, b) }
-    }
-    #[inline(always)]
-    fn div(self, a: float64x2_t, b: float64x2_t) -> float64x2_t {
-        unsafe { vdivq_f64(a, b) }
-    }
-    #[inline(always)]
-    fn mul_add(self, a: float64x2_t, b: float64x2_t, c: float64x2_t) -> float64x2_t {
-        unsafe { fma_f64(a, b, c) }
-    }
-    #[inline(always)]
-    fn max(self, a: float64x2_t, b: float64x2_t) -> float64x2_t {
-        unsafe { vmaxq_f64(a, b) }
     }
     #[inline(always)]
     fn select_eq(
@@ -361,18 +250,6 @@ unsafe impl Simd<f64> for Neon {
         y: float64x2_t,
     ) -> float64x2_t {
         unsafe { vbslq_f64(vceqq_f64(a, b), x, y) }
-    }
-    #[inline(always)]
-    fn exp(self, a: float64x2_t) -> float64x2_t {
-        unsafe { exp_f64x2(a) }
-    }
-    #[inline(always)]
-    fn tanh(self, a: float64x2_t) -> float64x2_t {
-        unsafe { tanh_f64x2(a) }
-    }
-    #[inline(always)]
-    fn ln(self, a: float64x2_t) -> float64x2_t {
-        unsafe { ln_f64x2(a) }
     }
     #[inline(always)]
     fn reduce_max(self, v: float64x2_t) -> f64 {

@@ -4,7 +4,8 @@
 //! `LANES` rows and every row reduction becomes a lane-wise vector operation: no horizontal
 //! reductions, no scalar `exp`/`log`, no per-row branches.
 
-use super::{exp_diff, finish_lse, max_sum, Pre, SendPtr, MAX_LANES};
+use super::row::{exp_diff, finish_lse, max_sum, Pre, MAX_LANES};
+use super::SendPtr;
 use crate::simd::{Element, Simd};
 
 /// Rows at most this long take the tile path. At 64 columns a row is 4 AVX-512 vectors, and the row
@@ -155,39 +156,4 @@ pub(crate) unsafe fn tile_rows<T: Element, S: Simd<T>, P: Pre<T, S>>(
 /// Rows per parallel task on the tile path: the usual grain, in whole tiles of the widest vector.
 pub(crate) fn tile_chunk(cols: usize) -> usize {
     (crate::parallel::chunk_rows(cols) / MAX_LANES).max(1) * MAX_LANES
-}
-
-/// A task of [`tile_rows`] with the plain scale map (temperature, softmin).
-pub(crate) struct TileJob<T> {
-    pub src: SendPtr<T>,
-    pub dst: SendPtr<T>,
-    pub rows: std::ops::Range<usize>,
-    pub cols: usize,
-    pub scale: T,
-    pub op: TileOp,
-}
-
-impl<T: Element> crate::simd::WithSimd for TileJob<T> {
-    type Output = ();
-    #[inline(always)]
-    fn with_simd<S: crate::simd::Isa>(self, s: S) {
-        let s = T::simd(s);
-        // SAFETY: the caller hands each task its own rows of valid buffers.
-        unsafe {
-            if self.scale == T::ONE {
-                tile_rows(
-                    s,
-                    &super::One,
-                    self.src,
-                    self.dst,
-                    self.rows,
-                    self.cols,
-                    self.op,
-                )
-            } else {
-                let p = super::Scale(self.scale);
-                tile_rows(s, &p, self.src, self.dst, self.rows, self.cols, self.op)
-            }
-        }
-    }
 }

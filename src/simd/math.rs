@@ -1,5 +1,19 @@
-//! The polynomial coefficients and range constants of the vectorised `exp`, `tanh` and `ln`, shared
-//! by every backend (AVX-512, AVX2, NEON) so each value is written once.
+//! The math shared by every vector backend (AVX-512, AVX2, NEON): the polynomial coefficients and
+//! range constants of the vectorised `exp`, `tanh` and `ln`, and Horner's scheme that evaluates the
+//! polynomials, so each is written once.
+
+/// Horner's scheme `c[i0] + x·(c[i1] + x·(…))`, unrolled at compile time with the backend's fused
+/// multiply-add `$fma(a, b, c) = a·b + c` and broadcast `$splat`; `$x` must be a variable.
+macro_rules! horner {
+    ($fma:ident, $splat:ident, $x:ident, $c:expr; $i:literal) => {
+        $splat($c[$i])
+    };
+    ($fma:ident, $splat:ident, $x:ident, $c:expr; $i:literal, $($rest:literal),+) => {
+        $fma($crate::simd::math::horner!($fma, $splat, $x, $c; $($rest),+), $x, $splat($c[$i]))
+    };
+}
+#[allow(unused_imports)] // Unused on targets with only the scalar backend.
+pub(crate) use horner;
 
 /// The `f32` constants.
 #[allow(clippy::excessive_precision, dead_code)]

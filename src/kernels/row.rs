@@ -1,0 +1,523 @@
+//! The row primitives every kernel family shares: the maps applied before the softmax ([`Pre`]:
+//! [`One`], [`Scale`], [`SoftCap`]), the blocked online `(max, sum)` pass ([`max_sum`]) and its merge
+//! across segments, the log-sum-exp finish with its special values ([`finish_lse`]), the compensated
+//! sums ([`Acc`], [`Total`]) and the element-wise row map ([`map_row!`]).
+//!
+//! Pass 1 finds a row's running `(max, sum of exp)` block by block (each block read twice while it
+//! sits in L1, so the row is read once from memory); pass 2, when the kernel writes an output,
+//! re-reads the row (now in L2) and writes each element once.
+
+use crate::simd::{Backend, Element, Isa, Simd, WithSimd};
+
+/// `dst[i] = f(src[i])` vector by vector over `len` elements, `src` possibly equal to `dst`: each
+/// vector is loaded into a register before its lanes are stored, and short-lived slices keep every
+/// access bounds-checked. A macro, not a closure, so `f` is compiled for the caller's instruction set.
+/// Must be used inside an `unsafe` function whose contract makes `src`/`dst` valid for `len`.
+macro_rules! map_row {
+    ($T:ty, $S:ty, $s:expr, $src:expr, $dst:expr, $len:expr, |$v:ident, $i:ident| $f:expr) => {{
+        let l = <$S as $crate::simd::Simd<$T>>::LANES;
+        let (src, dst, len) = ($src, $dst, $len);
+        let mut $i = 0usize;
+        while $i + l <= len {
+            let $v = $s.load(src.slice($i, l));
+            let r = $f;
+            $s.store(std::slice::from_raw_parts_mut(dst.0.add($i), l), r);
+            $i += l;
+        }
+        if $i < len {
+            let $v = $s.load_partial(src.slice($i, len - $i), <$T as $crate::simd::Element>::ZERO);
+            let r = $f;
+            $s.store_partial(std::slice::from_raw_parts_mut(dst.0.add($i), len - $i), r);
+        }
+    }};
+}
+pub(crate) use map_row;
+
+/// Elements per block of the online `(max, sum)` pass. Each block is read twice (max, then exp-sum),
+/// so it must stay in L1: 2048 f32 are 8 KiB (16 KiB for f64), a quarter of a 32-48 KiB L1d, while the
+/// per-block rescale (one scalar `exp`) is amortised over 2048 elements.
+pub(crate) const BLOCK: usize = 2048;
+
+pub(crate) use crate::simd::MAX_LANES;
+
+/// A compensated (Kahan–Babuška) f64 sum: block sums of up to 262,144-element rows are added without
+/// the O(n·eps) drift of a plain running sum, which float64's 1e-14 relative bound (docs/api.md §4)
+/// needs.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Acc {
+    sum: f64,
+    comp: f64,
+}
+
+impl Acc {
+    #[inline(always)]
+    pub(crate) fn add(&mut self, v: f64) {
+        let t = self.sum + v;
+        if !t.is_finite() {
+            // An infinite (or NaN) total stays what it is; compensating it would make inf - inf.
+            self.sum = t;
+            return;
+        }
+        if self.sum.abs() >= v.abs() {
+            self.comp += (self.sum - t) + v;
+        } else {
+            self.comp += (v - t) + self.sum;
+        }
+        self.sum = t;
+    }
+    #[inline(always)]
+    pub(crate) fn scale(&mut self, f: f64) {
+        self.sum *= f;
+        self.comp *= f;
+    }
+    #[inline(always)]
+    pub(crate) fn value(self) -> f64 {
+        self.sum + self.comp
+    }
+}
+
+/// A compensated sum ([`Acc`]) that also takes infinities and NaN: `Acc`'s compensation term turns
+/// an infinite addend into NaN (`inf - inf`), so non-finite values are summed apart and added last.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Total {
+    acc: Acc,
+    special: f64,
+}
+
+impl Total {
+    #[inline(always)]
+    pub(crate) fn add(&mut self, v: f64) {
+        if v.is_finite() {
+            self.acc.add(v);
+        } else {
+            self.special += v;
+        }
+    }
+    #[inline(always)]
+    pub(crate) fn value(self) -> f64 {
+        self.acc.value() + self.special
+    }
+
+    /// The total of `parts`, added in order.
+    pub(crate) fn of(parts: impl IntoIterator<Item = f64>) -> f64 {
+        let mut t = Total::default();
+        for v in parts {
+            t.add(v);
+        }
+        t.value()
+    }
+}
+
+/// The element-wise map applied to a row before the softmax: `x * scale` (temperature, softmin) or
+/// the soft cap `c * tanh(x / c)`.
+pub(crate) trait Pre<T: Element, S: Simd<T>>: Copy {
+    fn apply(&self, s: S, v: S::V) -> S::V;
+    fn apply_scalar(&self, x: T) -> T;
+    /// An input that `apply` maps to `-inf`, if there is one (tails are filled with it).
+    fn preimage_of_neg_inf(&self) -> Option<T>;
+    /// Whether `apply` has a derivative other than a constant the caller handles (the soft cap).
+    const HAS_CHAIN: bool = false;
+    /// `d apply / dx` expressed through the mapped value `y = apply(x)`.
+    #[inline(always)]
+    fn chain(&self, _s: S, y: S::V) -> S::V {
+        y
+    }
+    #[inline(always)]
+    fn chain_scalar(&self, _y: f64) -> f64 {
+        1.0
+    }
+}
+
+/// `x · scale`: a temperature `1/T`, or `-1/T` for softmin.
+#[derive(Clone, Copy)]
+pub(crate) struct Scale<T>(pub T);
+
+/// Whether a scale is exactly 1 (the identity map [`One`] then replaces [`Scale`]).
+#[inline(always)]
+pub(crate) fn is_one<T: Element>(scale: T) -> bool {
+    scale == T::ONE
+}
+
+/// Evaluates `$body` with `$p` bound to the cheapest [`Pre`] for `$scale`: [`One`] when the scale is
+/// 1 (no multiply; the same values, since `x · 1 = x`), else [`Scale`]. A macro because the body is
+/// compiled once per map type, which a closure cannot be.
+macro_rules! with_scale {
+    ($scale:expr, |$p:ident| $body:expr) => {{
+        let scale = $scale;
+        if $crate::kernels::row::is_one(scale) {
+            let $p = $crate::kernels::row::One;
+            $body
+        } else {
+            let $p = $crate::kernels::row::Scale(scale);
+            $body
+        }
+    }};
+}
+pub(crate) use with_scale;
+
+/// The identity map: `Scale(1)` without the multiply (most calls have no temperature, and the
+/// multiply is one of the ~10 instructions per vector of the `(max, sum)` pass).
+#[derive(Clone, Copy)]
+pub(crate) struct One;
+
+impl<T: Element, S: Simd<T>> Pre<T, S> for One {
+    #[inline(always)]
+    fn apply(&self, _s: S, v: S::V) -> S::V {
+        v
+    }
+    #[inline(always)]
+    fn apply_scalar(&self, x: T) -> T {
+        x
+    }
+    #[inline(always)]
+    fn preimage_of_neg_inf(&self) -> Option<T> {
+        Some(T::NEG_INFINITY)
+    }
+}
+
+impl<T: Element, S: Simd<T>> Pre<T, S> for Scale<T> {
+    #[inline(always)]
+    fn apply(&self, s: S, v: S::V) -> S::V {
+        s.mul(v, s.splat(self.0))
+    }
+    #[inline(always)]
+    fn apply_scalar(&self, x: T) -> T {
+        x * self.0
+    }
+    #[inline(always)]
+    fn preimage_of_neg_inf(&self) -> Option<T> {
+        Some(if self.0 > T::ZERO {
+            T::NEG_INFINITY
+        } else {
+            T::INFINITY
+        })
+    }
+}
+
+/// Gemma 2's soft cap `c · tanh(x / c)`.
+#[derive(Clone, Copy)]
+pub(crate) struct SoftCap<T> {
+    pub c: T,
+    pub inv_c: T,
+}
+
+impl<T: Element, S: Simd<T>> Pre<T, S> for SoftCap<T> {
+    #[inline(always)]
+    fn apply(&self, s: S, v: S::V) -> S::V {
+        s.mul(s.tanh(s.mul(v, s.splat(self.inv_c))), s.splat(self.c))
+    }
+    #[inline(always)]
+    fn apply_scalar(&self, x: T) -> T {
+        T::from_f64((x * self.inv_c).to_f64().tanh()) * self.c
+    }
+    #[inline(always)]
+    fn preimage_of_neg_inf(&self) -> Option<T> {
+        None // c·tanh is bounded below by -c.
+    }
+    const HAS_CHAIN: bool = true;
+    /// `d/dx c·tanh(x/c) = 1 - tanh² = 1 - (y/c)²`.
+    #[inline(always)]
+    fn chain(&self, s: S, y: S::V) -> S::V {
+        let t = s.mul(y, s.splat(self.inv_c));
+        s.sub(s.splat(T::ONE), s.mul(t, t))
+    }
+    #[inline(always)]
+    fn chain_scalar(&self, y: f64) -> f64 {
+        let t = y * self.inv_c.to_f64();
+        1.0 - t * t
+    }
+}
+
+/// Loads a row tail (`x.len() < LANES`), maps it, and sets the lanes past the tail to `fill`.
+#[inline(always)]
+pub(crate) fn load_tail_mapped<T: Element, S: Simd<T>, P: Pre<T, S>>(
+    s: S,
+    p: &P,
+    x: &[T],
+    fill: T,
+) -> S::V {
+    if fill == T::NEG_INFINITY {
+        if let Some(pre) = p.preimage_of_neg_inf() {
+            // The fill maps to -inf by itself: one masked load, no round trip through memory.
+            return p.apply(s, s.load_partial(x, pre));
+        }
+    }
+    let v = p.apply(s, s.load_partial(x, T::ZERO));
+    let mut buf = [fill; MAX_LANES];
+    s.store(&mut buf, v);
+    for b in &mut buf[x.len()..] {
+        *b = fill;
+    }
+    s.load(&buf)
+}
+
+/// `max(p(x))` over a slice; NaN may or may not win (the sum catches NaN).
+#[inline(always)]
+pub(crate) fn max_mapped<T: Element, S: Simd<T>, P: Pre<T, S>>(s: S, p: &P, x: &[T]) -> T {
+    let l = S::LANES;
+    let ninf = s.splat(T::NEG_INFINITY);
+    let (mut m0, mut m1, mut m2, mut m3) = (ninf, ninf, ninf, ninf);
+    let mut quads = x.chunks_exact(4 * l);
+    for c in &mut quads {
+        m0 = s.max(m0, p.apply(s, s.load(&c[..l])));
+        m1 = s.max(m1, p.apply(s, s.load(&c[l..2 * l])));
+        m2 = s.max(m2, p.apply(s, s.load(&c[2 * l..3 * l])));
+        m3 = s.max(m3, p.apply(s, s.load(&c[3 * l..])));
+    }
+    let mut singles = quads.remainder().chunks_exact(l);
+    for c in &mut singles {
+        m0 = s.max(m0, p.apply(s, s.load(c)));
+    }
+    let tail = singles.remainder();
+    if !tail.is_empty() {
+        m1 = s.max(m1, load_tail_mapped(s, p, tail, T::NEG_INFINITY));
+    }
+    s.reduce_max(s.max(s.max(m0, m1), s.max(m2, m3)))
+}
+
+/// Vector additions per accumulator lane before a partial sum is moved to f64: 16 float32 additions
+/// keep each partial within ~1e-6 relative in the worst case, so even the one-lane scalar backend
+/// meets softmax's 2e-6 bound, while the reduction costs ~1% on wide vectors.
+pub(crate) const SUM_RUN: usize = 16;
+
+/// `Σ exp(p(x) - m)` over a slice: partial sums in `T` (four vector accumulators, emptied into f64
+/// every [`SUM_RUN`] additions), added up in f64.
+#[inline(always)]
+pub(crate) fn sum_exp_mapped<T: Element, S: Simd<T>, P: Pre<T, S>>(
+    s: S,
+    p: &P,
+    x: &[T],
+    m: T,
+) -> f64 {
+    let (l, mv) = (S::LANES, s.splat(m));
+    let mut total = 0.0f64;
+    let mut runs = x.chunks_exact(4 * l * SUM_RUN);
+    for run in &mut runs {
+        let mut a = [s.splat(T::ZERO); 4];
+        for c in run.chunks_exact(4 * l) {
+            add_exp4(s, p, c, mv, &mut a);
+        }
+        total += s
+            .reduce_sum(s.add(s.add(a[0], a[1]), s.add(a[2], a[3])))
+            .to_f64();
+    }
+    let mut a = [s.splat(T::ZERO); 4];
+    let mut quads = runs.remainder().chunks_exact(4 * l);
+    for c in &mut quads {
+        add_exp4(s, p, c, mv, &mut a);
+    }
+    let mut singles = quads.remainder().chunks_exact(l);
+    for c in &mut singles {
+        a[0] = s.add(a[0], s.exp(s.sub(p.apply(s, s.load(c)), mv)));
+    }
+    let tail = singles.remainder();
+    if !tail.is_empty() {
+        let v = load_tail_mapped(s, p, tail, T::NEG_INFINITY);
+        a[1] = s.add(a[1], s.exp(s.sub(v, mv)));
+    }
+    total
+        + s.reduce_sum(s.add(s.add(a[0], a[1]), s.add(a[2], a[3])))
+            .to_f64()
+}
+
+/// Adds `exp(p(x) - m)` of the four vectors of `c` to the four accumulators.
+#[inline(always)]
+fn add_exp4<T: Element, S: Simd<T>, P: Pre<T, S>>(
+    s: S,
+    p: &P,
+    c: &[T],
+    mv: S::V,
+    a: &mut [S::V; 4],
+) {
+    let l = S::LANES;
+    for (k, acc) in a.iter_mut().enumerate() {
+        *acc = s.add(
+            *acc,
+            s.exp(s.sub(p.apply(s, s.load(&c[k * l..(k + 1) * l])), mv)),
+        );
+    }
+}
+
+/// The online `(m, Σ exp(p(x) - m))` of a row (or a segment of one), one block at a time.
+/// `m` is `-inf` when every element is `-inf` (or NaN); the sum is then 0.
+#[inline(always)]
+pub(crate) fn max_sum<T: Element, S: Simd<T>, P: Pre<T, S>>(s: S, p: &P, x: &[T]) -> (T, f64) {
+    let mut m = T::NEG_INFINITY;
+    let mut acc = Acc::default();
+    for block in x.chunks(BLOCK) {
+        let bm = max_mapped(s, p, block);
+        if bm > m {
+            if m != T::NEG_INFINITY {
+                acc.scale((m - bm).to_f64().exp());
+            }
+            m = bm;
+        }
+        if m == T::NEG_INFINITY {
+            // Everything so far is -inf (exp would give NaN from -inf - -inf); it adds nothing.
+            continue;
+        }
+        acc.add(sum_exp_mapped(s, p, block, m));
+    }
+    (m, acc.value())
+}
+
+/// Merges partial `(max, sum)` pairs of segments of one row, in order.
+pub(crate) fn merge_max_sum<T: Element>(parts: &[(T, f64)]) -> (T, f64) {
+    let mut m = T::NEG_INFINITY;
+    for &(pm, _) in parts {
+        if pm > m {
+            m = pm;
+        }
+    }
+    if m == T::NEG_INFINITY {
+        return (m, 0.0);
+    }
+    let mut acc = Acc::default();
+    for &(pm, ps) in parts {
+        if pm == T::NEG_INFINITY {
+            continue;
+        }
+        acc.add(ps * (pm - m).to_f64().exp());
+    }
+    (m, acc.value())
+}
+
+/// Whether any element is NaN (only on the rare paths: rows whose max is infinite).
+pub(crate) fn has_nan<T: Element>(x: &[T]) -> bool {
+    x.iter().any(|v| v.is_nan())
+}
+
+/// `Σ_{p(x) != m} exp(p(x) - m) + (count(p(x) == m) - 1)`: the row sum without one copy of its largest
+/// term (exactly 1), so `lse = m + log1p(rest)` keeps the digits `m + log(1 + rest)` would lose.
+#[inline(always)]
+pub(crate) fn sum_exp_rest<T: Element, S: Simd<T>, P: Pre<T, S>>(
+    s: S,
+    p: &P,
+    x: &[T],
+    m: T,
+) -> f64 {
+    let l = S::LANES;
+    let mv = s.splat(m);
+    let zero = s.splat(T::ZERO);
+    let one = s.splat(T::ONE);
+    let mut acc = Acc::default();
+    let mut count = 0.0f64;
+    for block in x.chunks(BLOCK) {
+        let (mut a, mut n) = (zero, zero);
+        let mut singles = block.chunks_exact(l);
+        for c in &mut singles {
+            let v = p.apply(s, s.load(c));
+            let e = s.exp(s.sub(v, mv));
+            a = s.add(a, s.select_eq(v, mv, zero, e));
+            n = s.add(n, s.select_eq(v, mv, one, zero));
+        }
+        let tail = singles.remainder();
+        if !tail.is_empty() {
+            let v = load_tail_mapped(s, p, tail, T::NEG_INFINITY);
+            let e = s.exp(s.sub(v, mv));
+            a = s.add(a, s.select_eq(v, mv, zero, e));
+            n = s.add(n, s.select_eq(v, mv, one, zero));
+        }
+        acc.add(s.reduce_sum(a).to_f64());
+        count += s.reduce_sum(n).to_f64();
+    }
+    acc.value() + (count - 1.0)
+}
+
+/// A row's log-sum-exp as `m + log_sum`, kept in two parts so `p(x) - lse` can be formed as
+/// `(p(x) - m) - log_sum` without losing `log_sum` against a huge `m`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Lse {
+    pub m: f64,
+    pub log_sum: f64,
+}
+
+impl Lse {
+    #[inline(always)]
+    pub(crate) fn value(self) -> f64 {
+        self.m + self.log_sum
+    }
+
+    /// The `log_sum` a log-softmax subtracts: a row holding `+inf` gives NaN everywhere
+    /// (docs/api.md §3) rather than `-inf` for its finite entries.
+    #[inline(always)]
+    pub(crate) fn log_sum_for_log_softmax(self) -> f64 {
+        if self.m == f64::INFINITY {
+            f64::NAN
+        } else {
+            self.log_sum
+        }
+    }
+}
+
+/// `log Σ exp(p(x))` from the row's `(m, sum)`, with the special values of docs/api.md §3 (NaN
+/// anywhere wins; all `-inf` gives `-inf`; `+inf` gives `+inf`) and, for types that ask for it,
+/// SciPy's `log1p` refinement.
+#[inline(always)]
+pub(crate) fn finish_lse<T: Element, S: Simd<T>, P: Pre<T, S>>(
+    s: S,
+    p: &P,
+    x: &[T],
+    m: T,
+    sum: f64,
+) -> Lse {
+    let mf = m.to_f64();
+    if !mf.is_finite() {
+        // -inf: every element -inf (or NaN); +inf: an element is +inf. NaN anywhere wins.
+        let nan = mf.is_nan() || has_nan(x);
+        return Lse {
+            m: if nan { f64::NAN } else { mf },
+            log_sum: if nan { f64::NAN } else { 0.0 },
+        };
+    }
+    // The largest term contributes exactly 1, so `sum < 2` means the rest is < 1: the regime where
+    // `log(sum)` rounds away what `log1p(rest)` keeps.
+    let log_sum = if T::REFINE_LSE && sum < 2.0 {
+        sum_exp_rest(s, p, x, m).ln_1p()
+    } else {
+        sum.ln()
+    };
+    Lse { m: mf, log_sum }
+}
+
+/// `exp(y - m)` with the rounding error of `y - m` put back (TwoSum): the float32 difference of a far
+/// element and the maximum loses up to half an ulp of |y - m| (up to 4e-6 relative at outputs near
+/// 1e-30), which would break softmax's 2e-6 relative bound (docs/api.md §4).
+#[inline(always)]
+pub(crate) fn exp_diff<T: Element, S: Simd<T>>(s: S, y: S::V, neg_m: S::V) -> S::V {
+    let d = s.add(y, neg_m);
+    let bb = s.sub(d, y);
+    let err = s.add(s.sub(y, s.sub(d, bb)), s.sub(neg_m, bb));
+    let e = s.exp(d);
+    // y = -inf makes `err` NaN; its output is exactly 0.
+    let zero = s.splat(T::ZERO);
+    s.select_eq(e, zero, zero, s.mul_add(e, err, e))
+}
+
+/// [`finish_lse`] with the plain scale map, dispatched to the instruction set: the finish of a split
+/// row, on the calling thread once the segments' `(max, sum)` are merged.
+pub(crate) fn finish_lse_on<T: Element>(
+    backend: Backend,
+    x: &[T],
+    scale: T,
+    m: T,
+    sum: f64,
+) -> Lse {
+    backend.dispatch(FinishLse { x, scale, m, sum })
+}
+
+struct FinishLse<'a, T> {
+    x: &'a [T],
+    scale: T,
+    m: T,
+    sum: f64,
+}
+
+impl<T: Element> WithSimd for FinishLse<'_, T> {
+    type Output = Lse;
+    #[inline(always)]
+    fn with_simd<S: Isa>(self, s: S) -> Lse {
+        let s = T::simd(s);
+        with_scale!(self.scale, |p| finish_lse(s, &p, self.x, self.m, self.sum))
+    }
+}
