@@ -1,0 +1,439 @@
+"""The PyTorch operators behind ``fastsoftmax.torch``: kernels on tensors, their ``torch.library``
+registrations (fake kernels and autograd, for ``torch.compile``), and eager autograd functions.
+
+Two ways to run the same code:
+
+- ``torch.library`` custom ops (namespace ``fastsoftmax``), used while ``torch.compile`` traces,
+  under fake tensors and dispatch modes, and for tensor subclasses. Their fake kernels give the
+  output shapes, so a compiled model has no graph break.
+- plain ``torch.autograd.Function`` subclasses, used in ordinary eager code: the custom-op dispatcher
+  costs tens of microseconds a call, which would be most of the time of a small batch.
+
+Both save what the forward pass computed and run the same backward functions. The cross-entropy
+forward pass computes the loss and its gradient in one pass over the logits
+(``fastsoftmax.cross_entropy_with_grad``) when an input needs a gradient, and backward only scales
+that gradient by the upstream one; eagerly, an upstream gradient of exactly one (``loss.backward()``)
+returns the saved gradient itself, with no further pass over it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional, Tuple
+
+import torch
+from torch import Tensor
+
+from . import (
+    cross_entropy,
+    cross_entropy_grad,
+    cross_entropy_with_grad,
+    log_softmax,
+    log_softmax_backward,
+    softmax,
+    softmax_backward,
+)
+from ._torch_bridge import from_array, on_device, to_array
+
+NS = "fastsoftmax"
+
+# Rows of logits per chunk when the linear head's "none" backward recomputes them: about this many
+# bytes of logits at a time (the same order as the default chunk of the fused forward pass).
+LINEAR_CHUNK_BYTES = 32 << 20
+
+_EMPTY_SHAPE = (0,)  # a custom op cannot return None: "no gradient computed" is an empty tensor
+
+
+# --------------------------------------------------------------------------------------------------
+# kernels on tensors (real tensors only)
+
+
+def softmax_impl(x: Tensor, dim: int, log: bool) -> Tensor:
+    f = log_softmax if log else softmax
+    # contiguous(): the fake kernels promise contiguous outputs.
+    return on_device(x, lambda: from_array(f(to_array(x), axis=dim), x)).contiguous()
+
+
+def softmax_backward_impl(g: Tensor, y: Tensor, dim: int, log: bool) -> Tensor:
+    f = log_softmax_backward if log else softmax_backward
+    return on_device(y, lambda: from_array(f(to_array(g), to_array(y), axis=dim), y)).contiguous()
+
+
+def _ce_axis(x: Tensor) -> int:
+    # PyTorch's classes are along dim 1 ((N, C, d1, ...)); dim -1 is the fast path for (N, C) and (C,).
+    return 1 if x.dim() > 2 else -1
+
+
+def ce_impl(
+    x: Tensor,
+    target: Tensor,
+    weight: Optional[Tensor],
+    ignore_index: int,
+    reduction: str,
+    label_smoothing: float,
+    z_loss: float,
+    softcap: Optional[float],
+    with_grad: bool,
+) -> Tuple[Tensor, Optional[Tensor]]:
+    """(loss, gradient of the loss, or None): the gradient of the sum for reduction="none"."""
+
+    def run() -> Tuple[Tensor, Optional[Tensor]]:
+        opts: dict[str, Any] = dict(
+            axis=_ce_axis(x),
+            weight=None if weight is None else to_array(weight),
+            ignore_index=ignore_index,
+            reduction=reduction,
+            label_smoothing=label_smoothing,
+            z_loss=z_loss,
+            softcap=softcap,
+        )
+        xa, ta = to_array(x), to_array(target)
+        if with_grad:
+            loss, grad = cross_entropy_with_grad(xa, ta, **opts)
+            return from_array(loss, x).contiguous(), from_array(grad, x).contiguous()
+        return from_array(cross_entropy(xa, ta, **opts), x).contiguous(), None
+
+    return on_device(x, run)
+
+
+def ce_loss_shape(x: Tensor, reduction: str) -> Tuple[int, ...]:
+    if reduction != "none" or x.dim() < 2:
+        return ()
+    return (x.shape[0], *x.shape[2:])
+
+
+def scale_grad(grad: Tensor, up: Tensor, reduction: str, eager: bool) -> Tensor:
+    """The saved gradient (of the sum, for "none") times the upstream gradient of the loss."""
+    if reduction == "none" and grad.dim() >= 2:
+        up = up.unsqueeze(1)  # one upstream value per row, broadcast over the classes (dim 1)
+    if eager and up.device.type == "cpu" and _all_one(up):
+        return grad  # loss.backward(): no pass over the gradient
+    return grad * up
+
+
+def _all_one(up: Tensor) -> bool:
+    if up.dim() == 0:
+        return float(up) == 1.0
+    return bool(torch.all(up == 1))
+
+
+def _compute_dtype(x: Tensor) -> torch.dtype:
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
+def linear_impl(
+    x: Tensor,
+    classifier: Tensor,
+    target: Tensor,
+    bias: Optional[Tensor],
+    weight: Optional[Tensor],
+    ignore_index: int,
+    reduction: str,
+    label_smoothing: float,
+    z_loss: float,
+    softcap: Optional[float],
+    chunk_size: Optional[int],
+    with_grad: bool,
+) -> Tuple[Tensor, Optional[Tensor], Optional[Tensor], Optional[Tensor]]:
+    """(loss, grad_x, grad_classifier, grad_bias) of the fused linear head; grads None unless
+    `with_grad`, grad_bias None without a bias."""
+    from . import linear_cross_entropy, linear_cross_entropy_with_grad
+
+    def run() -> Tuple[Tensor, Optional[Tensor], Optional[Tensor], Optional[Tensor]]:
+        opts: dict[str, Any] = dict(
+            bias=None if bias is None else to_array(bias),
+            weight=None if weight is None else to_array(weight),
+            ignore_index=ignore_index,
+            reduction=reduction,
+            label_smoothing=label_smoothing,
+            z_loss=z_loss,
+            softcap=softcap,
+            chunk_size=chunk_size,
+        )
+        arrays = (to_array(x), to_array(classifier), to_array(target))
+        if not with_grad:
+            return from_array(linear_cross_entropy(*arrays, **opts), x).contiguous(), None, None, None
+        loss, gx, gw, gb = linear_cross_entropy_with_grad(*arrays, **opts)
+        return (
+            from_array(loss, x).contiguous(),
+            from_array(gx, x).contiguous(),
+            from_array(gw, classifier).contiguous(),
+            None if bias is None else from_array(gb, bias).contiguous(),
+        )
+
+    return on_device(x, run)
+
+
+def linear_none_backward_impl(
+    up: Tensor,
+    x: Tensor,
+    classifier: Tensor,
+    target: Tensor,
+    bias: Optional[Tensor],
+    weight: Optional[Tensor],
+    ignore_index: int,
+    label_smoothing: float,
+    z_loss: float,
+    softcap: Optional[float],
+    chunk_size: Optional[int],
+) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
+    """Gradients of ``sum(up * losses)`` for the linear head with reduction="none".
+
+    The classifier's gradient sums over rows, so per-row upstream values cannot be applied to a
+    gradient saved by the forward pass: the logits are recomputed chunk by chunk, each chunk's
+    gradient (the fused kernel, in place) scaled by its rows' upstream values, then multiplied out.
+    """
+    ct = _compute_dtype(x)
+    d, v = x.shape[-1], classifier.shape[0]
+    x2 = x.detach().reshape(-1, d).to(ct)
+    w2 = classifier.detach().to(ct)
+    b2 = None if bias is None else bias.detach().to(ct)
+    t1 = target.reshape(-1)
+    u = up.detach().reshape(-1, 1).to(ct)
+    gx = torch.empty_like(x2)
+    gw = torch.zeros_like(w2)
+    gb = None if b2 is None else torch.zeros_like(b2)
+    rows = chunk_size or max(1, LINEAR_CHUNK_BYTES // (max(v, 1) * x2.element_size()))
+
+    def run() -> None:
+        wa = None if weight is None else to_array(weight)
+        for s in range(0, x2.shape[0], rows):
+            xc = x2[s : s + rows]
+            logits = xc @ w2.T if b2 is None else torch.addmm(b2, xc, w2.T)
+            la = to_array(logits)
+            cross_entropy_grad(
+                la, to_array(t1[s : s + rows]), weight=wa, ignore_index=ignore_index,
+                reduction="none", label_smoothing=label_smoothing, z_loss=z_loss, softcap=softcap,
+                out=la,
+            )
+            logits.mul_(u[s : s + rows])
+            gx[s : s + rows] = logits @ w2
+            gw.addmm_(logits.T, xc)
+            if gb is not None:
+                gb += logits.sum(0)
+
+    on_device(x, run)
+    return (
+        gx.reshape(x.shape).to(x.dtype),
+        gw.to(classifier.dtype),
+        None if gb is None or bias is None else gb.to(bias.dtype),
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# backward functions, shared by the custom ops (eager=False) and the eager autograd functions
+
+
+def _setup_softmax(ctx: Any, inputs: Tuple[Any, ...], output: Tensor) -> None:
+    ctx.save_for_backward(output)
+    ctx.dim = inputs[1]
+
+
+def _softmax_backward(ctx: Any, g: Tensor, log: bool, eager: bool) -> Tuple[Optional[Tensor], ...]:
+    (y,) = ctx.saved_tensors
+    if eager:
+        return softmax_backward_impl(g, y, ctx.dim, log), None, None
+    op = torch.ops.fastsoftmax.log_softmax_backward if log else torch.ops.fastsoftmax.softmax_backward
+    return op(g, y, ctx.dim), None
+
+
+def _setup_ce(ctx: Any, inputs: Tuple[Any, ...], output: Tuple[Tensor, Tensor]) -> None:
+    ctx.save_for_backward(output[1])
+    ctx.reduction, ctx.with_grad = inputs[4], inputs[8]
+
+
+def _ce_backward(ctx: Any, up: Tensor, eager: bool) -> Tuple[Optional[Tensor], ...]:
+    (grad,) = ctx.saved_tensors
+    if not ctx.with_grad:
+        raise RuntimeError("fastsoftmax: the forward pass ran without computing the gradient")
+    return (scale_grad(grad, up, ctx.reduction, eager),) + (None,) * 8
+
+
+def _setup_linear(ctx: Any, inputs: Tuple[Any, ...], output: Tuple[Tensor, ...]) -> None:
+    ctx.reduction = inputs[6]
+    ctx.has_bias = inputs[3] is not None
+    if ctx.reduction == "none":
+        x, w, t, b, cw = inputs[:5]
+        ctx.save_for_backward(x, w, t, b, cw)
+        ctx.options = inputs[5:6] + inputs[7:11]  # ignore_index, smoothing, z_loss, softcap, chunk
+    else:
+        ctx.save_for_backward(*output[1:])
+
+
+def _linear_backward(ctx: Any, up: Tensor, eager: bool) -> Tuple[Optional[Tensor], ...]:
+    if ctx.reduction == "none":
+        x, w, t, b, cw = ctx.saved_tensors
+        if eager:
+            gx, gw, gb = linear_none_backward_impl(up, x, w, t, b, cw, *ctx.options)
+        else:
+            gx, gw, gb = torch.ops.fastsoftmax.linear_cross_entropy_backward(
+                up, x, w, t, b, cw, *ctx.options
+            )
+    else:
+        gx, gw, gb = (scale_grad(g, up, ctx.reduction, eager) for g in ctx.saved_tensors)
+    return (gx, gw, None, gb if ctx.has_bias else None) + (None,) * 8
+
+
+# --------------------------------------------------------------------------------------------------
+# torch.library custom ops
+
+
+def _empty(like: Tensor) -> Tensor:
+    return like.new_empty(_EMPTY_SHAPE)
+
+
+def _or_empty(t: Optional[Tensor], like: Tensor) -> Tensor:
+    return _empty(like) if t is None else t
+
+
+def _register_softmax(name: str, log: bool) -> None:
+    op = torch.library.custom_op(
+        f"{NS}::{name}",
+        lambda input, dim: softmax_impl(input, dim, log),
+        mutates_args=(),
+        schema="(Tensor input, int dim) -> Tensor",
+    )
+    op.register_fake(lambda input, dim: input.new_empty(input.shape))
+    bwd = torch.library.custom_op(
+        f"{NS}::{name}_backward",
+        lambda grad_output, output, dim: softmax_backward_impl(grad_output, output, dim, log),
+        mutates_args=(),
+        schema="(Tensor grad_output, Tensor output, int dim) -> Tensor",
+    )
+    bwd.register_fake(lambda grad_output, output, dim: output.new_empty(output.shape))
+    op.register_autograd(
+        lambda ctx, g: _softmax_backward(ctx, g, log, False), setup_context=_setup_softmax
+    )
+
+
+_CE_ARGS = (
+    "Tensor? weight, int ignore_index, str reduction, float label_smoothing, float z_loss, "
+    "float? softcap"
+)
+
+
+def _ce_op(
+    x: Tensor, target: Tensor, weight: Optional[Tensor], ignore_index: int, reduction: str,
+    label_smoothing: float, z_loss: float, softcap: Optional[float], with_grad: bool,
+) -> Tuple[Tensor, Tensor]:
+    loss, grad = ce_impl(
+        x, target, weight, ignore_index, reduction, label_smoothing, z_loss, softcap, with_grad
+    )
+    return loss, _or_empty(grad, x)
+
+
+def _ce_fake(x: Tensor, target: Tensor, *args: Any) -> Tuple[Tensor, Tensor]:
+    reduction, with_grad = args[2], args[6]
+    loss = x.new_empty(ce_loss_shape(x, reduction))
+    return loss, (x.new_empty(x.shape) if with_grad else _empty(x))
+
+
+def _linear_op(
+    x: Tensor, classifier: Tensor, target: Tensor, bias: Optional[Tensor], *args: Any
+) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    loss, gx, gw, gb = linear_impl(x, classifier, target, bias, *args)
+    return loss, _or_empty(gx, x), _or_empty(gw, x), _or_empty(gb, x)
+
+
+def _linear_fake(
+    x: Tensor, classifier: Tensor, target: Tensor, bias: Optional[Tensor], *args: Any
+) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    reduction, with_grad = args[2], args[7]
+    loss = x.new_empty(tuple(target.shape) if reduction == "none" else ())
+    if not with_grad:
+        return loss, _empty(x), _empty(x), _empty(x)
+    gb = _empty(x) if bias is None else bias.new_empty(bias.shape)
+    return loss, x.new_empty(x.shape), classifier.new_empty(classifier.shape), gb
+
+
+def _linear_backward_op(
+    up: Tensor, x: Tensor, classifier: Tensor, target: Tensor, bias: Optional[Tensor], *args: Any
+) -> Tuple[Tensor, Tensor, Tensor]:
+    gx, gw, gb = linear_none_backward_impl(up, x, classifier, target, bias, *args)
+    return gx, gw, _or_empty(gb, x)
+
+
+def _linear_backward_fake(
+    up: Tensor, x: Tensor, classifier: Tensor, target: Tensor, bias: Optional[Tensor], *args: Any
+) -> Tuple[Tensor, Tensor, Tensor]:
+    gb = _empty(x) if bias is None else bias.new_empty(bias.shape)
+    return x.new_empty(x.shape), classifier.new_empty(classifier.shape), gb
+
+
+def _register(
+    name: str, fn: Callable[..., Any], fake: Callable[..., Any], schema: str,
+    backward: Optional[Callable[..., Any]] = None, setup: Optional[Callable[..., Any]] = None,
+) -> None:
+    op = torch.library.custom_op(f"{NS}::{name}", fn, mutates_args=(), schema=schema)
+    op.register_fake(fake)
+    if backward is not None:
+        op.register_autograd(backward, setup_context=setup)
+
+
+_register_softmax("softmax", False)
+_register_softmax("log_softmax", True)
+_register(
+    "cross_entropy", _ce_op, _ce_fake,
+    f"(Tensor input, Tensor target, {_CE_ARGS}, bool with_grad) -> (Tensor, Tensor)",
+    lambda ctx, up, _: _ce_backward(ctx, up, False), _setup_ce,
+)
+_register(
+    "linear_cross_entropy", _linear_op, _linear_fake,
+    f"(Tensor input, Tensor classifier, Tensor target, Tensor? bias, {_CE_ARGS}, int? chunk_size, "
+    "bool with_grad) -> (Tensor, Tensor, Tensor, Tensor)",
+    lambda ctx, up, *_: _linear_backward(ctx, up, False), _setup_linear,
+)
+_register(
+    "linear_cross_entropy_backward", _linear_backward_op, _linear_backward_fake,
+    "(Tensor grad_loss, Tensor input, Tensor classifier, Tensor target, Tensor? bias, "
+    "Tensor? weight, int ignore_index, float label_smoothing, float z_loss, float? softcap, "
+    "int? chunk_size) -> (Tensor, Tensor, Tensor)",
+)
+
+
+# --------------------------------------------------------------------------------------------------
+# eager autograd functions: the same forward and backward, without the dispatcher
+
+
+class SoftmaxFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(x: Tensor, dim: int, log: bool) -> Tensor:  # type: ignore[override]
+        return softmax_impl(x, dim, log)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: Tuple[Any, ...], output: Tensor) -> None:
+        _setup_softmax(ctx, inputs, output)
+        ctx.log = inputs[2]
+
+    @staticmethod
+    def backward(ctx: Any, g: Tensor) -> Tuple[Optional[Tensor], ...]:  # type: ignore[override]
+        return _softmax_backward(ctx, g, ctx.log, True)
+
+
+class CrossEntropyFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(*args: Any) -> Tuple[Tensor, Tensor]:  # type: ignore[override]
+        return _ce_op(*args)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: Tuple[Any, ...], output: Tuple[Tensor, Tensor]) -> None:
+        _setup_ce(ctx, inputs, output)
+        ctx.mark_non_differentiable(output[1])
+
+    @staticmethod
+    def backward(ctx: Any, up: Tensor, _: Any) -> Tuple[Optional[Tensor], ...]:  # type: ignore[override]
+        return _ce_backward(ctx, up, True)
+
+
+class LinearCrossEntropyFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(*args: Any) -> Tuple[Tensor, ...]:  # type: ignore[override]
+        return _linear_op(*args)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: Tuple[Any, ...], output: Tuple[Tensor, ...]) -> None:
+        _setup_linear(ctx, inputs, output)
+        ctx.mark_non_differentiable(*output[1:])
+
+    @staticmethod
+    def backward(ctx: Any, up: Tensor, *_: Any) -> Tuple[Optional[Tensor], ...]:  # type: ignore[override]
+        return _linear_backward(ctx, up, True)
