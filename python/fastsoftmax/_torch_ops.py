@@ -394,15 +394,17 @@ _register(
 # eager autograd functions: the same forward and backward, without the dispatcher
 
 
+# forward(ctx, ...) rather than a separate setup_context: Function.apply binds the arguments of
+# the latter through inspect.signature, which costs more than a small kernel call.
+
+
 class SoftmaxFunction(torch.autograd.Function):
     @staticmethod
-    def forward(x: Tensor, dim: int, log: bool) -> Tensor:  # type: ignore[override]
-        return softmax_impl(x, dim, log)
-
-    @staticmethod
-    def setup_context(ctx: Any, inputs: Tuple[Any, ...], output: Tensor) -> None:
-        _setup_softmax(ctx, inputs, output)
-        ctx.log = inputs[2]
+    def forward(ctx: Any, x: Tensor, dim: int, log: bool) -> Tensor:  # type: ignore[override]
+        y = softmax_impl(x, dim, log)
+        _setup_softmax(ctx, (x, dim), y)
+        ctx.log = log
+        return y
 
     @staticmethod
     def backward(ctx: Any, g: Tensor) -> Tuple[Optional[Tensor], ...]:  # type: ignore[override]
@@ -411,29 +413,23 @@ class SoftmaxFunction(torch.autograd.Function):
 
 class CrossEntropyFunction(torch.autograd.Function):
     @staticmethod
-    def forward(*args: Any) -> Tuple[Tensor, Tensor]:  # type: ignore[override]
-        return _ce_op(*args)
+    def forward(ctx: Any, *args: Any) -> Tensor:  # type: ignore[override]
+        out = _ce_op(*args)
+        _setup_ce(ctx, args, out)
+        return out[0]
 
     @staticmethod
-    def setup_context(ctx: Any, inputs: Tuple[Any, ...], output: Tuple[Tensor, Tensor]) -> None:
-        _setup_ce(ctx, inputs, output)
-        ctx.mark_non_differentiable(output[1])
-
-    @staticmethod
-    def backward(ctx: Any, up: Tensor, _: Any) -> Tuple[Optional[Tensor], ...]:  # type: ignore[override]
+    def backward(ctx: Any, up: Tensor) -> Tuple[Optional[Tensor], ...]:  # type: ignore[override]
         return _ce_backward(ctx, up, True)
 
 
 class LinearCrossEntropyFunction(torch.autograd.Function):
     @staticmethod
-    def forward(*args: Any) -> Tuple[Tensor, ...]:  # type: ignore[override]
-        return _linear_op(*args)
+    def forward(ctx: Any, *args: Any) -> Tensor:  # type: ignore[override]
+        out = _linear_op(*args)
+        _setup_linear(ctx, args, out)
+        return out[0]
 
     @staticmethod
-    def setup_context(ctx: Any, inputs: Tuple[Any, ...], output: Tuple[Tensor, ...]) -> None:
-        _setup_linear(ctx, inputs, output)
-        ctx.mark_non_differentiable(*output[1:])
-
-    @staticmethod
-    def backward(ctx: Any, up: Tensor, *_: Any) -> Tuple[Optional[Tensor], ...]:  # type: ignore[override]
+    def backward(ctx: Any, up: Tensor) -> Tuple[Optional[Tensor], ...]:  # type: ignore[override]
         return _linear_backward(ctx, up, True)

@@ -63,12 +63,12 @@ class DimensionError(IndexError, ValueError):
 # which path runs a call
 
 
-def _in_dispatch_mode() -> bool:
-    try:
-        from torch.utils._python_dispatch import is_in_torch_dispatch_mode
-    except ImportError:  # an older PyTorch: the custom op is always correct, only slower
+try:
+    from torch.utils._python_dispatch import is_in_torch_dispatch_mode as _in_dispatch_mode
+except ImportError:  # a PyTorch without it: the custom op is always correct, only slower
+
+    def _in_dispatch_mode() -> bool:
         return True
-    return bool(is_in_torch_dispatch_mode())
 
 
 def _use_custom_op(*tensors: Optional[Tensor]) -> bool:
@@ -79,7 +79,7 @@ def _use_custom_op(*tensors: Optional[Tensor]) -> bool:
     for t in tensors:
         if t is not None and (type(t) not in _PLAIN_TYPES or t.device.type == "meta"):
             return True
-    return _in_dispatch_mode()
+    return bool(_in_dispatch_mode())
 
 
 def _needs_grad(*tensors: Optional[Tensor]) -> bool:
@@ -288,7 +288,7 @@ def cross_entropy(
         loss, _ = torch.ops.fastsoftmax.cross_entropy(x, t, w, *opts, with_grad)
         return loss  # type: ignore[no-any-return]
     if with_grad:
-        return CrossEntropyFunction.apply(x, t, w, *opts, True)[0]  # type: ignore[no-any-return]
+        return CrossEntropyFunction.apply(x, t, w, *opts, True)  # type: ignore[no-any-return]
     return ce_impl(x, t, w, *opts, False)[0]
 
 
@@ -372,7 +372,7 @@ def linear_cross_entropy(
     if _use_custom_op(x, w, t, b, cw):
         return torch.ops.fastsoftmax.linear_cross_entropy(*args, with_grad)[0]  # type: ignore[no-any-return]
     if _needs_grad(x, w, b):
-        return LinearCrossEntropyFunction.apply(*args, with_grad)[0]  # type: ignore[no-any-return]
+        return LinearCrossEntropyFunction.apply(*args, with_grad)  # type: ignore[no-any-return]
     return linear_impl(*args, False)[0]
 
 
