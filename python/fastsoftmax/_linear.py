@@ -16,6 +16,7 @@ cross-entropy: ``FASTSOFTMAX_CUDA_CHECK_LABELS=1``).
 
 from __future__ import annotations
 
+import importlib
 import operator
 import os
 from typing import Any, Optional, Tuple
@@ -105,14 +106,14 @@ def _to_compute(xp: Any, a: Any, src: np.dtype, cdt: np.dtype) -> Any:
     """`a` (raw words when `src` is bfloat16) as a C-contiguous array of dtype `cdt`."""
     if _is_bf16(src):
         a = (a.astype(_U32) << 16).view(_F32)
-    return xp.ascontiguousarray(a.astype(cdt, copy=False))
+    return xp.ascontiguousarray(a.astype(cdt, copy=False)).reshape(a.shape)
 
 
 def _from_compute(xp: Any, a: Any, dst: np.dtype) -> Any:
     """`a` rounded to `dst`; bfloat16 comes back as raw words (round to nearest even, NaN kept)."""
     if not _is_bf16(dst):
         return a.astype(dst, copy=False)
-    u = xp.ascontiguousarray(a.astype(_F32, copy=False)).view(_U32)
+    u = xp.ascontiguousarray(a.astype(_F32, copy=False)).view(_U32).reshape(a.shape)
     rounded = (u + 0x7FFF + ((u >> 16) & 1)) >> 16
     nan = (u & 0x7FFFFFFF) > 0x7F800000
     return xp.where(nan, (u >> 16) | 0x40, rounded).astype(_U16)
@@ -141,9 +142,7 @@ class _Call:
 
         self.gpu = _is_cupy(x)
         if self.gpu:
-            import cupy
-
-            xp: Any = cupy
+            xp: Any = importlib.import_module("cupy")  # only when a CuPy array arrives
         else:
             xp = np
         self.xp = xp
@@ -216,10 +215,13 @@ class _Call:
         # The scalar options are checked by the cross-entropy itself (same rules, same messages),
         # on zero rows so that this costs nothing.
         cross_entropy(
-            np.zeros((0, V), self.cdt), np.zeros(0, np.int64), ignore_index=ignore_index,
-            reduction=reduction, label_smoothing=label_smoothing, z_loss=z_loss, softcap=softcap,
+            np.zeros((0, V), self.cdt), np.zeros(0, np.int64), reduction=reduction,
+            label_smoothing=label_smoothing, z_loss=z_loss, softcap=softcap,
         )
-        ignore = operator.index(ignore_index)
+        try:
+            ignore = operator.index(ignore_index)
+        except TypeError:
+            raise TypeError(f"ignore_index must be an int, got {ignore_index!r}") from None
 
         t = target.reshape(-1)
         counted = t != ignore
@@ -227,9 +229,11 @@ class _Call:
             bad = counted & ((t < 0) | (t >= V))
             pos = int(xp.argmax(bad)) if t.size else 0  # one host synchronisation on a GPU
             if t.size and bool(bad[pos]):
-                where = np.unravel_index(pos, target.shape) if target.ndim > 1 else pos
+                at: Any = pos
+                if target.ndim > 1:
+                    at = tuple(int(k) for k in np.unravel_index(pos, target.shape))
                 raise IndexError(
-                    f"target {int(t[pos])} at position {where} is out of bounds for {V} classes"
+                    f"target {int(t[pos])} at position {at} is out of bounds for {V} classes"
                 )
         # Labels as int64 with the ignored rows at -1 (then passed as ignore_index=-1); labels out of
         # range (possible on a GPU without the check) map to V so that the kernel flags them.
@@ -287,7 +291,12 @@ def _run(call: _Call, want_grad: bool) -> Tuple[Any, Any, Any, Any]:
     buf = xp.empty((rows, V), cdt)
     losses = xp.empty(N, cdt) if red == "none" else None
     total = xp.zeros((), _F64)
-    gx_out = gx = gW = gb = tmp = None
+    gx_out: Any = None
+    gx: Any = None
+    gW: Any = None
+    gb: Any = None
+    tmp: Any = None
+    direct_gx = True
     if want_grad:
         gx_out = xp.empty((N, D), _U16 if _is_bf16(rdts["x"]) else rdts["x"])
         direct_gx = rdts["x"] == cdt
@@ -331,7 +340,7 @@ def _run(call: _Call, want_grad: bool) -> Tuple[Any, Any, Any, Any]:
         loss_out = _finish(xp, xp.asarray(total * s), call.loss_dt)
     if not want_grad:
         return loss_out, None, None, None
-    grads = []
+    grads: list[Any] = []
     for g, name, shape in ((gW, "classifier", (V, D)), (gb, "bias", (V,))):
         if g is None:
             grads.append(None)
