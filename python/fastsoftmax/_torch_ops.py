@@ -27,6 +27,8 @@ from . import (
     cross_entropy,
     cross_entropy_grad,
     cross_entropy_with_grad,
+    linear_cross_entropy,
+    linear_cross_entropy_with_grad,
     log_softmax,
     log_softmax_backward,
     softmax,
@@ -136,8 +138,6 @@ def linear_impl(
 ) -> Tuple[Tensor, Optional[Tensor], Optional[Tensor], Optional[Tensor]]:
     """(loss, grad_x, grad_classifier, grad_bias) of the fused linear head; grads None unless
     `with_grad`, grad_bias None without a bias."""
-    from . import linear_cross_entropy, linear_cross_entropy_with_grad
-
     def run() -> Tuple[Tensor, Optional[Tensor], Optional[Tensor], Optional[Tensor]]:
         opts: dict[str, Any] = dict(
             bias=None if bias is None else to_array(bias),
@@ -209,7 +209,7 @@ def linear_none_backward_impl(
             gx[s : s + rows] = logits @ w2
             gw.addmm_(logits.T, xc)
             if gb is not None:
-                gb += logits.sum(0)
+                gb.add_(logits.sum(0))
 
     on_device(x, run)
     return (
