@@ -12,10 +12,12 @@ never imports it.
 
 from __future__ import annotations
 
+import importlib
 from typing import Any, Callable, Optional, TypeVar
 
 import numpy as np
 import torch
+from torch.utils.dlpack import from_dlpack
 
 try:
     import ml_dtypes
@@ -46,8 +48,12 @@ def to_array(t: torch.Tensor) -> Any:
     return _to_cupy(t)
 
 
+def _cupy() -> Any:
+    return importlib.import_module("cupy")  # only when a CUDA tensor arrives
+
+
 def _to_cupy(t: torch.Tensor) -> Any:
-    import cupy  # only when a CUDA tensor arrives
+    cupy = _cupy()
 
     if t.dtype == torch.bfloat16:
         return cupy.from_dlpack(_bf16_words(t)).view(_BF16)
@@ -64,9 +70,9 @@ def from_array(a: Any, like: torch.Tensor) -> torch.Tensor:
             out = torch.from_numpy(arr)
     else:
         if _BF16 is not None and a.dtype == _BF16:
-            out = torch.from_dlpack(a.view(np.int16)).view(torch.bfloat16)
+            out = from_dlpack(a.view(np.int16)).view(torch.bfloat16)
         else:
-            out = torch.from_dlpack(a)
+            out = from_dlpack(a)
     # Only bfloat16 without ml_dtypes was computed in another dtype.
     return out if out.dtype == like.dtype else out.to(like.dtype)
 
@@ -76,8 +82,7 @@ def on_device(like: torch.Tensor, fn: Callable[[], T]) -> T:
     current stream, so the kernels are ordered with PyTorch's work and nothing synchronises."""
     if like.device.type != "cuda":
         return fn()
-    import cupy
-
+    cupy = _cupy()
     index = like.device.index if like.device.index is not None else torch.cuda.current_device()
     with cupy.cuda.Device(index):
         stream = cupy.cuda.ExternalStream(torch.cuda.current_stream(index).cuda_stream, index)

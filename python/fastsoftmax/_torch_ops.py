@@ -400,36 +400,36 @@ _register(
 
 class SoftmaxFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx: Any, x: Tensor, dim: int, log: bool) -> Tensor:  # type: ignore[override]
+    def forward(ctx: Any, x: Tensor, dim: int, log: bool) -> Tensor:
         y = softmax_impl(x, dim, log)
         _setup_softmax(ctx, (x, dim), y)
         ctx.log = log
         return y
 
     @staticmethod
-    def backward(ctx: Any, g: Tensor) -> Tuple[Optional[Tensor], ...]:  # type: ignore[override]
+    def backward(ctx: Any, g: Tensor) -> Tuple[Optional[Tensor], ...]:
         return _softmax_backward(ctx, g, ctx.log, True)
 
 
 class CrossEntropyFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx: Any, *args: Any) -> Tensor:  # type: ignore[override]
+    def forward(ctx: Any, *args: Any) -> Tensor:
         out = _ce_op(*args)
         _setup_ce(ctx, args, out)
         return out[0]
 
     @staticmethod
-    def backward(ctx: Any, up: Tensor) -> Tuple[Optional[Tensor], ...]:  # type: ignore[override]
+    def backward(ctx: Any, up: Tensor) -> Tuple[Optional[Tensor], ...]:
         return _ce_backward(ctx, up, True)
 
 
 class LinearCrossEntropyFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx: Any, *args: Any) -> Tensor:  # type: ignore[override]
+    def forward(ctx: Any, *args: Any) -> Tensor:
         out = _linear_op(*args)
         _setup_linear(ctx, args, out)
         return out[0]
 
     @staticmethod
-    def backward(ctx: Any, up: Tensor) -> Tuple[Optional[Tensor], ...]:  # type: ignore[override]
+    def backward(ctx: Any, up: Tensor) -> Tuple[Optional[Tensor], ...]:
         return _linear_backward(ctx, up, True)

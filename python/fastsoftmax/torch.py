@@ -25,7 +25,7 @@ Importing ``fastsoftmax`` never imports PyTorch; only this module does.
 from __future__ import annotations
 
 import operator
-from typing import Any, Literal, Optional
+from typing import Any, Callable, Literal, Optional
 
 import torch
 from torch import Tensor
@@ -63,12 +63,15 @@ class DimensionError(IndexError, ValueError):
 # which path runs a call
 
 
+_is_in_mode: Optional[Callable[[], bool]]
 try:
-    from torch.utils._python_dispatch import is_in_torch_dispatch_mode as _in_dispatch_mode
+    from torch.utils._python_dispatch import is_in_torch_dispatch_mode as _is_in_mode
 except ImportError:  # a PyTorch without it: the custom op is always correct, only slower
+    _is_in_mode = None
 
-    def _in_dispatch_mode() -> bool:
-        return True
+
+def _in_dispatch_mode() -> bool:
+    return _is_in_mode is None or _is_in_mode()
 
 
 def _use_custom_op(*tensors: Optional[Tensor]) -> bool:
@@ -79,7 +82,7 @@ def _use_custom_op(*tensors: Optional[Tensor]) -> bool:
     for t in tensors:
         if t is not None and (type(t) not in _PLAIN_TYPES or t.device.type == "meta"):
             return True
-    return bool(_in_dispatch_mode())
+    return _in_dispatch_mode()
 
 
 def _needs_grad(*tensors: Optional[Tensor]) -> bool:
