@@ -74,13 +74,21 @@ def _in_dispatch_mode() -> bool:
     return _is_in_mode is None or _is_in_mode()
 
 
+_functorch = getattr(torch._C, "_functorch", None)
+_is_wrapped: Callable[[Tensor], bool] = getattr(
+    _functorch, "is_functorch_wrapped_tensor", lambda t: False
+)
+
+
 def _use_custom_op(*tensors: Optional[Tensor]) -> bool:
-    """True while tracing (torch.compile, export, fake tensors, dispatch modes, subclasses); the
-    eager autograd functions run on real tensors only."""
+    """True while tracing (torch.compile, export, fake tensors, dispatch modes, subclasses,
+    torch.func transforms); the eager autograd functions run on real tensors only."""
     if torch.compiler.is_compiling():
         return True
     for t in tensors:
-        if t is not None and (type(t) not in _PLAIN_TYPES or t.device.type == "meta"):
+        if t is not None and (
+            type(t) not in _PLAIN_TYPES or t.device.type == "meta" or _is_wrapped(t)
+        ):
             return True
     return _in_dispatch_mode()
 
