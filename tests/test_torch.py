@@ -47,7 +47,9 @@ def test_import_fastsoftmax_does_not_import_torch():
 
 
 @pytest.mark.parametrize("log", [False, True], ids=["softmax", "log_softmax"])
-@pytest.mark.parametrize("shape,dim", [((7, 33), -1), ((5, 17, 3), 1), ((4, 6), 0), ((9,), 0)])
+@pytest.mark.parametrize(
+    "shape,dim", [((7, 33), -1), ((3, 1031), 1), ((5, 17, 3), 1), ((4, 6), 0), ((9,), 0)]
+)
 def test_softmax_values_and_grad(gen, log, shape, dim):
     x = randn(gen, *shape).requires_grad_()
     up = randn(gen, *shape)
@@ -64,6 +66,9 @@ def test_softmax_special_values_and_0d():
                      dtype=F64)
     torch.testing.assert_close(ft.softmax(x), torch.softmax(x, -1), equal_nan=True)
     torch.testing.assert_close(ft.log_softmax(x), torch.log_softmax(x, -1), equal_nan=True)
+    t = torch.tensor([2, 0, 1])
+    torch.testing.assert_close(ft.cross_entropy(x, t, reduction="none"),
+                               F.cross_entropy(x, t, reduction="none"), equal_nan=True)
     assert ft.softmax(torch.tensor(5.0)).item() == 1.0
     assert ft.log_softmax(torch.tensor(5.0), dim=-1).item() == 0.0
 
@@ -118,7 +123,7 @@ OPTIONS = {
     "all": {"weight": True, "ignore_index": 7, "label_smoothing": 0.3, "z_loss": 1e-3,
             "softcap": 2.5},
 }
-SHAPES = [(13, 9), (3, 9, 4), (2, 9, 3, 2), (9,)]
+SHAPES = [(13, 9), (5, 1031), (3, 9, 4), (2, 9, 3, 2), (9,)]  # 1031: SIMD body + tail
 
 
 # ignore_index applies to class indices only
