@@ -360,9 +360,18 @@ def test_custom_ops_opcheck(gen):
     torch.library.opcheck(
         torch.ops.fastsoftmax.cross_entropy.default, (x, t, None, -100, "none", 0.1, 0.0, 2.0, True))
     W = randn(gen, 3, 5).requires_grad_()
+    b = randn(gen, 3).requires_grad_()
+    y = torch.tensor([0, 1, 2, 0])
     torch.library.opcheck(
         torch.ops.fastsoftmax.linear_cross_entropy.default,
-        (x, W, torch.tensor([0, 1, 2, 0]), None, None, -100, "mean", 0.0, 0.0, None, 2, True))
+        (x, W, y, None, None, -100, "mean", 0.0, 0.0, None, 2, True))
+    torch.library.opcheck(
+        torch.ops.fastsoftmax.linear_cross_entropy.default,
+        (x, W, y, b, None, -100, "none", 0.1, 0.0, 3.0, 3, False))
+    torch.library.opcheck(
+        torch.ops.fastsoftmax.linear_cross_entropy_backward.default,
+        (randn(gen, 4), x.detach(), W.detach(), y, b.detach(), None, -100, 0.1, 0.01, None, 3))
+    # the backward ops have no autograd formula of their own (no double backward)
 
 
 def _model_step(lin, x, y):
