@@ -180,6 +180,20 @@ def test_upstream_gradient_scaling_and_retain_graph(gen):
     torch.testing.assert_close(x.grad, 4 * gr)
 
 
+def test_double_backward_is_refused(gen):
+    """A second derivative through the saved (constant) gradients would be silently wrong."""
+    x = randn(gen, 4, 5).requires_grad_()
+    t = make_target(gen, (4, 5), False)
+    W = randn(gen, 3, 5)
+    for f in (lambda: ft.cross_entropy(x, t), lambda: ft.softmax(x)[:, 0].sum(),
+              lambda: ft.log_softmax(x, 0)[0].sum(),
+              lambda: ft.linear_cross_entropy(x, W, t % 3, reduction="none").sum()):
+        with pytest.raises(RuntimeError, match="double backward"):
+            torch.autograd.grad(f(), x, create_graph=True)
+        (g,) = torch.autograd.grad(f(), x)  # first order still works
+        assert g.shape == x.shape
+
+
 def test_all_ignored_mean_is_zero_not_nan(gen):
     x = randn(gen, 3, 4).requires_grad_()
     t = torch.full((3,), -100)

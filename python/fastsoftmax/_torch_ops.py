@@ -223,12 +223,20 @@ def linear_none_backward_impl(
 # backward functions, shared by the custom ops (eager=False) and the eager autograd functions
 
 
+def _first_order_only() -> None:
+    # Backward runs with grad mode on only under create_graph=True. The saved gradients are constants
+    # to autograd, so a second derivative through them would be silently wrong: refuse it.
+    if torch.is_grad_enabled():
+        raise RuntimeError("fastsoftmax.torch: double backward (create_graph=True) is not supported")
+
+
 def _setup_softmax(ctx: Any, inputs: Tuple[Any, ...], output: Tensor) -> None:
     ctx.save_for_backward(output)
     ctx.dim = inputs[1]
 
 
 def _softmax_backward(ctx: Any, g: Tensor, log: bool, eager: bool) -> Tuple[Optional[Tensor], ...]:
+    _first_order_only()
     (y,) = ctx.saved_tensors
     if eager:
         return softmax_backward_impl(g, y, ctx.dim, log), None, None
@@ -242,6 +250,7 @@ def _setup_ce(ctx: Any, inputs: Tuple[Any, ...], output: Tuple[Tensor, Tensor]) 
 
 
 def _ce_backward(ctx: Any, up: Tensor, eager: bool) -> Tuple[Optional[Tensor], ...]:
+    _first_order_only()
     (grad,) = ctx.saved_tensors
     if not ctx.with_grad:
         raise RuntimeError("fastsoftmax: the forward pass ran without computing the gradient")
@@ -260,6 +269,7 @@ def _setup_linear(ctx: Any, inputs: Tuple[Any, ...], output: Tuple[Tensor, ...])
 
 
 def _linear_backward(ctx: Any, up: Tensor, eager: bool) -> Tuple[Optional[Tensor], ...]:
+    _first_order_only()
     if ctx.reduction == "none":
         x, w, t, b, cw = ctx.saved_tensors
         if eager:
