@@ -14,6 +14,8 @@ import sys
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
@@ -154,6 +156,27 @@ def test_cross_entropy_matches_torch(gen, shape, soft, opt, reduction):
     (g,) = torch.autograd.grad(ours, x, up)
     (gr,) = torch.autograd.grad(ref, x, up)
     torch.testing.assert_close(g, gr, rtol=1e-11, atol=1e-13)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    n=st.integers(1, 6), c=st.integers(1, 70), d=st.integers(0, 3),
+    eps=st.floats(0.0, 1.0), z=st.sampled_from([0.0, 1e-3, 0.5]),
+    cap=st.sampled_from([None, 0.5, 30.0]), reduction=st.sampled_from(["mean", "sum", "none"]),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_cross_entropy_generated(n, c, d, eps, z, cap, reduction, seed):
+    g = torch.Generator().manual_seed(seed)
+    shape = (n, c) + ((d,) if d else ())
+    x = randn(g, *shape).requires_grad_()
+    t = make_target(g, shape, False)
+    ours = ft.cross_entropy(x, t, reduction=reduction, label_smoothing=eps, z_loss=z, softcap=cap)
+    ref = ref_cross_entropy(x, t, reduction=reduction, label_smoothing=eps, z_loss=z, softcap=cap)
+    torch.testing.assert_close(ours, ref, rtol=1e-12, atol=1e-12)
+    up = randn(g, *ref.shape)
+    (gx,) = torch.autograd.grad(ours, x, up)
+    (gr,) = torch.autograd.grad(ref, x, up)
+    torch.testing.assert_close(gx, gr, rtol=1e-11, atol=1e-12)
 
 
 @pytest.mark.parametrize("reduction", ["mean", "none"])
