@@ -226,13 +226,52 @@ def test_all_ignored_mean_is_zero_not_nan(gen):
     assert torch.count_nonzero(x.grad) == 0
 
 
+def test_cached_result_buffers(gen, monkeypatch):
+    """Large results are written into cached buffers (every size here, by lowering the threshold):
+    a buffer is reused only after every tensor viewing it is gone."""
+    from fastsoftmax import _torch_pool
+
+    monkeypatch.setattr(_torch_pool, "MIN_BYTES", 0)
+    ft.empty_cache()
+    x = randn(gen, 9, 7).requires_grad_()
+    t = make_target(gen, (9, 7), False)
+    ft.cross_entropy(x, t).backward()
+    g1, kept = x.grad, x.grad.clone()
+    x.grad = None  # g1 still alive: its buffer must not be handed out again
+    for _ in range(3):
+        x.grad = None
+        ft.cross_entropy(x, t, reduction="sum").backward()
+        assert x.grad.data_ptr() != g1.data_ptr()
+    s = ft.softmax(x.detach())
+    s2 = ft.log_softmax(x.detach() * 2)
+    assert torch.equal(g1, kept) and s.data_ptr() != s2.data_ptr()
+    torch.testing.assert_close(s, torch.softmax(x.detach(), -1), rtol=1e-13, atol=0)
+    ptr = x.grad.data_ptr()
+    x.grad = None  # freed: the next gradient of that size reuses the buffer
+    ft.cross_entropy(x, t).backward()
+    assert x.grad.data_ptr() == ptr
+    torch.testing.assert_close(x.grad, torch.autograd.grad(F.cross_entropy(x, t), x)[0])
+    del g1
+    assert _torch_pool.free_bytes() > 0
+    assert ft.empty_cache() > 0 and _torch_pool.free_bytes() == 0
+    monkeypatch.setattr(_torch_pool, "MAX_FREE_BYTES", 0)  # nothing is kept beyond the cap
+    del s, s2
+    x.grad = None
+    assert _torch_pool.free_bytes() == 0
+
+
 # --------------------------------------------------------------------------------------------------
 # dtypes, layouts, partial requires_grad
 
 
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 2e-6), (torch.float16, 2e-3),
                                        (torch.bfloat16, 1.6e-2)], ids=["f32", "f16", "bf16"])
-def test_dtypes_against_float64(gen, dtype, tol):
+@pytest.mark.parametrize("cached", [False, True], ids=["fresh", "cached-buffers"])
+def test_dtypes_against_float64(gen, dtype, tol, cached, monkeypatch):
+    if cached:
+        from fastsoftmax import _torch_pool
+
+        monkeypatch.setattr(_torch_pool, "MIN_BYTES", 0)
     x = randn(gen, 37, 11, dtype=dtype).requires_grad_()
     t = make_target(gen, (37, 11), False)
     x64 = x.detach().to(F64).requires_grad_()

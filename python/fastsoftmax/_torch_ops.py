@@ -35,6 +35,7 @@ from . import (
     softmax_backward,
 )
 from ._torch_bridge import from_array, on_device, to_array
+from ._torch_pool import out_like
 
 NS = "fastsoftmax"
 
@@ -51,13 +52,23 @@ _EMPTY_SHAPE = (0,)  # a custom op cannot return None: "no gradient computed" is
 
 def softmax_impl(x: Tensor, dim: int, log: bool) -> Tensor:
     f = log_softmax if log else softmax
+
+    def run() -> Tensor:
+        xa = to_array(x)
+        return from_array(f(xa, axis=dim, out=out_like(xa)), x)
+
     # contiguous(): the fake kernels promise contiguous outputs.
-    return on_device(x, lambda: from_array(f(to_array(x), axis=dim), x)).contiguous()
+    return on_device(x, run).contiguous()
 
 
 def softmax_backward_impl(g: Tensor, y: Tensor, dim: int, log: bool) -> Tensor:
     f = log_softmax_backward if log else softmax_backward
-    return on_device(y, lambda: from_array(f(to_array(g), to_array(y), axis=dim), y)).contiguous()
+
+    def run() -> Tensor:
+        ya = to_array(y)
+        return from_array(f(to_array(g), ya, axis=dim, out=out_like(ya)), y)
+
+    return on_device(y, run).contiguous()
 
 
 def _ce_axis(x: Tensor) -> int:
@@ -90,7 +101,7 @@ def ce_impl(
         )
         xa, ta = to_array(x), to_array(target)
         if with_grad:
-            loss, grad = cross_entropy_with_grad(xa, ta, **opts)
+            loss, grad = cross_entropy_with_grad(xa, ta, out=out_like(xa), **opts)
             return from_array(loss, x).contiguous(), from_array(grad, x).contiguous()
         return from_array(cross_entropy(xa, ta, **opts), x).contiguous(), None
 

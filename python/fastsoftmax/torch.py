@@ -15,6 +15,9 @@ along dim 1 for the cross-entropy), plus ``z_loss`` and ``softcap``.
 - Devices: CPU tensors are computed in place of their memory through NumPy (no copy); CUDA tensors
   through CuPy (DLPack) on PyTorch's current stream. float32, float64, float16 and bfloat16 (half
   types compute in float32 and return their own dtype).
+- Memory: large CPU results (a gradient, a softmax) are written into cached buffers that return to
+  the cache when their last tensor is freed, so a training loop does not page-fault a fresh
+  gradient at every step; :func:`empty_cache` releases the free ones (at most 1 GiB is kept).
 - Differences from ``torch.nn.functional``: a "mean" over rows that are all ``ignore_index`` is 0.0
   (PyTorch gives NaN); ``weight`` and soft targets are not differentiated (a soft target that
   requires a gradient raises ``NotImplementedError``).
@@ -31,6 +34,7 @@ import torch
 from torch import Tensor
 
 from ._torch_bridge import FLOAT_DTYPES
+from ._torch_pool import empty_cache
 from ._torch_ops import (
     CrossEntropyFunction,
     LinearCrossEntropyFunction,
@@ -44,6 +48,7 @@ __all__ = [
     "CrossEntropyLoss",
     "LinearCrossEntropyLoss",
     "cross_entropy",
+    "empty_cache",
     "linear_cross_entropy",
     "log_softmax",
     "softmax",
