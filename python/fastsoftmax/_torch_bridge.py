@@ -38,14 +38,14 @@ def _bf16_words(t: torch.Tensor) -> torch.Tensor:
 
 def to_array(t: torch.Tensor) -> Any:
     """`t` (detached) as a NumPy array (CPU) or a CuPy array (CUDA) sharing its memory."""
-    t = t.detach()
-    if t.dtype == torch.bfloat16 and _BF16 is None:
-        t = t.float()
-    if t.device.type == "cpu":
-        if t.dtype == torch.bfloat16:
+    if t.requires_grad:
+        t = t.detach()
+    if t.dtype == torch.bfloat16:
+        if _BF16 is None:
+            t = t.float()
+        elif not t.is_cuda:
             return _bf16_words(t).numpy().view(_BF16)
-        return t.numpy()
-    return _to_cupy(t)
+    return _to_cupy(t) if t.is_cuda else t.numpy()
 
 
 def _cupy() -> Any:
@@ -62,17 +62,16 @@ def _to_cupy(t: torch.Tensor) -> Any:
 
 def from_array(a: Any, like: torch.Tensor) -> torch.Tensor:
     """A result array (or NumPy scalar) as a tensor of `like`'s dtype on `like`'s device."""
-    if like.device.type == "cpu":
-        arr = np.asarray(a)
-        if _BF16 is not None and arr.dtype == _BF16:
-            out = torch.from_numpy(arr.view(np.int16)).view(torch.bfloat16)
-        else:
-            out = torch.from_numpy(arr)
+    if like.is_cuda:
+        wrap = from_dlpack
     else:
-        if _BF16 is not None and a.dtype == _BF16:
-            out = from_dlpack(a.view(np.int16)).view(torch.bfloat16)
-        else:
-            out = from_dlpack(a)
+        wrap = torch.from_numpy
+        if type(a) is not np.ndarray:
+            a = np.asarray(a)  # a NumPy scalar (a full reduction)
+    if _BF16 is not None and a.dtype == _BF16:
+        out = wrap(a.view(np.int16)).view(torch.bfloat16)
+    else:
+        out = wrap(a)
     # Only bfloat16 without ml_dtypes was computed in another dtype.
     return out if out.dtype == like.dtype else out.to(like.dtype)
 
@@ -80,7 +79,7 @@ def from_array(a: Any, like: torch.Tensor) -> torch.Tensor:
 def on_device(like: torch.Tensor, fn: Callable[[], T]) -> T:
     """Runs `fn()`; for a CUDA tensor on its device with PyTorch's current stream as CuPy's
     current stream, so the kernels are ordered with PyTorch's work and nothing synchronises."""
-    if like.device.type != "cuda":
+    if not like.is_cuda:
         return fn()
     cupy = _cupy()
     index = like.device.index if like.device.index is not None else torch.cuda.current_device()

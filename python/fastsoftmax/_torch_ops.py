@@ -57,8 +57,7 @@ def softmax_impl(x: Tensor, dim: int, log: bool) -> Tensor:
         xa = to_array(x)
         return from_array(f(xa, axis=dim, out=out_like(xa)), x)
 
-    # contiguous(): the fake kernels promise contiguous outputs.
-    return on_device(x, run).contiguous()
+    return on_device(x, run)
 
 
 def softmax_backward_impl(g: Tensor, y: Tensor, dim: int, log: bool) -> Tensor:
@@ -68,7 +67,7 @@ def softmax_backward_impl(g: Tensor, y: Tensor, dim: int, log: bool) -> Tensor:
         ya = to_array(y)
         return from_array(f(to_array(g), ya, axis=dim, out=out_like(ya)), y)
 
-    return on_device(y, run).contiguous()
+    return on_device(y, run)
 
 
 def _ce_axis(x: Tensor) -> int:
@@ -102,8 +101,8 @@ def ce_impl(
         xa, ta = to_array(x), to_array(target)
         if with_grad:
             loss, grad = cross_entropy_with_grad(xa, ta, out=out_like(xa), **opts)
-            return from_array(loss, x).contiguous(), from_array(grad, x).contiguous()
-        return from_array(cross_entropy(xa, ta, **opts), x).contiguous(), None
+            return from_array(loss, x), from_array(grad, x)
+        return from_array(cross_entropy(xa, ta, **opts), x), None
 
     return on_device(x, run)
 
@@ -162,13 +161,13 @@ def linear_impl(
         )
         arrays = (to_array(x), to_array(classifier), to_array(target))
         if not with_grad:
-            return from_array(linear_cross_entropy(*arrays, **opts), x).contiguous(), None, None, None
+            return from_array(linear_cross_entropy(*arrays, **opts), x), None, None, None
         loss, gx, gw, gb = linear_cross_entropy_with_grad(*arrays, **opts)
         return (
-            from_array(loss, x).contiguous(),
-            from_array(gx, x).contiguous(),
-            from_array(gw, classifier).contiguous(),
-            None if bias is None else from_array(gb, bias).contiguous(),
+            from_array(loss, x),
+            from_array(gx, x),
+            from_array(gw, classifier),
+            None if bias is None else from_array(gb, bias),
         )
 
     return on_device(x, run)
@@ -306,26 +305,6 @@ def _or_empty(t: Optional[Tensor], like: Tensor) -> Tensor:
     return _empty(like) if t is None else t
 
 
-def _register_softmax(name: str, log: bool) -> None:
-    op = torch.library.custom_op(
-        f"{NS}::{name}",
-        lambda input, dim: softmax_impl(input, dim, log),
-        mutates_args=(),
-        schema="(Tensor input, int dim) -> Tensor",
-    )
-    op.register_fake(lambda input, dim: input.new_empty(input.shape))
-    bwd = torch.library.custom_op(
-        f"{NS}::{name}_backward",
-        lambda grad_output, output, dim: softmax_backward_impl(grad_output, output, dim, log),
-        mutates_args=(),
-        schema="(Tensor grad_output, Tensor output, int dim) -> Tensor",
-    )
-    bwd.register_fake(lambda grad_output, output, dim: output.new_empty(output.shape))
-    op.register_autograd(
-        lambda ctx, g: _softmax_backward(ctx, g, log, False), setup_context=_setup_softmax
-    )
-
-
 _CE_ARGS = (
     "Tensor? weight, int ignore_index, str reduction, float label_smoothing, float z_loss, "
     "float? softcap"
@@ -380,14 +359,41 @@ def _linear_backward_fake(
     return x.new_empty(x.shape), classifier.new_empty(classifier.shape), gb
 
 
+def _contiguous(result: Any) -> Any:
+    # The fake kernels promise contiguous outputs (a strided NumPy result would break that promise
+    # under torch.compile); the eager functions need no such copy.
+    if isinstance(result, Tensor):
+        return result.contiguous()
+    return tuple(t.contiguous() for t in result)
+
+
 def _register(
     name: str, fn: Callable[..., Any], fake: Callable[..., Any], schema: str,
     backward: Optional[Callable[..., Any]] = None, setup: Optional[Callable[..., Any]] = None,
 ) -> None:
-    op = torch.library.custom_op(f"{NS}::{name}", fn, mutates_args=(), schema=schema)
+    op = torch.library.custom_op(
+        f"{NS}::{name}", lambda *args: _contiguous(fn(*args)), mutates_args=(), schema=schema
+    )
     op.register_fake(fake)
     if backward is not None:
         op.register_autograd(backward, setup_context=setup)
+
+
+def _register_softmax(name: str, log: bool) -> None:
+    _register(
+        f"{name}_backward",
+        lambda grad_output, output, dim: softmax_backward_impl(grad_output, output, dim, log),
+        lambda grad_output, output, dim: output.new_empty(output.shape),
+        "(Tensor grad_output, Tensor output, int dim) -> Tensor",
+    )
+    _register(
+        name,
+        lambda input, dim: softmax_impl(input, dim, log),
+        lambda input, dim: input.new_empty(input.shape),
+        "(Tensor input, int dim) -> Tensor",
+        lambda ctx, g: _softmax_backward(ctx, g, log, False),
+        _setup_softmax,
+    )
 
 
 _register_softmax("softmax", False)

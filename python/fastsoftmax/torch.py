@@ -91,9 +91,7 @@ def _use_custom_op(*tensors: Optional[Tensor]) -> bool:
     if torch.compiler.is_compiling():
         return True
     for t in tensors:
-        if t is not None and (
-            type(t) not in _PLAIN_TYPES or t.device.type == "meta" or _is_wrapped(t)
-        ):
+        if t is not None and (type(t) not in _PLAIN_TYPES or t.is_meta or _is_wrapped(t)):
             return True
     return _in_dispatch_mode()
 
@@ -114,6 +112,8 @@ def _check_float(t: Any, what: str) -> Tensor:
             f"{what} must be a floating point tensor (float32, float64, float16 or bfloat16), "
             f"got {t.dtype}"
         )
+    if not (t.is_cpu or t.is_cuda or t.is_meta):
+        raise TypeError(f"{what} is on {t.device}; fastsoftmax runs on CPU and CUDA tensors")
     return t
 
 
