@@ -62,6 +62,7 @@ def _to_cupy(t: torch.Tensor) -> Any:
 
 def from_array(a: Any, like: torch.Tensor) -> torch.Tensor:
     """A result array (or NumPy scalar) as a tensor of `like`'s dtype on `like`'s device."""
+    wrap: Callable[[Any], torch.Tensor]
     if like.is_cuda:
         wrap = from_dlpack
     else:

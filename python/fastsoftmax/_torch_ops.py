@@ -70,11 +70,6 @@ def softmax_backward_impl(g: Tensor, y: Tensor, dim: int, log: bool) -> Tensor:
     return on_device(y, run)
 
 
-def _ce_axis(x: Tensor) -> int:
-    # PyTorch's classes are along dim 1 ((N, C, d1, ...)); dim -1 is the fast path for (N, C) and (C,).
-    return 1 if x.dim() > 2 else -1
-
-
 def ce_impl(
     x: Tensor,
     target: Tensor,
@@ -87,24 +82,33 @@ def ce_impl(
     with_grad: bool,
 ) -> Tuple[Tensor, Optional[Tensor]]:
     """(loss, gradient of the loss, or None): the gradient of the sum for reduction="none"."""
+    if x.is_cuda:
+        return on_device(x, lambda: _ce_arrays(
+            x, target, weight, ignore_index, reduction, label_smoothing, z_loss, softcap, with_grad
+        ))
+    return _ce_arrays(
+        x, target, weight, ignore_index, reduction, label_smoothing, z_loss, softcap, with_grad
+    )
 
-    def run() -> Tuple[Tensor, Optional[Tensor]]:
-        opts: dict[str, Any] = dict(
-            axis=_ce_axis(x),
-            weight=None if weight is None else to_array(weight),
-            ignore_index=ignore_index,
-            reduction=reduction,
-            label_smoothing=label_smoothing,
-            z_loss=z_loss,
-            softcap=softcap,
+
+def _ce_arrays(
+    x: Tensor, target: Tensor, weight: Optional[Tensor], ignore_index: int, reduction: str,
+    label_smoothing: float, z_loss: float, softcap: Optional[float], with_grad: bool,
+) -> Tuple[Tensor, Optional[Tensor]]:
+    xa, ta = to_array(x), to_array(target)
+    wa = None if weight is None else to_array(weight)
+    axis = 1 if x.dim() > 2 else -1  # classes along dim 1; -1 is the fast path for (N, C), (C,)
+    if with_grad:
+        loss, grad = cross_entropy_with_grad(
+            xa, ta, axis=axis, weight=wa, ignore_index=ignore_index, reduction=reduction,  # type: ignore[arg-type]
+            label_smoothing=label_smoothing, z_loss=z_loss, softcap=softcap, out=out_like(xa),
         )
-        xa, ta = to_array(x), to_array(target)
-        if with_grad:
-            loss, grad = cross_entropy_with_grad(xa, ta, out=out_like(xa), **opts)
-            return from_array(loss, x), from_array(grad, x)
-        return from_array(cross_entropy(xa, ta, **opts), x), None
-
-    return on_device(x, run)
+        return from_array(loss, x), from_array(grad, x)
+    loss = cross_entropy(
+        xa, ta, axis=axis, weight=wa, ignore_index=ignore_index, reduction=reduction,  # type: ignore[arg-type]
+        label_smoothing=label_smoothing, z_loss=z_loss, softcap=softcap,
+    )
+    return from_array(loss, x), None
 
 
 def ce_loss_shape(x: Tensor, reduction: str) -> Tuple[int, ...]:

@@ -14,6 +14,7 @@ released at once. ``fastsoftmax.torch.empty_cache()`` releases every free buffer
 
 from __future__ import annotations
 
+import math
 import threading
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -75,8 +76,10 @@ def out_like(a: Any, shape: Optional[Tuple[int, ...]] = None) -> Optional[np.nda
     when `a` is not a NumPy array or the result is small (the caller then lets the kernel allocate)."""
     if type(a) is not np.ndarray:
         return None
-    shape = a.shape if shape is None else shape
-    nbytes = int(np.prod(shape, dtype=np.int64)) * a.dtype.itemsize
+    if shape is None:
+        shape, nbytes = a.shape, a.nbytes
+    else:
+        nbytes = math.prod(shape) * a.dtype.itemsize
     if nbytes < MIN_BYTES:
         return None
     flat = np.asarray(_Lease(_take(nbytes)))

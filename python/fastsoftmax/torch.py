@@ -118,6 +118,8 @@ def _check_float(t: Any, what: str) -> Tensor:
 
 
 def _same_device(t: Tensor, x: Tensor, what: str) -> None:
+    if t.is_cpu and x.is_cpu:
+        return
     if t.device != x.device:
         raise ValueError(
             f"Expected all tensors to be on the same device, but found input on {x.device} and "
