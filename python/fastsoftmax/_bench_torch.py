@@ -11,7 +11,7 @@ Two targets, measured side by side in one process run, PyTorch with as many thre
 
 Method: one warm-up call each, then timed samples that alternate between the two implementations
 (so a change in the machine's load hits both); the median of at least 7 samples each. A PT2 sample
-times a loop of calls (the timer's resolution is far coarser than one call). The inputs are leaf
+is the median of 200 individually timed calls. The inputs are leaf
 tensors with ``requires_grad=True`` (one per implementation) and their ``.grad`` is reset before
 every call (a training loop's ``zero_grad()``). Also shown: the NumPy call ``fastsoftmax.cross_entropy_with_grad`` on the
 same data, allocating its gradient and into a preallocated ``out=``: the adapter writes its large
@@ -37,7 +37,7 @@ QUICK_ROWS = {"S1": 256}  # --quick: fewer rows of S1 (same row length); S4 unch
 PT1_MIN_SPEEDUP = 8.0  # PyTorch / fastsoftmax on S1, forward + backward
 PT2_MAX_RATIO = 1.5  # fastsoftmax / PyTorch on S4, forward + backward
 MIN_SAMPLES = 7
-S4_CALLS_PER_SAMPLE = 200  # ~10 ms per sample at tens of µs a call: far above timer noise
+S4_CALLS_PER_SAMPLE = 200  # calls timed one by one per S4 sample (tens of µs each, ~0.1 µs timer)
 
 
 @dataclass
@@ -55,16 +55,23 @@ class Result:
 
 
 def _alternate(fns: List[Callable[[], None]], samples: int, calls: int) -> List[float]:
-    """Median seconds per call of each function, timed in alternation after one warm-up each."""
+    """Median seconds per call of each function, timed in alternation after one warm-up each.
+
+    A sample of several `calls` times each call on its own and keeps their median, so that the
+    moments this process is descheduled (long on a shared machine) do not count against tens of
+    microseconds of work."""
     for f in fns:
         f()
+    perf = time.perf_counter
     times: List[List[float]] = [[] for _ in fns]
     for _ in range(samples):
         for i, f in enumerate(fns):
-            t0 = time.perf_counter()
+            each = []
             for _ in range(calls):
+                t0 = perf()
                 f()
-            times[i].append((time.perf_counter() - t0) / calls)
+                each.append(perf() - t0)
+            times[i].append(statistics.median(each))
     return [statistics.median(t) for t in times]
 
 
