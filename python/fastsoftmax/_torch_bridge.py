@@ -69,12 +69,11 @@ def from_array(a: Any, like: torch.Tensor) -> torch.Tensor:
         wrap = torch.from_numpy
         if type(a) is not np.ndarray:
             a = np.asarray(a)  # a NumPy scalar (a full reduction)
-    if _BF16 is not None and a.dtype == _BF16:
-        out = wrap(a.view(np.int16)).view(torch.bfloat16)
-    else:
-        out = wrap(a)
+    if like.dtype is torch.bfloat16 and _BF16 is not None and a.dtype == _BF16:
+        return wrap(a.view(np.int16)).view(torch.bfloat16)
+    out = wrap(a)
     # Only bfloat16 without ml_dtypes was computed in another dtype.
-    return out if out.dtype == like.dtype else out.to(like.dtype)
+    return out if out.dtype is like.dtype else out.to(like.dtype)
 
 
 def on_device(like: torch.Tensor, fn: Callable[[], T]) -> T:

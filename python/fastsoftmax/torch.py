@@ -204,8 +204,7 @@ def _check_ce_target(target: Any, x: Tensor) -> Tensor:
                 "pass target.detach()"
             )
         return target
-    batch = () if x.dim() < 2 else (x.shape[0], *x.shape[2:])
-    return _check_labels(target, x, tuple(batch))
+    return _check_labels(target, x, () if x.dim() < 2 else (x.shape[0], *x.shape[2:]))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -299,7 +298,7 @@ def cross_entropy(
     if x.dim() == 0:
         raise ValueError("input must have at least one dimension (the classes)")
     t = _check_ce_target(target, x)
-    w = _check_weight(weight, x, x.shape[1] if x.dim() >= 2 else x.shape[0])
+    w = None if weight is None else _check_weight(weight, x, x.shape[1 if x.dim() >= 2 else 0])
     opts = _options(ignore_index, reduction, label_smoothing, z_loss, softcap)
     with_grad = _needs_grad(x)
     if _use_custom_op(x, t, w):
