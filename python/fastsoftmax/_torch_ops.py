@@ -13,7 +13,8 @@ Both save what the forward pass computed and run the same backward functions. Th
 forward pass computes the loss and its gradient in one pass over the logits
 (``fastsoftmax.cross_entropy_with_grad``) when an input needs a gradient, and backward only scales
 that gradient by the upstream one; eagerly, an upstream gradient of exactly one (``loss.backward()``)
-returns the saved gradient itself, with no further pass over it.
+returns the saved gradient itself, with no further pass over it. Large CPU results are written
+into cached buffers (``_torch_pool``), so a training step does not page-fault a fresh gradient.
 """
 
 from __future__ import annotations
@@ -121,7 +122,7 @@ def scale_grad(grad: Tensor, up: Tensor, reduction: str, eager: bool) -> Tensor:
     """The saved gradient (of the sum, for "none") times the upstream gradient of the loss."""
     if reduction == "none" and grad.dim() >= 2:
         up = up.unsqueeze(1)  # one upstream value per row, broadcast over the classes (dim 1)
-    if eager and up.device.type == "cpu" and _all_one(up):
+    if eager and not up.is_cuda and _all_one(up):  # (a CUDA check would synchronise)
         return grad  # loss.backward(): no pass over the gradient
     return grad * up
 
