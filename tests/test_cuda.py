@@ -804,3 +804,77 @@ def test_entropy_base_errors():
             fn("entropy")(p, base=bad)
         with pytest.raises(ValueError):
             fn("kl_divergence")(p, p, base=bad)
+
+
+# ------------------------------------------------------------------------------------------------
+# fastsoftmax.torch on CUDA tensors (DLPack to CuPy on PyTorch's current stream)
+
+try:
+    import torch
+
+    _TORCH_CUDA = torch.cuda.is_available()
+except ImportError:
+    torch = None
+    _TORCH_CUDA = False
+
+torch_gpu = pytest.mark.skipif(
+    not (cp is not None and _NGPU and _TORCH_CUDA), reason="needs CuPy, PyTorch with CUDA and a GPU"
+)
+TORCH_TOL = {"float64": 1e-12, "float32": 2e-5, "float16": 2e-3, "bfloat16": 1.6e-2}
+
+
+def _close(got, ref, dtype):
+    assert got.device.type == "cuda"
+    torch.testing.assert_close(got.double(), ref.double(), rtol=TORCH_TOL[dtype],
+                               atol=TORCH_TOL[dtype])
+
+
+@torch_gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_torch_cuda_cross_entropy_softmax(dtype):
+    import fastsoftmax.torch as ft
+
+    F = torch.nn.functional
+    dt = getattr(torch, dtype)
+    g = torch.Generator(device="cuda").manual_seed(zlib.crc32(dtype.encode()))
+    x = (torch.randn(37, 11, 3, device="cuda", generator=g) * 3).to(dt).requires_grad_()
+    t = torch.randint(0, 11, (37, 3), device="cuda", generator=g)
+    x64 = x.detach().double().requires_grad_()
+    for reduction in ("mean", "none"):
+        loss = ft.cross_entropy(x, t, reduction=reduction, label_smoothing=0.1)
+        ref = F.cross_entropy(x64, t, reduction=reduction, label_smoothing=0.1)
+        assert loss.dtype == dt and loss.shape == ref.shape
+        _close(loss, ref, dtype)
+        up = torch.rand(ref.shape, device="cuda", generator=g, dtype=torch.float64)
+        (gx,) = torch.autograd.grad(loss, x, up.to(dt))
+        (gr,) = torch.autograd.grad(ref, x64, up)
+        assert gx.dtype == dt
+        _close(gx, gr, dtype)
+    for fn, ref_fn in ((ft.softmax, torch.softmax), (ft.log_softmax, torch.log_softmax)):
+        y = fn(x, 1)
+        _close(y, ref_fn(x64, 1), dtype)
+        (gx,) = torch.autograd.grad(y[:, 0].sum(), x)
+        (gr,) = torch.autograd.grad(ref_fn(x64, 1)[:, 0].sum(), x64)
+        _close(gx, gr, dtype)
+
+
+@torch_gpu
+def test_torch_cuda_linear_cross_entropy_and_side_stream():
+    import fastsoftmax.torch as ft
+
+    F = torch.nn.functional
+    g = torch.Generator(device="cuda").manual_seed(1)
+    stream = torch.cuda.Stream()
+    with torch.cuda.stream(stream):  # the work is queued on PyTorch's current (side) stream
+        x = torch.randn(300, 64, device="cuda", generator=g).requires_grad_()
+        W = torch.randn(1000, 64, device="cuda", generator=g).requires_grad_()
+        t = torch.randint(0, 1000, (300,), device="cuda", generator=g)
+        loss = ft.linear_cross_entropy(x, W, t, chunk_size=128)
+        loss.backward()
+        ref = F.cross_entropy(x.detach().double() @ W.detach().double().T, t)
+    stream.synchronize()
+    _close(loss, ref, "float32")
+    x64, W64 = (a.detach().double().requires_grad_() for a in (x, W))
+    F.cross_entropy(x64 @ W64.T, t).backward()
+    _close(x.grad, x64.grad, "float32")
+    _close(W.grad, W64.grad, "float32")
