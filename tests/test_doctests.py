@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 
 import fastsoftmax
-from fastsoftmax import _api
 
 PUBLIC = [n for n in fastsoftmax.__all__ if n != "__version__"]
 
@@ -24,7 +23,7 @@ def fixed_printoptions():
 
 
 def _examples(name: str) -> list[doctest.DocTest]:
-    obj = getattr(_api, name)
+    obj = getattr(fastsoftmax, name)
     finder = doctest.DocTestFinder(recurse=False)
     return [t for t in finder.find(obj, name, globs={"np": np, "fs": fastsoftmax}) if t.examples]
 

@@ -21,6 +21,7 @@ from ._api import (
     softmin,
 )
 from ._native import __version__
+from ._partial import logsumexp_stats, merge_logsumexp_stats
 
 __all__ = [
     "__version__",
@@ -33,6 +34,8 @@ __all__ = [
     "log_softmax",
     "log_softmax_backward",
     "logsumexp",
+    "logsumexp_stats",
+    "merge_logsumexp_stats",
     "set_num_threads",
     "simd_backend",
     "softmax",
