@@ -41,6 +41,16 @@ def _cuda() -> Any:
     return cuda
 
 
+def _is_dask(x: Any) -> bool:
+    return type(x).__module__.split(".", 1)[0] == "dask"
+
+
+def _dask() -> Any:
+    from . import _dask as dask_backend  # Dask is imported only when a Dask array arrives.
+
+    return dask_backend
+
+
 def _is_bfloat16(dt: np.dtype) -> bool:
     return dt.name == "bfloat16"
 
@@ -230,6 +240,8 @@ def softmax(x: Any, axis: Axis = -1, *, temperature: float = 1.0, out: Any = Non
     >>> fs.softmax(np.array([[1.0, 2.0, 3.0]])).round(4)
     array([[0.09  , 0.2447, 0.6652]])
     """
+    if _is_dask(x):
+        return _dask().softmax(x, axis, temperature=temperature, out=out)
     if axis == -1 and type(x) is np.ndarray:
         # The common call (T5): one native call, no layout work.
         y = _native.softmax_fast(x, out, 1.0 if temperature == 1.0 else _scale(temperature), False)
@@ -249,6 +261,8 @@ def log_softmax(x: Any, axis: Axis = -1, *, temperature: float = 1.0, out: Any =
     >>> fs.log_softmax(np.array([0.0, 0.0])).round(4)
     array([-0.6931, -0.6931])
     """
+    if _is_dask(x):
+        return _dask().log_softmax(x, axis, temperature=temperature, out=out)
     if axis == -1 and type(x) is np.ndarray:
         y = _native.softmax_fast(x, out, 1.0 if temperature == 1.0 else _scale(temperature), True)
         if y is not None:
@@ -265,6 +279,8 @@ def softmin(x: Any, axis: Axis = -1, *, temperature: float = 1.0, out: Any = Non
     >>> fs.softmin(np.array([1.0, 2.0])).round(4)
     array([0.7311, 0.2689])
     """
+    if _is_dask(x):
+        return _dask().softmin(x, axis, temperature=temperature, out=out)
     if axis == -1 and type(x) is np.ndarray:
         y = _native.softmax_fast(x, out, -_scale(temperature), False)
         if y is not None:
@@ -301,6 +317,9 @@ def logsumexp(
     >>> float(fs.logsumexp(np.array([0.0, -40.0])))
     4.248354255291589e-18
     """
+    if _is_dask(x) or _is_dask(b):
+        return _dask().logsumexp(x, axis, b=b, keepdims=keepdims, return_sign=return_sign,
+                                 temperature=temperature, out=out)
     if (
         axis == -1
         and b is None
@@ -628,6 +647,9 @@ def _ce(
     out: Any,
 ) -> Any:
     """The three cross-entropy entry points; `kind` is "loss", "grad" or "both"."""
+    if _is_dask(logits) or _is_dask(target):
+        return _dask().ce(kind, logits, target, axis, weight, ignore_index, reduction,
+                          label_smoothing, z_loss, softcap, out)
     want_grad = kind != "loss"
     r = None
     if axis == -1:
@@ -822,6 +844,8 @@ def softmax_backward(grad_output: Any, y: Any, axis: int = -1, *, out: Any = Non
     >>> fs.softmax_backward(np.array([1.0, 0.0, 0.0]), y).round(4)
     array([ 0.0819, -0.022 , -0.0599])
     """
+    if _is_dask(grad_output) or _is_dask(y):
+        return _dask().softmax_backward(grad_output, y, axis, out=out)
     if _is_cupy(grad_output):
         return _cuda().softmax_backward(grad_output, y, axis, out=out)
     return _backward(grad_output, y, axis, out, False, "y")
@@ -842,6 +866,8 @@ def log_softmax_backward(grad_output: Any, log_y: Any, axis: int = -1, *, out: A
     >>> fs.log_softmax_backward(np.array([-1.0, 0.0]), log_y)
     array([-0.5,  0.5])
     """
+    if _is_dask(grad_output) or _is_dask(log_y):
+        return _dask().log_softmax_backward(grad_output, log_y, axis, out=out)
     if _is_cupy(grad_output):
         return _cuda().log_softmax_backward(grad_output, log_y, axis, out=out)
     return _backward(grad_output, log_y, axis, out, True, "log_y")
@@ -913,6 +939,8 @@ def entropy(p: Any, axis: int = -1, *, base: Optional[float] = None, from_logits
     >>> fs.entropy(np.array([[0.0, 0.0], [0.0, -np.inf]]), from_logits=True).round(4)
     array([0.6931, 0.    ])
     """
+    if _is_dask(p):
+        return _dask().entropy(p, axis, base=base, from_logits=from_logits)
     if _is_cupy(p):
         return _cuda().entropy(p, axis, base=base, from_logits=from_logits)
     pa = _asarray(p, "p")
@@ -948,6 +976,8 @@ def kl_divergence(
     >>> float(fs.kl_divergence(np.array([1.0, 0.0]), np.array([0.0, 1.0])))
     inf
     """
+    if _is_dask(p) or _is_dask(q):
+        return _dask().kl_divergence(p, q, axis, base=base, from_logits=from_logits)
     if _is_cupy(p):
         return _cuda().kl_divergence(p, q, axis, base=base, from_logits=from_logits)
     pa = _asarray(p, "p")
