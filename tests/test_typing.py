@@ -23,7 +23,9 @@ import fastsoftmax
 
 PKG_DIR = os.path.dirname(os.path.abspath(fastsoftmax.__file__))
 SRC_DIR = os.path.dirname(PKG_DIR)
-STRICT_MODULES = ["__init__.py", "_api.py", "_native.pyi"]
+STRICT_MODULES = [
+    "__init__.py", "_api.py", "_native.pyi", "_partial.py", "_dask.py", "_dask_ce.py",
+]
 
 USAGE = '''
 from __future__ import annotations

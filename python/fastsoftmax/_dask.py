@@ -17,15 +17,20 @@ blocks run the GPU kernels). When chunks split the reduced axis, three steps wit
 
 from __future__ import annotations
 
+import importlib
 import operator
 from typing import Any, Callable, Optional, Sequence, Tuple
 
-import dask.array as da
 import numpy as np
-from dask.array.utils import meta_from_array
 
 from . import _api
 from ._partial import _xp, logsumexp_stats, merge_logsumexp_stats
+
+# Dask's type information is partial (many functions untyped): it is used through `Any`, so that the
+# strict type check still covers this module's own code. DArray stands for dask.array.Array.
+da: Any = importlib.import_module("dask.array")
+meta_from_array: Any = importlib.import_module("dask.array.utils").meta_from_array
+DArray = Any
 
 F64 = np.dtype(np.float64)
 FIELD = "field"  # the index name of the trailing statistics axis of partial and merged arrays
@@ -42,7 +47,7 @@ def no_out(out: Any) -> None:
         )
 
 
-def as_dask(a: Any, like: Optional[da.Array] = None) -> da.Array:
+def as_dask(a: Any, like: Optional[DArray] = None) -> DArray:
     """`a` as a Dask array (a NumPy/CuPy array becomes one chunk); `like` gives its chunks."""
     if isinstance(a, da.Array):
         arr = a
@@ -53,7 +58,7 @@ def as_dask(a: Any, like: Optional[da.Array] = None) -> da.Array:
     return arr
 
 
-def stand_in(a: da.Array) -> np.ndarray:
+def stand_in(a: DArray) -> np.ndarray:
     """A one-element NumPy array of `a`'s dtype and number of dimensions (for checking options)."""
     return np.ones((1,) * a.ndim, dtype=a.dtype)
 
@@ -78,18 +83,18 @@ def axes_of(axis: Any, ndim: int) -> Tuple[int, ...]:
     return (operator.index(axis) % ndim,)
 
 
-def is_split(x: da.Array, axes: Sequence[int]) -> bool:
+def is_split(x: DArray, axes: Sequence[int]) -> bool:
     return any(len(x.chunks[a]) > 1 for a in axes)
 
 
-def meta(like: da.Array, ndim: int, dtype: Any) -> Any:
+def meta(like: DArray, ndim: int, dtype: Any) -> Any:
     return meta_from_array(like._meta, ndim=ndim, dtype=dtype)
 
 
 def partials(
-    fn: Callable[..., Any], x: da.Array, reduced_axes: Sequence[int], nfields: int, *args: Any,
+    fn: Callable[..., Any], x: DArray, reduced_axes: Sequence[int], nfields: int, *args: Any,
     **kw: Any
-) -> da.Array:
+) -> DArray:
     """Step 1: ``fn(block, *other blocks, **kw)`` per block of `x`, returning the block's shape with
     `reduced_axes` reduced to 1 plus a trailing axis of `nfields` statistics (float64).
 
@@ -107,7 +112,7 @@ def _identity(a: Any, axis: Any = None, keepdims: bool = True) -> Any:
     return a
 
 
-def merge(part: da.Array, axes: Sequence[int], combine: Callable[..., Any]) -> da.Array:
+def merge(part: DArray, axes: Sequence[int], combine: Callable[..., Any]) -> DArray:
     """Step 2: the tree merge of partial statistics along `axes` (kept as size 1).
 
     ``combine(a, axis)`` receives the partials of several blocks concatenated along `axis` and
@@ -123,9 +128,9 @@ def merge(part: da.Array, axes: Sequence[int], combine: Callable[..., Any]) -> d
 
 
 def finish(
-    fn: Callable[..., Any], x: da.Array, part: da.Array, merged: da.Array, dtype: Any,
+    fn: Callable[..., Any], x: DArray, part: DArray, merged: DArray, dtype: Any,
     *args: Any, **kw: Any
-) -> da.Array:
+) -> DArray:
     """Step 3: ``fn(block, own partials, merged row statistics, *other blocks, **kw)`` per block."""
     ix = inds(x.ndim)
     return da.blockwise(
@@ -135,8 +140,8 @@ def finish(
 
 
 def rows(
-    merged: da.Array, axes: Sequence[int], fn: Callable[..., Any], dtype: Any, keepdims: bool
-) -> da.Array:
+    merged: DArray, axes: Sequence[int], fn: Callable[..., Any], dtype: Any, keepdims: bool
+) -> DArray:
     """Row results from the merged statistics: ``fn(merged block)`` drops the field axis; the
     reduced `axes` are dropped too unless `keepdims`."""
     r = merged.map_blocks(fn, drop_axis=merged.ndim - 1, dtype=dtype, meta=meta(merged, 1, dtype))
@@ -198,7 +203,7 @@ def _softmax_finish(xb: Any, part: Any, merged: Any, *, axes: Tuple[int, ...], t
     return y.astype(rdt, copy=False)
 
 
-def _softmax_family(x: Any, axis: Any, temperature: float, out: Any, kind: str) -> da.Array:
+def _softmax_family(x: Any, axis: Any, temperature: float, out: Any, kind: str) -> DArray:
     no_out(out)
     fn = getattr(_api, kind)
     x = as_dask(x)
@@ -216,15 +221,15 @@ def _softmax_family(x: Any, axis: Any, temperature: float, out: Any, kind: str) 
                   sign=sign, log=kind == "log_softmax", kdt=kdt, rdt=rdt)
 
 
-def softmax(x: Any, axis: Any = -1, *, temperature: float = 1.0, out: Any = None) -> da.Array:
+def softmax(x: Any, axis: Any = -1, *, temperature: float = 1.0, out: Any = None) -> DArray:
     return _softmax_family(x, axis, temperature, out, "softmax")
 
 
-def log_softmax(x: Any, axis: Any = -1, *, temperature: float = 1.0, out: Any = None) -> da.Array:
+def log_softmax(x: Any, axis: Any = -1, *, temperature: float = 1.0, out: Any = None) -> DArray:
     return _softmax_family(x, axis, temperature, out, "log_softmax")
 
 
-def softmin(x: Any, axis: Any = -1, *, temperature: float = 1.0, out: Any = None) -> da.Array:
+def softmin(x: Any, axis: Any = -1, *, temperature: float = 1.0, out: Any = None) -> DArray:
     return _softmax_family(x, axis, temperature, out, "softmin")
 
 
@@ -293,7 +298,7 @@ def logsumexp(
 # softmax_backward, log_softmax_backward
 
 
-def _pair(a: Any, b: Any, names: Tuple[str, str]) -> Tuple[da.Array, da.Array]:
+def _pair(a: Any, b: Any, names: Tuple[str, str]) -> Tuple[DArray, DArray]:
     a, b = as_dask(a), as_dask(b)
     if a.shape != b.shape:
         raise ValueError(f"{names[0]} has shape {a.shape}, {names[1]} has shape {b.shape}")
@@ -315,7 +320,7 @@ def _backward_finish(gb: Any, part: Any, merged: Any, yb: Any, *, log: bool, kdt
     return r.astype(rdt, copy=False)
 
 
-def _backward(grad_output: Any, y: Any, axis: Any, out: Any, log: bool, yname: str) -> da.Array:
+def _backward(grad_output: Any, y: Any, axis: Any, out: Any, log: bool, yname: str) -> DArray:
     no_out(out)
     g, yy = _pair(grad_output, y, ("grad_output", yname))
     fn = _api.log_softmax_backward if log else _api.softmax_backward
@@ -332,13 +337,13 @@ def _backward(grad_output: Any, y: Any, axis: Any, out: Any, log: bool, yname: s
     return finish(_backward_finish, g, part, merged, rdt, yy, ix, log=log, kdt=kdt, rdt=rdt)
 
 
-def softmax_backward(grad_output: Any, y: Any, axis: int = -1, *, out: Any = None) -> da.Array:
+def softmax_backward(grad_output: Any, y: Any, axis: int = -1, *, out: Any = None) -> DArray:
     return _backward(grad_output, y, axis, out, False, "y")
 
 
 def log_softmax_backward(
     grad_output: Any, log_y: Any, axis: int = -1, *, out: Any = None
-) -> da.Array:
+) -> DArray:
     return _backward(grad_output, log_y, axis, out, True, "log_y")
 
 
@@ -395,8 +400,8 @@ def _entropy_value(a: Any, *, from_logits: bool, pair: bool, scale: float, rdt: 
     return h.astype(rdt)
 
 
-def _row_reduce(p: da.Array, q: Optional[da.Array], axis: Any, base: Any, from_logits: bool,
-                rdt: np.dtype) -> da.Array:
+def _row_reduce(p: DArray, q: Optional[DArray], axis: Any, base: Any, from_logits: bool,
+                rdt: np.dtype) -> DArray:
     fn: Callable[..., Any]
     if q is None:
         fn = lambda pb, **kw: _api.entropy(pb, **kw)  # noqa: E731
@@ -426,7 +431,7 @@ def _row_reduce(p: da.Array, q: Optional[da.Array], axis: Any, base: Any, from_l
         a, from_logits=from_logits, pair=q is not None, scale=scale, rdt=rdt), rdt, False)
 
 
-def entropy(p: Any, axis: int = -1, *, base: Any = None, from_logits: bool = False) -> da.Array:
+def entropy(p: Any, axis: int = -1, *, base: Any = None, from_logits: bool = False) -> DArray:
     p = as_dask(p)
     rdt = np.asarray(_api.entropy(stand_in(p), axis, base=base, from_logits=from_logits)).dtype
     return _row_reduce(p, None, axis, base, from_logits, rdt)
@@ -434,7 +439,7 @@ def entropy(p: Any, axis: int = -1, *, base: Any = None, from_logits: bool = Fal
 
 def kl_divergence(
     p: Any, q: Any, axis: int = -1, *, base: Any = None, from_logits: bool = False
-) -> da.Array:
+) -> DArray:
     p, q = as_dask(p), as_dask(q)
     try:
         shape = np.broadcast_shapes(p.shape, q.shape)

@@ -20,13 +20,14 @@ from __future__ import annotations
 
 from typing import Any, List, Optional, Tuple
 
-import dask.array as da
 import numpy as np
 
 from . import _api
 from ._dask import (
     F64,
     FIELD,
+    DArray,
+    da,
     as_dask,
     axes_of,
     finish,
@@ -47,7 +48,7 @@ PUBLIC = ("cross_entropy", "cross_entropy_grad", "cross_entropy_with_grad")
 NFIELDS = 5  # m, s, A = sum t, T = sum t o, V = the row counts (1 if not ignored)
 
 
-def _starts(chunks: Tuple[int, ...]) -> da.Array:
+def _starts(chunks: Tuple[int, ...]) -> DArray:
     """The first index of every chunk, one per block (each block learns where it sits)."""
     return da.from_array(np.cumsum((0,) + chunks[:-1]), chunks=1)
 
@@ -201,13 +202,13 @@ def _grad_of(pair: Any) -> Any:
     return pair[1]
 
 
-def _reduce_loss(plan: _Plan, losses: da.Array) -> da.Array:
+def _reduce_loss(plan: _Plan, losses: DArray) -> DArray:
     if plan.reduction == "none":
         return losses.astype(plan.rdt)
     return losses.sum(dtype=plan.kdt).astype(plan.rdt)
 
 
-def _fused_graph(plan: _Plan, kind: str) -> Tuple[Optional[da.Array], Optional[da.Array]]:
+def _fused_graph(plan: _Plan, kind: str) -> Tuple[Optional[DArray], Optional[DArray]]:
     o, ix = plan.logits, plan.ix
     kw = dict(plan.kw(), reduction=plan.reduction)
     args = plan.block_args(whole_weight=True)
@@ -337,7 +338,7 @@ def _ce_finish(ob: Any, part: Any, merged: Any, tb: Any, wb: Any, off: Any, d1: 
     return xp.moveaxis(g, -1, cax).astype(kw["rdt"], copy=False)
 
 
-def _split_graph(plan: _Plan, kind: str) -> Tuple[Optional[da.Array], Optional[da.Array]]:
+def _split_graph(plan: _Plan, kind: str) -> Tuple[Optional[DArray], Optional[DArray]]:
     o, cax = plan.logits, plan.cax
     kw = dict(plan.kw(), reduction=plan.reduction)
     args = plan.block_args(whole_weight=False)
@@ -373,7 +374,7 @@ def ce(kind: str, logits: Any, target: Any, axis: Any, weight: Any, ignore_index
 
 def cross_entropy(logits: Any, target: Any, *, axis: int = -1, weight: Any = None,
                   ignore_index: int = -100, reduction: Any = "mean", label_smoothing: float = 0.0,
-                  z_loss: float = 0.0, softcap: Optional[float] = None) -> da.Array:
+                  z_loss: float = 0.0, softcap: Optional[float] = None) -> DArray:
     return ce("loss", logits, target, axis, weight, ignore_index, reduction, label_smoothing,
               z_loss, softcap, None)
 
@@ -381,7 +382,7 @@ def cross_entropy(logits: Any, target: Any, *, axis: int = -1, weight: Any = Non
 def cross_entropy_grad(logits: Any, target: Any, *, axis: int = -1, weight: Any = None,
                        ignore_index: int = -100, reduction: Any = "mean",
                        label_smoothing: float = 0.0, z_loss: float = 0.0,
-                       softcap: Optional[float] = None, out: Any = None) -> da.Array:
+                       softcap: Optional[float] = None, out: Any = None) -> DArray:
     return ce("grad", logits, target, axis, weight, ignore_index, reduction, label_smoothing,
               z_loss, softcap, out)
 
@@ -390,7 +391,7 @@ def cross_entropy_with_grad(logits: Any, target: Any, *, axis: int = -1, weight:
                             ignore_index: int = -100, reduction: Any = "mean",
                             label_smoothing: float = 0.0, z_loss: float = 0.0,
                             softcap: Optional[float] = None,
-                            out: Any = None) -> Tuple[da.Array, da.Array]:
+                            out: Any = None) -> Tuple[DArray, DArray]:
     loss, grad = ce("both", logits, target, axis, weight, ignore_index, reduction,
                     label_smoothing, z_loss, softcap, out)
     return loss, grad

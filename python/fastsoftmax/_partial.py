@@ -13,6 +13,7 @@ runs the CPU or the GPU kernels depending on the array type.
 
 from __future__ import annotations
 
+import importlib
 from typing import Any, Tuple
 
 import numpy as np
@@ -23,11 +24,9 @@ Axis = _api.Axis
 
 
 def _xp(a: Any) -> Any:
-    """The array module of `a`: CuPy for CuPy arrays, else NumPy (CuPy is never imported here)."""
+    """The array module of `a`: CuPy for CuPy arrays (imported only then), else NumPy."""
     if type(a).__module__.split(".", 1)[0] == "cupy":
-        import cupy
-
-        return cupy
+        return importlib.import_module("cupy")
     return np
 
 
