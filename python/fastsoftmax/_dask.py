@@ -193,7 +193,8 @@ def _softmax_finish(xb: Any, part: Any, merged: Any, *, axes: Tuple[int, ...], t
     own, total = part[..., 0], merged[..., 0]
     with np.errstate(invalid="ignore", over="ignore"):
         if log:
-            y = xk * kdt.type(1.0 / temperature) - total.astype(kdt)
+            # In float64: x/T - L cancels, and the rounding of x/T would show in float32.
+            y = xk.astype(F64) * (1.0 / temperature) - total
         else:
             y = _api.softmax(xk, axes, temperature=temperature)
             y = y * xp.exp(own - total).astype(kdt)

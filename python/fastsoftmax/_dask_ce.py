@@ -329,9 +329,13 @@ def _ce_finish(ob: Any, part: Any, merged: Any, tb: Any, wb: Any, off: Any, d1: 
     p = _api.softmax(blk.o, -1)
     with np.errstate(invalid="ignore", over="ignore"):
         f = xp.exp(own - L) * (a + 2.0 * blk.z * L)
-    f = xp.where(xp.isfinite(L), f, xp.nan)
-    keep = blk.valid & (own != -xp.inf)  # an ignored row, or an all -inf block, has no p here
-    g = xp.where(keep[..., None], p * f.astype(kdt)[..., None], kdt.type(0))
+    finite = xp.isfinite(L)
+    f = xp.where(finite, f, xp.nan)  # NaN, +inf or only -inf in the row: a NaN gradient
+    # An all -inf block of a finite row has no mass (its own softmax is NaN); an ignored row has
+    # a zero gradient.
+    g = xp.where((finite & (own == -xp.inf))[..., None], kdt.type(0),
+                 p * f.astype(kdt)[..., None])
+    g = xp.where(blk.valid[..., None], g, kdt.type(0))
     g = blk.subtract_targets(g)
     if blk.cap is not None:
         g *= 1 - (blk.o * kdt.type(1.0 / blk.cap)) ** 2
