@@ -25,7 +25,7 @@ CHUNKINGS = [
     (9, 5),
     (N, (1, 20, 16)),
     ((4, 19), (30, 7)),
-    (12, 1),
+    (N, 1),
 ]
 IDS = ["whole", "rows", "halves", "odd", "uneven", "both-uneven", "one-per-block"]
 
@@ -170,8 +170,9 @@ def test_cross_entropy_every_option(rng, chunks, soft):
             assert grad.chunks == d.chunks
             close(loss.compute(), wl, msg=msg)
             close(grad.compute(), wg, msg=msg)
-            close(fs.cross_entropy(d, t, reduction=red, **kw).compute(), wl, msg=msg)
-            close(fs.cross_entropy_grad(d, t, reduction=red, **kw).compute(), wg, msg=msg)
+            if opts in (CE_OPTIONS[0], CE_OPTIONS[-1]):  # the same graphs, built separately
+                close(fs.cross_entropy(d, t, reduction=red, **kw).compute(), wl, msg=msg)
+                close(fs.cross_entropy_grad(d, t, reduction=red, **kw).compute(), wg, msg=msg)
 
 
 @pytest.mark.parametrize("chunks", CHUNKINGS[:4], ids=IDS[:4])
