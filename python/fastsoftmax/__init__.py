@@ -20,6 +20,7 @@ from ._api import (
     softmax_backward,
     softmin,
 )
+from ._linear import linear_cross_entropy, linear_cross_entropy_with_grad
 from ._native import __version__
 from ._partial import logsumexp_stats, merge_logsumexp_stats
 
@@ -31,6 +32,8 @@ __all__ = [
     "entropy",
     "get_num_threads",
     "kl_divergence",
+    "linear_cross_entropy",
+    "linear_cross_entropy_with_grad",
     "log_softmax",
     "log_softmax_backward",
     "logsumexp",
