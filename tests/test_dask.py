@@ -259,6 +259,54 @@ def test_entropy_and_kl(rng, chunks):
 
 
 # --------------------------------------------------------------------------------------------------
+# the classifier head fused with its loss: data-parallel over row blocks
+
+
+@pytest.mark.parametrize("xshape,chunks", [((29, 6), (7, 3)), ((5, 6, 4), (2, 4, 4)),
+                                           ((29, 6), (29, 6))], ids=["rows", "3d", "one-block"])
+def test_linear_cross_entropy(rng, xshape, chunks):
+    V = 11
+    x = rng.standard_normal(xshape).astype(np.float32)
+    W = rng.standard_normal((V, xshape[-1])).astype(np.float32)
+    b = rng.standard_normal(V).astype(np.float32)
+    w = (rng.random(V) + 0.2).astype(np.float32)
+    t = rng.integers(0, V, xshape[:-1])
+    t.reshape(-1)[3] = -100
+    d = da.from_array(x, chunks=chunks)
+    for red in ("mean", "sum", "none"):
+        for opts in ({}, dict(bias=b, chunk_size=2),
+                     dict(bias=b, weight=w, label_smoothing=0.1, z_loss=0.01, softcap=3.0)):
+            want = fs.linear_cross_entropy_with_grad(x, W, t, reduction=red, **opts)
+            got = fs.linear_cross_entropy_with_grad(d, da.from_array(W), t, reduction=red, **opts)
+            assert got[1].chunks == d.rechunk({d.ndim - 1: -1}).chunks
+            for g, ref in zip(dask.compute(*got), want):
+                if ref is None:
+                    assert g is None
+                else:
+                    assert g.dtype == ref.dtype
+                    close(g, ref, msg=f"{red} {opts}")
+            close(fs.linear_cross_entropy(d, W, t, reduction=red, **opts).compute(), want[0])
+
+
+def test_linear_cross_entropy_errors(rng):
+    x = da.from_array(rng.standard_normal((10, 4)), chunks=3)
+    W = rng.standard_normal((5, 4))
+    t = rng.integers(0, 5, 10)
+    with pytest.raises(ValueError, match="do not match"):
+        fs.linear_cross_entropy(x, W[:, :3], t)
+    with pytest.raises(ValueError, match="bias"):
+        fs.linear_cross_entropy(x, W, t, bias=np.ones(4))
+    with pytest.raises(ValueError, match="reduction"):
+        fs.linear_cross_entropy(x, W, t, reduction="avg")
+    with pytest.raises(TypeError):
+        fs.linear_cross_entropy(x, W, t.astype(np.float32))
+    t[8] = 9
+    loss = fs.linear_cross_entropy(x, W, t)
+    with pytest.raises(IndexError, match="target 9 at position 8 "):
+        loss.compute()
+
+
+# --------------------------------------------------------------------------------------------------
 # laziness, graph size, errors
 
 
@@ -279,6 +327,7 @@ def test_nothing_is_computed_at_call_time(chunks):
         *fs.cross_entropy_with_grad(x, t, weight=np.ones(C)), fs.cross_entropy(x, x),
         fs.softmax_backward(x, x), fs.log_softmax_backward(x, x), fs.entropy(x),
         fs.entropy(x, from_logits=True), fs.kl_divergence(x, x, from_logits=True),
+        *fs.linear_cross_entropy_with_grad(x, np.ones((3, C)), t, bias=np.ones(3))[:4],
     ]
     for r in results:
         assert isinstance(r, da.Array)

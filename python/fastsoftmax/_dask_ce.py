@@ -48,7 +48,7 @@ PUBLIC = ("cross_entropy", "cross_entropy_grad", "cross_entropy_with_grad")
 NFIELDS = 5  # m, s, A = sum t, T = sum t o, V = the row counts (1 if not ignored)
 
 
-def _starts(chunks: Tuple[int, ...]) -> DArray:
+def starts(chunks: Tuple[int, ...]) -> DArray:
     """The first index of every chunk, one per block (each block learns where it sits)."""
     return da.from_array(np.cumsum((0,) + chunks[:-1]), chunks=1)
 
@@ -90,29 +90,19 @@ class _Plan:
         bchunks = o.chunks[:self.cax] + o.chunks[self.cax + 1:]
         self.target = t.rechunk(o.chunks if soft else bchunks)
         self.weight = None if w is None else w.rechunk((o.chunks[self.cax],))
-        self.opts = dict(ignore=int(ignore_index), eps=float(label_smoothing),
+        self.ignore = int(ignore_index)
+        self.opts = dict(ignore=self.ignore, eps=float(label_smoothing),
                          z=float(z_loss), cap=None if softcap is None else float(softcap))
         self.reduction = reduction
-        self.starts = [(_starts(c), (i,)) for c, i in zip(bchunks, self.bix)]
+        self.starts = [(starts(c), (i,)) for c, i in zip(bchunks, self.bix)]
         self.denoms = self._denominators()
 
     def _denominators(self) -> List[Any]:
-        """[(D1, ()), (D2, ())]: what "mean" divides the weighted losses and z-loss by."""
-        if self.reduction != "mean":
-            return [1.0, None, 1.0, None]
-        if self.soft:
-            return [float(self.N), None, float(self.N), None]
-        t = self.target
-        valid = t != self.opts["ignore"]
-        if self.weight is None:
-            d1 = d2 = valid.sum(dtype=F64)
-        else:
-            w = self.weight.rechunk(-1)
-            wy = da.blockwise(_row_weight, self.bix, t, self.bix, w, ("cls",),
-                              ignore=self.opts["ignore"], dtype=F64, concatenate=True,
-                              meta=meta(t, t.ndim, F64))
-            d1, d2 = wy.sum(), valid.sum(dtype=F64)
-        return [d1, (), d2, ()]
+        if self.soft:  # soft labels: "mean" divides by the number of rows
+            n = 1.0 if self.reduction != "mean" else float(self.N)
+            return [n, None, n, None]
+        w = None if self.weight is None else self.weight.rechunk(-1)
+        return denominators(self.target, self.bix, w, self.ignore, self.reduction)
 
     def block_args(self, whole_weight: bool) -> List[Any]:
         """The blockwise arguments after the logits: target, weight, class offset, D1, D2, starts."""
@@ -124,7 +114,7 @@ class _Plan:
             args += [self.weight.rechunk(-1), (cls,)]
         else:
             args += [self.weight, (cls,)]
-        args += [_starts(self.logits.chunks[self.cax]), (cls,)] + self.denoms
+        args += [starts(self.logits.chunks[self.cax]), (cls,)] + self.denoms
         for a, i in self.starts:
             args += [a, i]
         return args
@@ -134,6 +124,22 @@ class _Plan:
                     rdt=self.rdt, **self.opts)
 
 
+def denominators(t: DArray, tix: Tuple[str, ...], weight: Optional[DArray], ignore: int,
+                 reduction: str) -> List[Any]:
+    """``[D1, index, D2, index]`` (blockwise arguments): what "mean" divides the class-weighted
+    losses (D1: the summed weight of the counted rows) and the z-loss (D2: their number) by;
+    literal 1.0 for "sum" and "none". `weight` is one chunk or None."""
+    if reduction != "mean":
+        return [1.0, None, 1.0, None]
+    valid = t != ignore
+    d2 = valid.sum(dtype=F64)
+    if weight is None:
+        return [d2, (), d2, ()]
+    wy = da.blockwise(_row_weight, tix, t, tix, weight, ("cls",), ignore=ignore, dtype=F64,
+                      concatenate=True, meta=meta(t, t.ndim, F64))
+    return [wy.sum(), (), d2, ()]
+
+
 def _row_weight(tb: Any, w: Any, *, ignore: int) -> Any:
     xp = _xp(tb)
     valid = tb != ignore
@@ -141,7 +147,7 @@ def _row_weight(tb: Any, w: Any, *, ignore: int) -> Any:
     return xp.where(valid, w[idx].astype(F64), 0.0)
 
 
-def _check_labels(tb: Any, starts: Tuple[Any, ...], *, C: int, ignore: int,
+def check_labels(tb: Any, starts: Tuple[Any, ...], *, C: int, ignore: int,
                   batch: Tuple[int, ...]) -> None:
     bad = (tb != ignore) & ((tb < 0) | (tb >= C))
     if bool(bad.any()):
@@ -153,7 +159,7 @@ def _check_labels(tb: Any, starts: Tuple[Any, ...], *, C: int, ignore: int,
         raise IndexError(f"target {label} at position {pos} is out of bounds for {C} classes")
 
 
-def _scales(d1: Any, d2: Any) -> Tuple[float, float]:
+def scales(d1: Any, d2: Any) -> Tuple[float, float]:
     """1/D1, 1/D2 of "mean" (1 for "sum"/"none"); 0 when no row counts (nothing contributes)."""
     d1, d2 = float(d1), float(d2)
     if d2 == 0.0:
@@ -170,8 +176,8 @@ def _fused(ob: Any, tb: Any, wb: Any, off: Any, d1: Any, d2: Any, *starts: Any, 
            reduction: str, cax: int, soft: bool, C: int, batch: Tuple[int, ...], kdt: np.dtype,
            rdt: np.dtype, ignore: int, eps: float, z: float, cap: Optional[float]) -> Any:
     if not soft:
-        _check_labels(tb, starts, C=C, ignore=ignore, batch=batch)
-    s1, s2 = _scales(d1, d2)
+        check_labels(tb, starts, C=C, ignore=ignore, batch=batch)
+    s1, s2 = scales(d1, d2)
     if reduction == "mean" and (wb is not None or s1 != 1.0):
         xp = _xp(ob)
         base = xp.ones(C, dtype=kdt) if wb is None else wb.astype(kdt)
@@ -193,7 +199,7 @@ def _loss_block(loss: Any, reduction: str, nbatch: int) -> Any:
     return loss if reduction == "none" else loss.reshape((1,) * nbatch)
 
 
-def _loss_of(pairs: Any) -> Any:
+def loss_of(pairs: Any) -> Any:
     """The loss of the single (loss, grad) block along the class axis (handed over in a list)."""
     return pairs[0][0]
 
@@ -226,7 +232,7 @@ def _fused_graph(plan: _Plan, kind: str) -> Tuple[Optional[DArray], Optional[DAr
     both = da.blockwise(_fused, ix, o, ix, *args, kind="both", align_arrays=False,
                         concatenate=True, dtype=plan.rdt, meta=meta(o, o.ndim, plan.rdt), **kw)
     grad = both.map_blocks(_grad_of, dtype=plan.rdt, meta=meta(o, o.ndim, plan.rdt))
-    losses = da.blockwise(_loss_of, plan.bix, both, ix, adjust_chunks=adjust, align_arrays=False,
+    losses = da.blockwise(loss_of, plan.bix, both, ix, adjust_chunks=adjust, align_arrays=False,
                           concatenate=False, dtype=plan.rdt,
                           meta=meta(o, len(plan.bix), plan.rdt))
     return _reduce_loss(plan, losses), grad
@@ -247,7 +253,7 @@ class _Block:
         if cap is not None:
             o = kdt.type(cap) * xp.tanh(o * kdt.type(1.0 / cap))
         self.o, self.cap, self.kdt = o, cap, kdt
-        s1, s2 = _scales(d1, d2) if reduction == "mean" else (1.0, 1.0)
+        s1, s2 = scales(d1, d2) if reduction == "mean" else (1.0, 1.0)
         self.z = z * s2
         cb = o.shape[-1]
         w = xp.ones(cb, dtype=F64) if wb is None else wb.astype(F64)
@@ -294,7 +300,7 @@ class _Block:
 def _ce_stats(ob: Any, tb: Any, wb: Any, off: Any, d1: Any, d2: Any, *starts: Any, **kw: Any) -> Any:
     blk = _Block(ob, tb, wb, off, d1, d2, **kw)
     if not blk.soft and blk.first:
-        _check_labels(tb, starts, C=kw["C"], ignore=kw["ignore"], batch=kw["batch"])
+        check_labels(tb, starts, C=kw["C"], ignore=kw["ignore"], batch=kw["batch"])
     m, s = logsumexp_stats(blk.o, -1)
     a, t = blk.sums()
     v = blk.valid if blk.first else blk.xp.zeros_like(blk.valid)
@@ -313,7 +319,7 @@ def _row_loss(mb: Any, d1: Any, d2: Any, *, cax: int, z: float, reduction: str,
     xp = _xp(mb)
     r = xp.moveaxis(mb, cax, -2)[..., 0, :]
     L, a, t, v = r[..., 0], r[..., 2], r[..., 3], r[..., 4]
-    zz = z * (_scales(d1, d2)[1] if reduction == "mean" else 1.0)
+    zz = z * (scales(d1, d2)[1] if reduction == "mean" else 1.0)
     with np.errstate(invalid="ignore", over="ignore"):
         loss = xp.where(xp.isfinite(L), a * L - t + zz * L * L, xp.nan)
     return xp.where(v > 0, loss, 0.0).astype(rdt)
