@@ -392,6 +392,13 @@ def test_bad_label_raises_at_compute_time_naming_it(rng, chunks):
         fs.cross_entropy_grad(x, t, reduction="none").compute()
 
 
+@pytest.mark.parametrize("module", ["_dask_ce", "_dask_linear", "_dask"])
+def test_backend_modules_import_in_any_order(module):
+    # A worker process may unpickle a function of any of them first.
+    code = f"import fastsoftmax.{module} as m; import fastsoftmax._dask as d; d.ce, d.softmax"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
 def test_import_fastsoftmax_does_not_import_dask():
     code = "import sys, fastsoftmax; print(any(m.split('.')[0] in ('dask', 'distributed') " \
            "for m in sys.modules))"

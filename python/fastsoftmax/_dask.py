@@ -454,14 +454,21 @@ def kl_divergence(
 
 
 # --------------------------------------------------------------------------------------------------
-# the cross-entropy family lives in its own module (it builds on the helpers above)
+# the cross-entropy family and the linear head live in their own modules, which build on the
+# helpers above; they are imported on first use (a module-level import here would be circular when
+# a worker process unpickles one of their functions first)
 
-from ._dask_ce import (  # noqa: E402
-    ce,
-    cross_entropy,
-    cross_entropy_grad,
-    cross_entropy_with_grad,
-)
+_CE_NAMES = ("ce", "cross_entropy", "cross_entropy_grad", "cross_entropy_with_grad")
+_LINEAR_NAMES = ("linear_cross_entropy", "linear_cross_entropy_with_grad")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _CE_NAMES:
+        return getattr(importlib.import_module(f"{__package__}._dask_ce"), name)
+    if name in _LINEAR_NAMES:
+        return getattr(importlib.import_module(f"{__package__}._dask_linear"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "cross_entropy",
@@ -469,6 +476,8 @@ __all__ = [
     "cross_entropy_with_grad",
     "entropy",
     "kl_divergence",
+    "linear_cross_entropy",
+    "linear_cross_entropy_with_grad",
     "log_softmax",
     "log_softmax_backward",
     "logsumexp",
