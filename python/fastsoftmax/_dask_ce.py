@@ -249,7 +249,7 @@ class _Block:
                  soft: bool, C: int, kdt: np.dtype, ignore: int, eps: float, z: float,
                  cap: Optional[float], reduction: str, **_: Any):
         xp = self.xp = _xp(ob)
-        o = xp.moveaxis(ob, cax, -1).astype(kdt)
+        o = xp.moveaxis(ob, cax, -1).astype(kdt, copy=False)
         if cap is not None:
             o = kdt.type(cap) * xp.tanh(o * kdt.type(1.0 / cap))
         self.o, self.cap, self.kdt = o, cap, kdt
@@ -262,7 +262,7 @@ class _Block:
         self.first = int(off[0]) == 0
         self.soft = soft
         if soft:
-            q = xp.moveaxis(tb, cax, -1).astype(kdt)
+            q = xp.moveaxis(tb, cax, -1).astype(kdt, copy=False)
             self.t = (q * kdt.type(1.0 - eps) + kdt.type(eps / C)) * w.astype(kdt)
             self.valid = xp.ones(o.shape[:-1], dtype=bool)
             return
@@ -288,12 +288,14 @@ class _Block:
 
     def subtract_targets(self, g: Any) -> Any:
         xp = self.xp
+        """g - t in place (the rows of ignored labels are left for the caller to zero)."""
         if self.soft:
-            return g - self.t
+            g -= self.t
+            return g
         rows = xp.nonzero(self.inb)
         g[rows + (self.local[rows],)] -= self.wy[rows].astype(self.kdt)
         if float(self.wsmooth.sum()) != 0.0:
-            g -= xp.where(self.valid[..., None], self.wsmooth.astype(self.kdt), self.kdt.type(0))
+            g -= self.wsmooth.astype(self.kdt)
         return g
 
 
@@ -337,12 +339,13 @@ def _ce_finish(ob: Any, part: Any, merged: Any, tb: Any, wb: Any, off: Any, d1: 
         f = xp.exp(own - L) * (a + 2.0 * blk.z * L)
     finite = xp.isfinite(L)
     f = xp.where(finite, f, xp.nan)  # NaN, +inf or only -inf in the row: a NaN gradient
-    # An all -inf block of a finite row has no mass (its own softmax is NaN); an ignored row has
-    # a zero gradient.
-    g = xp.where((finite & (own == -xp.inf))[..., None], kdt.type(0),
-                 p * f.astype(kdt)[..., None])
-    g = xp.where(blk.valid[..., None], g, kdt.type(0))
-    g = blk.subtract_targets(g)
+    # Rows without mass here: all -inf blocks of finite rows (their own softmax is NaN), and
+    # ignored rows (a zero gradient, set last).
+    empty = finite & (own == -xp.inf)
+    p *= f.astype(kdt)[..., None]
+    p[empty] = 0
+    g = blk.subtract_targets(p)
+    g[~blk.valid] = 0
     if blk.cap is not None:
         g *= 1 - (blk.o * kdt.type(1.0 / blk.cap)) ** 2
     return xp.moveaxis(g, -1, cax).astype(kw["rdt"], copy=False)
