@@ -13,7 +13,8 @@ gradient of ``cross_entropy_with_grad`` with integer labels:
 - DT3: the number of tasks of the graph for 2 x 2 up to 16 x 16 blocks (goal: a constant number per
   block), and the most input blocks that one task reads (goal: 1, no task holds a whole row).
 
-Options: ``--rows``, ``--cols``, ``--blocks`` (per axis), ``--workers``, ``--repeats``. Needs
+The workers run without distributed's ``MALLOC_TRIM_THRESHOLD_`` (see ``run``; ``--malloc-trim``
+keeps it). Options: ``--rows``, ``--cols``, ``--blocks`` (per axis), ``--workers``, ``--repeats``. Needs
 ``fastsoftmax[dask]``. Only the public API of fastsoftmax is used.
 """
 
@@ -33,6 +34,7 @@ import fastsoftmax as fs
 DT1_MAX_RATIO = 2.0  # the cluster run may cost at most this many in-process NumPy calls
 DT2_MIN_SPEEDUP = 4.0  # and must beat the dask.array formula by at least this factor
 TASK_COUNT_BLOCKS = (2, 4, 8, 16)  # blocks per axis for the task-count table (DT3)
+PRE_SPAWN_ENV = "distributed.nanny.pre-spawn-environ"
 
 
 def _modules() -> Tuple[Any, Any]:
@@ -97,13 +99,21 @@ def dt3_rows(da: Any, rows: int, cols: int) -> List[Tuple[int, int, int, int]]:
     return out
 
 
-def run(rows: int, cols: int, blocks: int, workers: int, repeats: int) -> Dict[str, Any]:
+def run(rows: int, cols: int, blocks: int, workers: int, repeats: int,
+        malloc_trim: bool) -> Dict[str, Any]:
     da, distributed = _modules()
+    dask = importlib.import_module("dask")
+    if not malloc_trim:
+        # distributed starts its workers with MALLOC_TRIM_THRESHOLD_=65536, which also turns off
+        # glibc's adaptive mmap threshold: every new block-sized array is then mapped fresh from
+        # the kernel and page-faulted, which makes a memory-streaming kernel up to 3 times slower.
+        dask.config.set({f"{PRE_SPAWN_ENV}.MALLOC_TRIM_THRESHOLD_": None})
     chunks = (-(-rows // blocks), -(-cols // blocks))
     rng = np.random.default_rng(0)
     x_np = (rng.standard_normal((rows, cols), dtype=np.float32) * 4).astype(np.float32)
     t_np = rng.integers(0, cols, rows)
-    res: Dict[str, Any] = {"shape": (rows, cols), "chunks": chunks, "workers": workers}
+    res: Dict[str, Any] = {"shape": (rows, cols), "chunks": chunks, "workers": workers,
+                           "malloc_trim": malloc_trim}
     res["numpy_s"] = _median_time(lambda: fs.cross_entropy_with_grad(x_np, t_np), repeats)
 
     # One thread per worker for the kernels and the BLAS too: the cluster has `workers` cores.
@@ -147,7 +157,8 @@ def report(res: Dict[str, Any]) -> bool:
     print(f"cross_entropy_with_grad, {rows} x {cols} float32 in blocks of {res['chunks']}, "
           f"LocalCluster of {res['workers']} single-thread worker processes; fastsoftmax "
           f"{fs.__version__} ({fs.simd_backend()}), in-process NumPy call on "
-          f"{fs.get_num_threads()} threads")
+          f"{fs.get_num_threads()} threads; workers' MALLOC_TRIM_THRESHOLD_ "
+          f"{'as distributed sets it' if res['malloc_trim'] else 'unset'}")
     dt1 = res["cluster_s"] / res["numpy_s"]
     dt2 = res["peer_s"] / res["cluster_s"]
     per_block = [ours / nblk for _, nblk, ours, _ in res["dt3"]]
@@ -184,10 +195,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--blocks", type=int, default=4, help="blocks per axis (default 4: 4 x 4)")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--malloc-trim", action="store_true",
+                   help="keep distributed's MALLOC_TRIM_THRESHOLD_ for the workers")
     a = p.parse_args(argv)
     # The dask.array peer broadcasts a chunked arange against the labels; Dask warns about it.
     warnings.filterwarnings("ignore", message="Increasing number of chunks")
-    ok = report(run(a.rows, a.cols, a.blocks, a.workers, a.repeats))
+    ok = report(run(a.rows, a.cols, a.blocks, a.workers, a.repeats, a.malloc_trim))
     return 0 if ok else 1
 
 

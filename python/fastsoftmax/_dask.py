@@ -24,7 +24,7 @@ from typing import Any, Callable, Optional, Sequence, Tuple
 import numpy as np
 
 from . import _api
-from ._partial import _xp, logsumexp_stats, merge_logsumexp_stats
+from ._partial import _sign_of, _xp, logsumexp_stats, merge_logsumexp_stats
 
 # Dask's type information is partial (many functions untyped): it is used through `Any`, so that the
 # strict type check still covers this module's own code. DArray stands for dask.array.Array.
@@ -108,6 +108,62 @@ def partials(
     )
 
 
+def _fields_of(pair: Any) -> Any:
+    return pair[0]
+
+
+def partials_with_blocks(
+    fn: Callable[..., Any], x: DArray, reduced_axes: Sequence[int], nfields: int, *args: Any,
+    **kw: Any
+) -> Tuple[DArray, DArray]:
+    """Step 1 when ``fn`` returns ``(statistics, intermediate)``: the intermediate (a softmax of the
+    block) is kept for step 3, which then scales it instead of reading the block again.
+
+    Returns the array of pairs (one per block, only for step 3) and the partial statistics."""
+    ix = inds(x.ndim)
+    pairs = da.blockwise(fn, ix, x, ix, *args, align_arrays=False, concatenate=True,
+                         dtype=x.dtype, meta=meta(x, x.ndim, x.dtype), **kw)
+    part = da.blockwise(
+        _fields_of, ix + (FIELD,), pairs, ix, new_axes={FIELD: nfields},
+        adjust_chunks={ix[a]: 1 for a in reduced_axes}, dtype=F64,
+        meta=meta(x, x.ndim + 1, F64))
+    return pairs, part
+
+
+# A softmax value at or above this is accurate to a few ulps relatively (the kernels' contract), so
+# its log gives the block's log-sum-exp to about 1e-7; rows whose first value is smaller are
+# computed again with the log-sum-exp kernel.
+SOFTMAX_LOG_FLOOR = 1e-30
+
+
+def lse_from_softmax(x: Any, p: Any, axes: Tuple[int, ...], scale: float) -> Any:
+    """The log-sum-exp of ``scale * x`` over `axes` (kept as size 1), in units of ``scale * x``,
+    from a softmax `p` of it: ``scale * x_0 - log(p_0)`` with the first element of each row, so the
+    statistics cost no second pass over the block. Rows where ``p_0`` is tiny, NaN or the result
+    is not finite (NaN, +inf, only -inf) are recomputed with ``logsumexp``."""
+    xp = _xp(x)
+    first = tuple(slice(0, 1) if i in axes else slice(None) for i in range(x.ndim))
+    p0 = p[first].astype(F64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lse = x[first].astype(F64) * scale - xp.log(p0)
+    bad = ~(p0 >= SOFTMAX_LOG_FLOOR) | ~xp.isfinite(lse)
+    if bool(bad.any()):
+        exact = _api.logsumexp(x.astype(F64) * scale, axes, keepdims=True)
+        lse = xp.where(bad, exact, lse)
+    return lse
+
+
+def scale_rows(p: Any, factor: Any, empty: Any) -> Any:
+    """``p * factor`` in place (`p` is an intermediate of this graph that no other task reads
+    after this one), and 0 where `empty` (rows of a block that holds only -inf while the row does
+    not: their own softmax is NaN)."""
+    xp = _xp(p)
+    xp.multiply(p, factor, out=p)
+    if bool(empty.any()):
+        xp.copyto(p, p.dtype.type(0), where=xp.broadcast_to(empty, p.shape))
+    return p
+
+
 def _identity(a: Any, axis: Any = None, keepdims: bool = True) -> Any:
     return a
 
@@ -177,30 +233,30 @@ def sum_fields(a: Any, axis: Tuple[int, ...]) -> Any:
 # softmax, log_softmax, softmin
 
 
-def _softmax_stats(xb: Any, *, axes: Tuple[int, ...], temperature: float, sign: float,
+def _softmax_stats(xb: Any, *, axes: Tuple[int, ...], temperature: float, kind: str,
                    kdt: np.dtype) -> Any:
     xk = xb.astype(kdt, copy=False)
-    m, s = logsumexp_stats(-xk if sign < 0 else xk, axes, temperature=temperature, keepdims=True)
-    return stack_fields(_xp(xb), m, s)
+    if kind == "log_softmax":  # its finishing needs no softmax: the statistics alone
+        m, s = logsumexp_stats(xk, axes, temperature=temperature, keepdims=True)
+        return stack_fields(_xp(xb), m, s), None
+    p = getattr(_api, kind)(xk, axes, temperature=temperature)
+    scale = (-1.0 if kind == "softmin" else 1.0) / temperature
+    m = lse_from_softmax(xk, p, axes, scale)
+    return stack_fields(_xp(xb), m, _sign_of(_xp(xb), m)), p
 
 
-def _softmax_finish(xb: Any, part: Any, merged: Any, *, axes: Tuple[int, ...], temperature: float,
-                    sign: float, log: bool, kdt: np.dtype, rdt: np.dtype) -> Any:
+def _softmax_finish(xb: Any, part: Any, merged: Any, pair: Any, *, axes: Tuple[int, ...],
+                    temperature: float, kind: str, kdt: np.dtype, rdt: np.dtype) -> Any:
     xp = _xp(xb)
-    xk = xb.astype(kdt, copy=False)
-    if sign < 0:
-        xk = -xk
     own, total = part[..., 0], merged[..., 0]
+    finite = xp.isfinite(total)  # NaN, +inf or nothing but -inf in the row: NaN, as unsharded
+    if kind == "log_softmax":
+        # In float64: x/T - L cancels, and the rounding of x/T would show in float32.
+        y = xb.astype(F64) * (1.0 / temperature) - xp.where(finite, total, xp.nan)
+        return y.astype(rdt)
     with np.errstate(invalid="ignore", over="ignore"):
-        if log:
-            # In float64: x/T - L cancels, and the rounding of x/T would show in float32.
-            y = xk.astype(F64) * (1.0 / temperature) - total
-        else:
-            y = _api.softmax(xk, axes, temperature=temperature)
-            y = y * xp.exp(own - total).astype(kdt)
-            y = xp.where(own == -xp.inf, kdt.type(0), y)  # an all -inf block of a finite row
-    # NaN, +inf or nothing but -inf in the row: NaN, as the unsharded softmax.
-    y = xp.where(xp.isfinite(total), y, kdt.type(np.nan))
+        factor = xp.where(finite, xp.exp(own - total), xp.nan).astype(kdt)
+    y = scale_rows(pair[1], factor, finite & (own == -xp.inf))
     return y.astype(rdt, copy=False)
 
 
@@ -214,12 +270,11 @@ def _softmax_family(x: Any, axis: Any, temperature: float, out: Any, kind: str) 
         return x.map_blocks(fn, axis if x.ndim else None, temperature=temperature, dtype=rdt,
                             meta=meta(x, x.ndim, rdt))
     kdt = kernel_dtype(rdt)
-    sign = -1.0 if kind == "softmin" else 1.0
-    part = partials(_softmax_stats, x, axes, 2, axes=axes, temperature=temperature, sign=sign,
-                    kdt=kdt)
+    pairs, part = partials_with_blocks(_softmax_stats, x, axes, 2, axes=axes,
+                                       temperature=temperature, kind=kind, kdt=kdt)
     merged = merge(part, axes, lambda a, ax: stack_fields(_xp(a), *merge_lse_fields(a, ax)[:2]))
-    return finish(_softmax_finish, x, part, merged, rdt, axes=axes, temperature=temperature,
-                  sign=sign, log=kind == "log_softmax", kdt=kdt, rdt=rdt)
+    return finish(_softmax_finish, x, part, merged, rdt, pairs, inds(x.ndim), axes=axes,
+                  temperature=temperature, kind=kind, kdt=kdt, rdt=rdt)
 
 
 def softmax(x: Any, axis: Any = -1, *, temperature: float = 1.0, out: Any = None) -> DArray:

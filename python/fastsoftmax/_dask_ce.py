@@ -34,15 +34,17 @@ from ._dask import (
     inds,
     is_split,
     kernel_dtype,
+    lse_from_softmax,
     merge,
     merge_lse_fields,
     meta,
     no_out,
-    partials,
+    partials_with_blocks,
+    scale_rows,
     stack_fields,
     stand_in,
 )
-from ._partial import _xp, logsumexp_stats
+from ._partial import _sign_of, _xp
 
 PUBLIC = ("cross_entropy", "cross_entropy_grad", "cross_entropy_with_grad")
 NFIELDS = 5  # m, s, A = sum t, T = sum t o, V = the row counts (1 if not ignored)
@@ -299,14 +301,22 @@ class _Block:
         return g
 
 
-def _ce_stats(ob: Any, tb: Any, wb: Any, off: Any, d1: Any, d2: Any, *starts: Any, **kw: Any) -> Any:
+def _ce_stats(ob: Any, tb: Any, wb: Any, off: Any, d1: Any, d2: Any, *starts: Any,
+              **kw: Any) -> Tuple[Any, Any]:
+    """The block's statistics, and its softmax (classes last), which step 3 scales in place."""
     blk = _Block(ob, tb, wb, off, d1, d2, **kw)
+    xp = blk.xp
     if not blk.soft and blk.first:
         check_labels(tb, starts, C=kw["C"], ignore=kw["ignore"], batch=kw["batch"])
-    m, s = logsumexp_stats(blk.o, -1)
+    if kw["want_grad"]:
+        p = _api.softmax(blk.o, -1)
+        m = lse_from_softmax(blk.o, p, (blk.o.ndim - 1,), 1.0)[..., 0]
+    else:  # the loss alone needs the log-sum-exp only
+        p, m = None, xp.asarray(_api.logsumexp(blk.o, -1), dtype=F64)
     a, t = blk.sums()
-    v = blk.valid if blk.first else blk.xp.zeros_like(blk.valid)
-    return blk.xp.expand_dims(stack_fields(blk.xp, m, s, a, t, v), kw["cax"])
+    v = blk.valid if blk.first else xp.zeros_like(blk.valid)
+    fields = xp.expand_dims(stack_fields(xp, m, _sign_of(xp, m), a, t, v), kw["cax"])
+    return fields, p
 
 
 def _merge_ce(a: Any, axis: Tuple[int, ...]) -> Any:
@@ -327,25 +337,19 @@ def _row_loss(mb: Any, d1: Any, d2: Any, *, cax: int, z: float, reduction: str,
     return xp.where(v > 0, loss, 0.0).astype(rdt)
 
 
-def _ce_finish(ob: Any, part: Any, merged: Any, tb: Any, wb: Any, off: Any, d1: Any, d2: Any,
-               *starts: Any, **kw: Any) -> Any:
+def _ce_finish(ob: Any, part: Any, merged: Any, pair: Any, tb: Any, wb: Any, off: Any, d1: Any,
+               d2: Any, *starts: Any, **kw: Any) -> Any:
     blk = _Block(ob, tb, wb, off, d1, d2, **kw)
     xp, kdt, cax = blk.xp, blk.kdt, kw["cax"]
     own = xp.moveaxis(part, cax, -2)[..., 0, 0]
     mrow = xp.moveaxis(merged, cax, -2)[..., 0, :]
     L, a = mrow[..., 0], mrow[..., 2]
-    p = _api.softmax(blk.o, -1)
+    finite = xp.isfinite(L)  # NaN, +inf or only -inf in the row: a NaN gradient
     with np.errstate(invalid="ignore", over="ignore"):
-        f = xp.exp(own - L) * (a + 2.0 * blk.z * L)
-    finite = xp.isfinite(L)
-    f = xp.where(finite, f, xp.nan)  # NaN, +inf or only -inf in the row: a NaN gradient
-    # Rows without mass here: all -inf blocks of finite rows (their own softmax is NaN), and
-    # ignored rows (a zero gradient, set last).
-    empty = finite & (own == -xp.inf)
-    p *= f.astype(kdt)[..., None]
-    p[empty] = 0
-    g = blk.subtract_targets(p)
-    g[~blk.valid] = 0
+        f = xp.where(finite, xp.exp(own - L) * (a + 2.0 * blk.z * L), xp.nan)
+    g = scale_rows(pair[1], f.astype(kdt)[..., None], (finite & (own == -xp.inf))[..., None])
+    g = blk.subtract_targets(g)
+    g[~blk.valid] = 0  # ignored rows
     if blk.cap is not None:
         g *= 1 - (blk.o * kdt.type(1.0 / blk.cap)) ** 2
     return xp.moveaxis(g, -1, cax).astype(kw["rdt"], copy=False)
@@ -353,9 +357,9 @@ def _ce_finish(ob: Any, part: Any, merged: Any, tb: Any, wb: Any, off: Any, d1: 
 
 def _split_graph(plan: _Plan, kind: str) -> Tuple[Optional[DArray], Optional[DArray]]:
     o, cax = plan.logits, plan.cax
-    kw = dict(plan.kw(), reduction=plan.reduction)
+    kw = dict(plan.kw(), reduction=plan.reduction, want_grad=kind != "loss")
     args = plan.block_args(whole_weight=False)
-    part = partials(_ce_stats, o, (cax,), NFIELDS, *args, **kw)
+    pairs, part = partials_with_blocks(_ce_stats, o, (cax,), NFIELDS, *args, **kw)
     merged = merge(part, (cax,), _merge_ce)
     loss = grad = None
     if kind != "grad":
@@ -366,7 +370,7 @@ def _split_graph(plan: _Plan, kind: str) -> Tuple[Optional[DArray], Optional[DAr
             meta=meta(o, len(plan.bix), plan.rdt))
         loss = _reduce_loss(plan, rows)
     if kind != "loss":
-        grad = finish(_ce_finish, o, part, merged, plan.rdt, *args, **kw)
+        grad = finish(_ce_finish, o, part, merged, plan.rdt, pairs, plan.ix, *args, **kw)
     return loss, grad
 
 
