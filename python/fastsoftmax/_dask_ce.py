@@ -256,7 +256,7 @@ class _Block:
             o = kdt.type(cap) * xp.tanh(o * kdt.type(1.0 / cap))
         self.o, self.cap, self.kdt = o, cap, kdt
         s1, s2 = scales(d1, d2) if reduction == "mean" else (1.0, 1.0)
-        self.z = z * s2
+        self.s1, self.z = s1, z * s2
         cb = o.shape[-1]
         w = xp.ones(cb, dtype=F64) if wb is None else wb.astype(F64)
         with np.errstate(invalid="ignore"):
@@ -331,9 +331,9 @@ def _row_loss(mb: Any, d1: Any, d2: Any, *, cax: int, z: float, reduction: str,
     xp = _xp(mb)
     r = xp.moveaxis(mb, cax, -2)[..., 0, :]
     L, a, t, v = r[..., 0], r[..., 2], r[..., 3], r[..., 4]
-    zz = z * (scales(d1, d2)[1] if reduction == "mean" else 1.0)
+    s1, s2 = scales(d1, d2) if reduction == "mean" else (1.0, 1.0)
     with np.errstate(invalid="ignore", over="ignore"):
-        loss = xp.where(xp.isfinite(L), a * L - t + zz * L * L, xp.nan)
+        loss = xp.where(xp.isfinite(L), s1 * (a * L - t) + z * s2 * L * L, xp.nan)
     return xp.where(v > 0, loss, 0.0).astype(rdt)
 
 
@@ -343,7 +343,7 @@ def _ce_finish(ob: Any, part: Any, merged: Any, pair: Any, tb: Any, wb: Any, off
     xp, kdt, cax = blk.xp, blk.kdt, kw["cax"]
     own = xp.moveaxis(part, cax, -2)[..., 0, 0]
     mrow = xp.moveaxis(merged, cax, -2)[..., 0, :]
-    L, a = mrow[..., 0], mrow[..., 2]
+    L, a = mrow[..., 0], mrow[..., 2] * blk.s1  # the statistics were summed unscaled
     finite = xp.isfinite(L)  # NaN, +inf or only -inf in the row: a NaN gradient
     with np.errstate(invalid="ignore", over="ignore"):
         f = xp.where(finite, xp.exp(own - L) * (a + 2.0 * blk.z * L), xp.nan)
@@ -359,7 +359,10 @@ def _split_graph(plan: _Plan, kind: str) -> Tuple[Optional[DArray], Optional[DAr
     o, cax = plan.logits, plan.cax
     kw = dict(plan.kw(), reduction=plan.reduction, want_grad=kind != "loss")
     args = plan.block_args(whole_weight=False)
-    pairs, part = partials_with_blocks(_ce_stats, o, (cax,), NFIELDS, *args, **kw)
+    # The statistics are summed unscaled (the share of the mean is applied by the loss and the
+    # finishing), so the blocks start at once, not after the reduction over the labels.
+    stats_args = args[:6] + [1.0, None, 1.0, None] + args[10:]
+    pairs, part = partials_with_blocks(_ce_stats, o, (cax,), NFIELDS, *stats_args, **kw)
     merged = merge(part, (cax,), _merge_ce)
     loss = grad = None
     if kind != "grad":
