@@ -1,7 +1,7 @@
-"""fastsoftmax on Dask arrays: the same answers as the NumPy functions for any chunking (the class axis
-whole, split in 2, in odd and uneven chunks; rows split; both), lazy graphs of O(blocks) tasks in
-which no task reads more than one block of the input, call-time and compute-time errors, and a run
-on a real ``distributed.LocalCluster`` of worker processes. Skipped when Dask is missing."""
+"""fastsoftmax on Dask arrays: the same answers as the NumPy functions for any chunking (the class
+axis whole, split in 2, in odd and uneven chunks; rows split; both), lazy graphs of O(blocks)
+tasks in which no task reads more than one block of the input, call-time and compute-time errors,
+and a run on a real ``distributed.LocalCluster`` of worker processes. Skipped without Dask."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ da = pytest.importorskip("dask.array")
 dask = pytest.importorskip("dask")
 
 N, C = 23, 37
-# (rows chunks, class chunks): whole class axis, split in 2, odd (5), uneven, and one class per block
+# (rows chunks, class chunks): the class axis whole, split in 2, odd (5), uneven, one class a block
 CHUNKINGS = [
     (N, C),
     (7, C),

@@ -500,7 +500,8 @@ def kl_divergence(
     try:
         shape = np.broadcast_shapes(p.shape, q.shape)
     except ValueError:
-        raise ValueError(f"p of shape {p.shape} and q of shape {q.shape} do not broadcast") from None
+        raise ValueError(
+            f"p of shape {p.shape} and q of shape {q.shape} do not broadcast") from None
     rdt = np.asarray(_api.kl_divergence(stand_in(p), stand_in(q), axis, base=base,
                                         from_logits=from_logits)).dtype
     p = da.broadcast_to(p, shape) if p.shape != shape else p
@@ -525,14 +526,10 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+# (plus the names above, served by __getattr__)
 __all__ = [
-    "cross_entropy",
-    "cross_entropy_grad",
-    "cross_entropy_with_grad",
     "entropy",
     "kl_divergence",
-    "linear_cross_entropy",
-    "linear_cross_entropy_with_grad",
     "log_softmax",
     "log_softmax_backward",
     "logsumexp",

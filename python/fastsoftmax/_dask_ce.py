@@ -107,7 +107,8 @@ class _Plan:
         return denominators(self.target, self.bix, w, self.ignore, self.reduction)
 
     def block_args(self, whole_weight: bool) -> List[Any]:
-        """The blockwise arguments after the logits: target, weight, class offset, D1, D2, starts."""
+        """The blockwise arguments after the logits: target, weight, class offset, D1, D2 and the
+        first index of the block along each batch axis."""
         cls = self.ix[self.cax]
         args: List[Any] = [self.target, self.ix if self.soft else self.bix]
         if self.weight is None:
@@ -272,7 +273,8 @@ class _Block:
         local = tb.astype(np.int64) - int(off[0])
         self.inb = self.valid & (local >= 0) & (local < cb)
         self.local = xp.where(self.inb, local, 0)
-        self.wy = xp.where(self.inb, w[self.local] * (1.0 - eps), 0.0)  # (1-eps) w_y where y is here
+        # (1-eps) w_y on the rows whose label is in this block
+        self.wy = xp.where(self.inb, w[self.local] * (1.0 - eps), 0.0)
         self.wsmooth = w * (eps / C)  # eps/C w_c
 
     def sums(self) -> Tuple[Any, Any]:
