@@ -217,28 +217,61 @@ def _reduce_loss(plan: _Plan, losses: DArray) -> DArray:
     return losses.sum(dtype=plan.kdt).astype(plan.rdt)
 
 
+def _scaled(a: Any, d1: Any, d2: Any, *, part: Optional[int] = None, loss: bool = False) -> Any:
+    """A block result of "sum" (or part `part` of a (loss, grad) pair) times 1/D1: its share of
+    the mean. In place: the block is an intermediate of this graph that only this task reads."""
+    r = a if part is None else a[part]
+    s1 = scales(d1, d2)[0]
+    with np.errstate(invalid="ignore"):  # zero class weights: 0 * inf = NaN, as unsharded
+        if loss:
+            return r * r.dtype.type(s1)
+        r *= r.dtype.type(s1)
+    return r
+
+
 def _fused_graph(plan: _Plan, kind: str) -> Tuple[Optional[DArray], Optional[DArray]]:
     o, ix = plan.logits, plan.ix
     kw = dict(plan.kw(), reduction=plan.reduction)
     args = plan.block_args(whole_weight=True)
+    denoms = plan.denoms
+    # "mean" without class weights, or without z_loss, has one denominator: the blocks then run
+    # "sum" at once (not after the reduction over the labels) and their results are scaled after.
+    late = plan.reduction == "mean" and (plan.weight is None or plan.opts["z"] == 0.0)
+    if late:
+        kw["reduction"] = "sum"
+        args = args[:6] + [1.0, None, 1.0, None] + args[10:]
+    grad = loss = None
     if kind == "grad":
-        g = da.blockwise(_fused, ix, o, ix, *args, kind="grad", align_arrays=False,
-                         concatenate=True, dtype=plan.rdt, meta=meta(o, o.ndim, plan.rdt), **kw)
-        return None, g
+        grad = da.blockwise(_fused, ix, o, ix, *args, kind="grad", align_arrays=False,
+                            concatenate=True, dtype=plan.rdt, meta=meta(o, o.ndim, plan.rdt),
+                            **kw)
+        if late:
+            grad = da.blockwise(_scaled, ix, grad, ix, *denoms, dtype=plan.rdt,
+                                meta=meta(o, o.ndim, plan.rdt))
+        return None, grad
     adjust = {} if plan.reduction == "none" else {i: 1 for i in plan.bix}
     if kind == "loss":
         losses = da.blockwise(_fused, plan.bix, o, ix, *args, kind="loss", adjust_chunks=adjust,
                               align_arrays=False, concatenate=True, dtype=plan.rdt,
                               meta=meta(o, len(plan.bix), plan.rdt), **kw)
-        return _reduce_loss(plan, losses), None
-    # One task per block returns (loss, grad); two light tasks per block pick the parts.
-    both = da.blockwise(_fused, ix, o, ix, *args, kind="both", align_arrays=False,
-                        concatenate=True, dtype=plan.rdt, meta=meta(o, o.ndim, plan.rdt), **kw)
-    grad = both.map_blocks(_grad_of, dtype=plan.rdt, meta=meta(o, o.ndim, plan.rdt))
-    losses = da.blockwise(loss_of, plan.bix, both, ix, adjust_chunks=adjust, align_arrays=False,
-                          concatenate=False, dtype=plan.rdt,
-                          meta=meta(o, len(plan.bix), plan.rdt))
-    return _reduce_loss(plan, losses), grad
+    else:
+        # One task per block returns (loss, grad); two light tasks per block pick the parts.
+        both = da.blockwise(_fused, ix, o, ix, *args, kind="both", align_arrays=False,
+                            concatenate=True, dtype=plan.rdt, meta=meta(o, o.ndim, plan.rdt),
+                            **kw)
+        if late:
+            grad = da.blockwise(_scaled, ix, both, ix, *denoms, part=1, dtype=plan.rdt,
+                                meta=meta(o, o.ndim, plan.rdt))
+        else:
+            grad = both.map_blocks(_grad_of, dtype=plan.rdt, meta=meta(o, o.ndim, plan.rdt))
+        losses = da.blockwise(loss_of, plan.bix, both, ix, adjust_chunks=adjust,
+                              align_arrays=False, concatenate=False, dtype=plan.rdt,
+                              meta=meta(o, len(plan.bix), plan.rdt))
+    loss = _reduce_loss(plan, losses)
+    if late:
+        loss = da.blockwise(_scaled, (), loss, (), *denoms, loss=True, dtype=plan.rdt,
+                            meta=meta(o, 0, plan.rdt))
+    return loss, grad
 
 
 # --------------------------------------------------------------------------------------------------
