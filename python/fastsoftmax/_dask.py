@@ -184,13 +184,14 @@ def merge(part: DArray, axes: Sequence[int], combine: Callable[..., Any]) -> DAr
 
 
 def finish(
-    fn: Callable[..., Any], x: DArray, part: DArray, merged: DArray, dtype: Any,
-    *args: Any, **kw: Any
+    fn: Callable[..., Any], x: DArray, merged: DArray, dtype: Any, *args: Any, **kw: Any
 ) -> DArray:
-    """Step 3: ``fn(block, own partials, merged row statistics, *other blocks, **kw)`` per block."""
+    """Step 3: ``fn(block, merged row statistics, *other blocks, **kw)`` per block. The block's own
+    statistics come with its intermediate (``partials_with_blocks``), so that the partials feed
+    the merge alone and Dask fuses their extraction into the merge's first step."""
     ix = inds(x.ndim)
     return da.blockwise(
-        fn, ix, x, ix, part, ix + (FIELD,), merged, ix + (FIELD,), *args,
+        fn, ix, x, ix, merged, ix + (FIELD,), *args,
         align_arrays=False, concatenate=True, dtype=dtype, meta=meta(x, x.ndim, dtype), **kw,
     )
 
@@ -245,10 +246,10 @@ def _softmax_stats(xb: Any, *, axes: Tuple[int, ...], temperature: float, kind: 
     return stack_fields(_xp(xb), m, _sign_of(_xp(xb), m)), p
 
 
-def _softmax_finish(xb: Any, part: Any, merged: Any, pair: Any, *, axes: Tuple[int, ...],
+def _softmax_finish(xb: Any, merged: Any, pair: Any, *, axes: Tuple[int, ...],
                     temperature: float, kind: str, kdt: np.dtype, rdt: np.dtype) -> Any:
     xp = _xp(xb)
-    own, total = part[..., 0], merged[..., 0]
+    own, total = pair[0][..., 0], merged[..., 0]
     finite = xp.isfinite(total)  # NaN, +inf or nothing but -inf in the row: NaN, as unsharded
     if kind == "log_softmax":
         # In float64: x/T - L cancels, and the rounding of x/T would show in float32.
@@ -273,7 +274,7 @@ def _softmax_family(x: Any, axis: Any, temperature: float, out: Any, kind: str) 
     pairs, part = partials_with_blocks(_softmax_stats, x, axes, 2, axes=axes,
                                        temperature=temperature, kind=kind, kdt=kdt)
     merged = merge(part, axes, lambda a, ax: stack_fields(_xp(a), *merge_lse_fields(a, ax)[:2]))
-    return finish(_softmax_finish, x, part, merged, rdt, pairs, inds(x.ndim), axes=axes,
+    return finish(_softmax_finish, x, merged, rdt, pairs, inds(x.ndim), axes=axes,
                   temperature=temperature, kind=kind, kdt=kdt, rdt=rdt)
 
 
@@ -367,7 +368,7 @@ def _backward_stats(gb: Any, yb: Any, *, axis: int, log: bool, kdt: np.dtype) ->
     return stack_fields(_xp(gb), s.sum(axis=axis, keepdims=True, dtype=F64))
 
 
-def _backward_finish(gb: Any, part: Any, merged: Any, yb: Any, *, log: bool, kdt: np.dtype,
+def _backward_finish(gb: Any, merged: Any, yb: Any, *, log: bool, kdt: np.dtype,
                      rdt: np.dtype) -> Any:
     xp = _xp(gb)
     g, y = gb.astype(kdt, copy=False), yb.astype(kdt, copy=False)
@@ -390,7 +391,7 @@ def _backward(grad_output: Any, y: Any, axis: Any, out: Any, log: bool, yname: s
     ix = inds(g.ndim)
     part = partials(_backward_stats, g, (ax,), 1, yy, ix, axis=ax, log=log, kdt=kdt)
     merged = merge(part, (ax,), sum_fields)
-    return finish(_backward_finish, g, part, merged, rdt, yy, ix, log=log, kdt=kdt, rdt=rdt)
+    return finish(_backward_finish, g, merged, rdt, yy, ix, log=log, kdt=kdt, rdt=rdt)
 
 
 def softmax_backward(grad_output: Any, y: Any, axis: int = -1, *, out: Any = None) -> DArray:

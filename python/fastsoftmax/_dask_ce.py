@@ -372,11 +372,11 @@ def _row_loss(mb: Any, d1: Any, d2: Any, *, cax: int, z: float, reduction: str,
     return xp.where(v > 0, loss, 0.0).astype(rdt)
 
 
-def _ce_finish(ob: Any, part: Any, merged: Any, pair: Any, tb: Any, wb: Any, off: Any, d1: Any,
-               d2: Any, *starts: Any, **kw: Any) -> Any:
+def _ce_finish(ob: Any, merged: Any, pair: Any, tb: Any, wb: Any, off: Any, d1: Any, d2: Any,
+               *starts: Any, **kw: Any) -> Any:
     blk = _Block(ob, tb, wb, off, d1, d2, **kw)
     xp, kdt, cax = blk.xp, blk.kdt, kw["cax"]
-    own = xp.moveaxis(part, cax, -2)[..., 0, 0]
+    own = xp.moveaxis(pair[0], cax, -2)[..., 0, 0]
     mrow = xp.moveaxis(merged, cax, -2)[..., 0, :]
     L, a = mrow[..., 0], mrow[..., 2] * blk.s1  # the statistics were summed unscaled
     finite = xp.isfinite(L)  # NaN, +inf or only -inf in the row: a NaN gradient
@@ -408,7 +408,7 @@ def _split_graph(plan: _Plan, kind: str) -> Tuple[Optional[DArray], Optional[DAr
             meta=meta(o, len(plan.bix), plan.rdt))
         loss = _reduce_loss(plan, rows)
     if kind != "loss":
-        grad = finish(_ce_finish, o, part, merged, plan.rdt, pairs, plan.ix, *args, **kw)
+        grad = finish(_ce_finish, o, merged, plan.rdt, pairs, plan.ix, *args, **kw)
     return loss, grad
 
 
