@@ -4,6 +4,8 @@ One run on a ``distributed.LocalCluster`` of single-thread worker processes (2 b
 logits S1 (2048 x 32000 float32) cut into 4 x 4 blocks (the class axis split in 4), the loss and
 gradient of ``cross_entropy_with_grad`` with integer labels:
 
+Each time is the best of ``--repeats`` rounds that run the contenders one after the other.
+
 - DT1: the cluster run / the in-process NumPy call (goal <= 2). Timed with the logits already on
   the workers and the loss and gradient left there (``persist``): the graph, the scheduling, the
   statistics moved between workers and the work itself. The round trip that also ships the logits
@@ -23,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import statistics
 import time
 import warnings
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -47,14 +48,25 @@ def _modules() -> Tuple[Any, Any]:
     return da, distributed
 
 
-def _median_time(fn: Callable[[], Any], repeats: int) -> float:
-    fn()  # warm-up: imports, first allocations, worker caches
-    times = []
+def _side_by_side(fns: Dict[str, Callable[[], Any]], repeats: int) -> Dict[str, float]:
+    """The best time of each function over `repeats` rounds that run them one after the other, so
+    that a load from elsewhere on the machine hits all of them alike (the minimum is the run
+    least disturbed by it)."""
+    for fn in fns.values():
+        fn()  # warm-up: imports, first allocations, worker caches
+    times: Dict[str, List[float]] = {name: [] for name in fns}
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return {name: min(ts) for name, ts in times.items()}
+
+
+def _once(fn: Callable[[], Any]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
 
 
 def dask_array_formula(da: Any, x: Any, target: Any) -> Tuple[Any, Any]:
@@ -115,7 +127,6 @@ def run(rows: int, cols: int, blocks: int, workers: int, repeats: int,
     t_np = rng.integers(0, cols, rows)
     res: Dict[str, Any] = {"shape": (rows, cols), "chunks": chunks, "workers": workers,
                            "malloc_trim": malloc_trim}
-    res["numpy_s"] = _median_time(lambda: fs.cross_entropy_with_grad(x_np, t_np), repeats)
 
     # One thread per worker for the kernels and the BLAS too: the cluster has `workers` cores.
     env = {k: "1" for k in ("FASTSOFTMAX_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
@@ -133,19 +144,21 @@ def run(rows: int, cols: int, blocks: int, workers: int, repeats: int,
                 del out
             return go
 
-        res["cluster_s"] = _median_time(on_cluster(lambda: fs.cross_entropy_with_grad(x, t)),
-                                        repeats)
-        res["peer_s"] = _median_time(on_cluster(lambda: dask_array_formula(da, x, t)), repeats)
         x_rows = client.persist(x.rechunk((chunks[0], cols)))  # the class axis whole
         distributed.wait(x_rows)
-        res["rows_only_s"] = _median_time(
-            on_cluster(lambda: fs.cross_entropy_with_grad(x_rows, t)), repeats)
+        times = _side_by_side({
+            "numpy_s": lambda: fs.cross_entropy_with_grad(x_np, t_np),
+            "cluster_s": on_cluster(lambda: fs.cross_entropy_with_grad(x, t)),
+            "peer_s": on_cluster(lambda: dask_array_formula(da, x, t)),
+            "rows_only_s": on_cluster(lambda: fs.cross_entropy_with_grad(x_rows, t)),
+        }, repeats)
+        res.update(times)
 
         def round_trip() -> None:
             xs = da.from_array(x_np, chunks=chunks)
             client.compute(list(fs.cross_entropy_with_grad(xs, t_np)), sync=True)
 
-        res["round_trip_s"] = _median_time(round_trip, max(1, repeats // 2))
+        res["round_trip_s"] = _once(round_trip)
         loss, grad = client.compute(list(fs.cross_entropy_with_grad(x, t)), sync=True)
         want_loss, want_grad = fs.cross_entropy_with_grad(x_np, t_np)
         res["max_grad_diff"] = float(np.abs(grad - want_grad).max())
