@@ -171,7 +171,7 @@ def run(rows: int, cols: int, blocks: int, workers: int, repeats: int,
 
 
 def blocks_rows(res: Dict[str, Any]) -> int:
-    return -(-res["shape"][0] // res["chunks"][0])
+    return -(-int(res["shape"][0]) // int(res["chunks"][0]))
 
 
 def report(res: Dict[str, Any]) -> bool:
