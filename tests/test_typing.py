@@ -25,7 +25,7 @@ PKG_DIR = os.path.dirname(os.path.abspath(fastsoftmax.__file__))
 SRC_DIR = os.path.dirname(PKG_DIR)
 STRICT_MODULES = [
     "__init__.py", "_api.py", "_native.pyi", "_partial.py", "_dask.py", "_dask_ce.py",
-    "_dask_linear.py",
+    "_dask_linear.py", "_bench_dask.py",
 ]
 
 USAGE = '''
