@@ -7,12 +7,15 @@ function on a one-element stand-in, then builds a graph; nothing is computed bef
 When the reduced axis is one chunk, every block is one call of the public NumPy function (CuPy
 blocks run the GPU kernels). When chunks split the reduced axis, three steps with O(blocks) tasks:
 
-1. each block reduces to partial row statistics (``logsumexp_stats`` and, per function, a few
-   sums), a small array of the block's rows with a trailing "field" axis;
+1. each block reduces to partial row statistics (the ``(m, s)`` pair of ``logsumexp_stats`` and,
+   per function, a few sums), a small array of the block's rows with a trailing "field" axis; the
+   softmax and the cross-entropy gradient get them from one softmax call, whose result they keep;
 2. the partials merge exactly in a tree (``dask.array.reduction``: ``merge_logsumexp_stats`` for
    the log-sum-exp, plain sums for the rest);
-3. each output block is finished from its own input block, its own partials and the merged row
-   statistics (``dask.array.blockwise``). No task ever holds a whole row of the split axis.
+3. each output block is finished from its own input block (or its kept softmax), its own
+   statistics and the merged row statistics (``dask.array.blockwise``).
+
+No task ever reads more than one block of the input, or holds a whole row of the split axis.
 """
 
 from __future__ import annotations
@@ -47,15 +50,11 @@ def no_out(out: Any) -> None:
         )
 
 
-def as_dask(a: Any, like: Optional[DArray] = None) -> DArray:
-    """`a` as a Dask array (a NumPy/CuPy array becomes one chunk); `like` gives its chunks."""
+def as_dask(a: Any) -> DArray:
+    """`a` as a Dask array (a NumPy/CuPy array becomes one chunk, rechunked where it is used)."""
     if isinstance(a, da.Array):
-        arr = a
-    else:
-        arr = da.from_array(a, chunks=-1) if hasattr(a, "shape") else da.asarray(np.asarray(a))
-    if like is not None and arr.shape == like.shape and arr.chunks != like.chunks:
-        arr = arr.rechunk(like.chunks)
-    return arr
+        return a
+    return da.from_array(a, chunks=-1) if hasattr(a, "shape") else da.asarray(np.asarray(a))
 
 
 def stand_in(a: DArray) -> np.ndarray:
