@@ -22,6 +22,7 @@ from ._api import (
 )
 from ._linear import linear_cross_entropy, linear_cross_entropy_with_grad
 from ._native import __version__
+from ._partial import logsumexp_stats, merge_logsumexp_stats
 
 __all__ = [
     "__version__",
@@ -36,6 +37,8 @@ __all__ = [
     "log_softmax",
     "log_softmax_backward",
     "logsumexp",
+    "logsumexp_stats",
+    "merge_logsumexp_stats",
     "set_num_threads",
     "simd_backend",
     "softmax",

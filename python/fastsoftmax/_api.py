@@ -32,6 +32,17 @@ def _backend(x: Any) -> ModuleType:
     return _cpu
 
 
+def _dask(*arrays: Any) -> Optional[ModuleType]:
+    """The Dask adapter when any of `arrays` is a Dask array (it calls these functions per block),
+    else None; Dask is imported only when a Dask array arrives."""
+    for a in arrays:
+        if type(a).__module__.split(".", 1)[0] == "dask":
+            from . import _dask as dask_adapter
+
+            return dask_adapter
+    return None
+
+
 def _out(be: ModuleType, out: Any, shape: Tuple[int, ...], dtype: np.dtype) -> Any:
     return None if out is None else be.out_array(out, shape, dtype)
 
@@ -46,6 +57,10 @@ def _softmax(x: Any, axis: Axis, temperature: Any, out: Any, sign: float, log: b
             return _cpu.softmax_plain(x, out, sign * _checks.inv_temperature(temperature), log)
         except _cpu.LayoutError:
             pass  # not the kernels' layout: the general path makes it
+    dk = _dask(x)
+    if dk is not None:
+        name = "log_softmax" if log else ("softmin" if sign < 0 else "softmax")
+        return getattr(dk, name)(x, axis, temperature=temperature, out=out)
     be = _backend(x)
     x = be.asarray(x)
     rdt = _checks.result_dtype(x.dtype)
@@ -127,6 +142,12 @@ def logsumexp(
                 return _cpu.logsumexp_plain(x, _checks.inv_temperature(temperature), out)
             except _cpu.LayoutError:
                 pass  # not the kernels' layout: the general path makes it
+    dk = _dask(x, b)
+    if dk is not None:
+        return dk.logsumexp(
+            x, axis, b=b, keepdims=keepdims, return_sign=return_sign, temperature=temperature,
+            out=out,
+        )
     be = _backend(x)
     x = be.asarray(x)
     rdt = _checks.result_dtype(x.dtype)
@@ -192,14 +213,22 @@ def _ce(
     softcap: Any,
     want_grad: bool,
     out: Any,
+    with_loss: bool = True,
 ) -> Tuple[Any, Any]:
-    """`(loss, grad or None)` of the three cross-entropy entry points."""
+    """`(loss, grad or None)` of the three cross-entropy entry points (`with_loss=False`: only the
+    gradient is wanted, which an adapter may use to skip the loss)."""
     if type(logits) is np.ndarray and weight is None and type(axis) is int and axis == -1:
         opts = _checks.ce_options(reduction, label_smoothing, z_loss, softcap, ignore_index)
         try:
             return _cpu.ce_plain(logits, target, opts, want_grad, out)
         except _cpu.LayoutError:
             pass  # not the kernels' layout: the general path makes it
+    dk = _dask(logits, target)
+    if dk is not None:
+        kind = "loss" if not want_grad else ("both" if with_loss else "grad")
+        r = dk.ce(kind, logits, target, axis, weight, ignore_index, reduction, label_smoothing,
+                  z_loss, softcap, out)
+        return (r, None) if kind == "loss" else ((None, r) if kind == "grad" else r)
     be = _backend(logits)
     logits = be.asarray(logits, "logits")
     rdt = _checks.result_dtype(logits.dtype, "logits")
@@ -280,7 +309,7 @@ def cross_entropy_grad(
     """
     return _ce(
         logits, target, axis, weight, ignore_index, reduction, label_smoothing, z_loss, softcap,
-        True, out,
+        True, out, False,
     )[1]
 
 
@@ -325,6 +354,10 @@ for _f in (cross_entropy, cross_entropy_grad, cross_entropy_with_grad):
 
 
 def _backward(grad_output: Any, y: Any, axis: Any, out: Any, log: bool, yname: str) -> Any:
+    dk = _dask(grad_output, y)
+    if dk is not None:
+        f = dk.log_softmax_backward if log else dk.softmax_backward
+        return f(grad_output, y, axis, out=out)
     be = _backend(grad_output)
     g = be.asarray(grad_output, "grad_output")
     yy = be.asarray(y, yname)
@@ -390,6 +423,11 @@ def log_softmax_backward(grad_output: Any, log_y: Any, axis: int = -1, *, out: A
 
 
 def _row_reduce(p: Any, q: Any, axis: Any, from_logits: bool, base: Any) -> Any:
+    dk = _dask(p, q)
+    if dk is not None:
+        if q is None:
+            return dk.entropy(p, axis, base=base, from_logits=from_logits)
+        return dk.kl_divergence(p, q, axis, base=base, from_logits=from_logits)
     be = _backend(p)
     pa = be.asarray(p, "p")
     if q is None:

@@ -210,7 +210,7 @@ def cross_entropy(
             raise IndexError(
                 f"target {int(t[pos])} at position {pos} is out of bounds for {lay.cols} classes"
             )
-        t = _contig(t, I64)
+        t = _contig(t, I64).reshape(lay.xk.shape[:-1])
     w = None if weight is None else _contig(weight, kdt)
     res: dict[str, Any] = {}
 

@@ -52,6 +52,15 @@ GRAD_BLOCK_MIN_ROWS = 64  # below this a block's product is too thin to run at s
 _CHECK_LABELS_ENV = "FASTSOFTMAX_CUDA_CHECK_LABELS"
 
 
+def _dask_backend(x: Any) -> Any:
+    """The Dask backend when `x` is a Dask array (Dask is imported only then), else None."""
+    if type(x).__module__.split(".", 1)[0] != "dask":
+        return None
+    from . import _dask_linear
+
+    return _dask_linear
+
+
 def _is_cupy(a: Any) -> bool:
     return type(a).__module__.split(".", 1)[0] == "cupy"
 
@@ -437,6 +446,11 @@ def linear_cross_entropy(
     >>> round(float(fs.cross_entropy(x @ W.T, y)), 6)
     0.884328
     """
+    if (dk := _dask_backend(x)) is not None:
+        return dk.linear_cross_entropy(
+            x, classifier, target, bias=bias, weight=weight, ignore_index=ignore_index,
+            reduction=reduction, label_smoothing=label_smoothing, z_loss=z_loss, softcap=softcap,
+            chunk_size=chunk_size)
     call = _Call(
         x, classifier, target, bias, weight, ignore_index, reduction, label_smoothing, z_loss,
         softcap, chunk_size,
@@ -474,6 +488,11 @@ def linear_cross_entropy_with_grad(
     >>> bool(np.allclose(gW, g.T @ x)) and bool(np.allclose(gx, g @ W))
     True
     """
+    if (dk := _dask_backend(x)) is not None:
+        return dk.linear_cross_entropy_with_grad(  # type: ignore[no-any-return]
+            x, classifier, target, bias=bias, weight=weight, ignore_index=ignore_index,
+            reduction=reduction, label_smoothing=label_smoothing, z_loss=z_loss, softcap=softcap,
+            chunk_size=chunk_size)
     call = _Call(
         x, classifier, target, bias, weight, ignore_index, reduction, label_smoothing, z_loss,
         softcap, chunk_size,
