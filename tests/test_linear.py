@@ -597,3 +597,13 @@ def test_mypy_strict_on_the_new_modules():
                         "--follow-imports=silent", *files], capture_output=True, text=True,
                        cwd=os.path.dirname(pkg))
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_grad_classifier_accumulated_over_many_class_blocks(rng, monkeypatch):
+    """The block-by-block accumulation of grad_classifier, with blocks that do not divide V."""
+    monkeypatch.setattr(_linear, "GRAD_BLOCK_BYTES_CPU", 7 * 5 * 8)
+    monkeypatch.setattr(_linear, "GRAD_BLOCK_MIN_ROWS", 1)
+    assert _linear._grad_block_rows(30, 5, 8, False) == 7
+    x, W, t, kw = _problem(rng, shape=(17,), D=5, V=30, ignored=(3,), bias=True, weight=True)
+    got = fs.linear_cross_entropy_with_grad(x, W, t, chunk_size=4, label_smoothing=0.1, **kw)
+    _check_all(got, ref_linear_ce(x, W, t, label_smoothing=0.1, **kw), rtol=1e-10, atol=1e-12)

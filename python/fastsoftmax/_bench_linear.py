@@ -43,7 +43,7 @@ import numpy as np
 
 import fastsoftmax as fs
 
-from ._linear import default_chunk_rows
+from ._linear import _LayerGrads, default_chunk_rows
 
 # id -> (N, D, V, what it stands for)
 WORKLOADS: Dict[str, Tuple[int, int, int, str]] = {
@@ -138,22 +138,20 @@ def _method(name: str, x: np.ndarray, w: np.ndarray, t: np.ndarray) -> Callable[
 
 
 def _chunked_gemm(x: np.ndarray, w: np.ndarray) -> None:
-    """The fused call's matrix products alone, in its default chunks (no loss)."""
+    """The fused call's matrix products alone, in its default chunks and with its choices of
+    product orientation and accumulation (no loss)."""
     n, d = x.shape
     v = w.shape[0]
     rows = default_chunk_rows(n, v, d, 4)
+    layer = _LayerGrads(np, n, v, d, x.dtype, rows, False)
     buf = np.empty((rows, v), np.float32)
     gx = np.empty((n, d), np.float32)
-    gw = np.empty((v, d), np.float32)
-    tmp = np.empty((v, d), np.float32)
     for i in range(0, n, rows):
         j = min(n, i + rows)
         g = buf[: j - i]
         np.matmul(x[i:j], w.T, out=g)
-        np.matmul(g, w, out=gx[i:j])
-        np.matmul(g.T, x[i:j], out=gw if i == 0 else tmp)
-        if i:
-            gw += tmp
+        layer.grad_x(g, w, gx[i:j])
+        layer.add_grad_classifier(g, x[i:j], first=i == 0)
 
 
 def child(name: str, n: int, d: int, v: int, repeats: int) -> Dict[str, Any]:
