@@ -294,6 +294,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset")
     p.add_argument("--repeats", type=int, default=None, help="timed calls after the warm-up")
     p.add_argument("--json", default="", help="also write the records to this file")
+    p.add_argument("--threads", type=int, default=None,
+                   help="threads for fastsoftmax, NumPy's BLAS and PyTorch alike (default: all)")
     p.add_argument("--child", nargs=5, metavar=("METHOD", "N", "D", "V", "REPEATS"),
                    help=argparse.SUPPRESS)
     a = p.parse_args(argv)
@@ -301,6 +303,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         m, n, d, v, k = a.child
         print(json.dumps(child(m, int(n), int(d), int(v), int(k))))
         return 0
+    if a.threads is not None:  # read by the child processes when their libraries load
+        for var in ("FASTSOFTMAX_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
+                    "MKL_NUM_THREADS"):
+            os.environ[var] = str(a.threads)
+        fs.set_num_threads(a.threads)
     wl = QUICK_WORKLOADS if a.quick else WORKLOADS
     if a.only:
         wl = {k: wl[k] for k in a.only.split(",")}
