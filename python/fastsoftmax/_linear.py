@@ -159,6 +159,8 @@ class _Call:
         for name, a in args.items():
             if a is None:
                 continue
+            if name == "weight" and self.gpu and not _is_cupy(a):
+                a = xp.asarray(np.asarray(a))  # a few class weights: copied to the device
             if _is_cupy(a) != self.gpu:
                 where = "on the GPU" if _is_cupy(a) else "not on the GPU"
                 raise TypeError(f"{name} is {where} while x is {'' if self.gpu else 'not '}on the GPU")
