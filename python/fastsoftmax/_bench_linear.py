@@ -17,10 +17,12 @@ Methods, each run in its OWN fresh Python process (so that its peak memory is it
 - ``chunked-gemm``: the same three products in the fused call's chunks, without the loss: what the
   chunking itself costs (a diagnostic beside the floor).
 
-Per method: the median time of the timed calls after one warm-up call, and the peak memory: the
-process's resident high-water mark during the first full-size call, above its resident memory just
-before it (Linux: ``/proc/self/status``; the mark is reset through ``/proc/self/clear_refs`` where the
-kernel allows). The fused call's peak is also given above its returned gradients, in units of the
+Each round runs every method once, each in a fresh process: a warm-up (thread pools, BLAS buffers),
+a first full-size call that gives the peak memory, and one timed call; the time reported is the
+median over the rounds, which interleave the methods so that a busy machine's drift falls on all of
+them alike. The peak memory is the process's resident high-water mark during the first full-size
+call, above its resident memory just before it (Linux: ``/proc/self/status``; the mark is reset
+through ``/proc/self/clear_refs`` where the kernel allows). The fused call's peak is also given above its returned gradients, in units of the
 full logits' bytes (the goal: at most 1/8).
 
 Only NumPy and the public fastsoftmax API are needed; PyTorch is an optional peer.
@@ -154,11 +156,23 @@ def _chunked_gemm(x: np.ndarray, w: np.ndarray) -> None:
         layer.add_grad_classifier(g, x[i:j], first=i == 0)
 
 
-def child(name: str, n: int, d: int, v: int, repeats: int) -> Dict[str, Any]:
-    """Runs one method in this process: {"times": [...], "peak_extra": bytes}."""
-    x, w, t = _inputs(n, d, v)
-    small = min(n, WARMUP_ROWS)
+def _warm_up(name: str, x: np.ndarray, w: np.ndarray, t: np.ndarray) -> None:
+    """Starts the thread pools and touches the BLAS packing buffers that full-size products use
+    (memory of the libraries, not of a call), then runs the method once on a few rows."""
+    k = min(len(x), WARMUP_ROWS * 16)
+    o = np.matmul(x[:k], w.T)
+    np.matmul(o, w)
+    np.matmul(o.T, x[:k])
+    del o
+    small = min(len(x), WARMUP_ROWS)
     _method(name, x[:small], w, t[:small])()
+
+
+def child(name: str, n: int, d: int, v: int, repeats: int) -> Dict[str, Any]:
+    """Runs one method in this process: {"times": [...], "first": s, "peak_extra": bytes}. The first
+    full-size call gives the peak memory (and warms up); the `repeats` calls after it are timed."""
+    x, w, t = _inputs(n, d, v)
+    _warm_up(name, x, w, t)
     _reset_peak()
     before = _status("VmRSS")
     call = _method(name, x, w, t)
@@ -199,38 +213,55 @@ def _needed_bytes(method: str, n: int, d: int, v: int) -> int:
 def measure(
     workloads: Dict[str, Tuple[int, int, int, str]],
     methods: Sequence[str] = METHODS,
-    repeats: int = 3,
+    rounds: int = 3,
     log: Callable[[str], None] = print,
 ) -> List[Dict[str, Any]]:
-    """One fresh subprocess per (workload, method); returns one record per pair with "median_s",
-    "peak_extra" (bytes) or "skipped" (why)."""
+    """`rounds` rounds; in each, every method of a workload runs in its own fresh subprocess (one
+    warm-up call that gives the peak memory, one timed call). Rounds interleave the methods so a
+    busy machine's drift falls on all of them alike. Returns one record per (workload, method) with
+    "median_s" (over rounds), "times", "peak_extra" (bytes, the largest seen) or "skipped" (why)."""
     records = []
     for wid, (n, d, v, _) in workloads.items():
-        for m in methods:
-            rec: Dict[str, Any] = {"workload": wid, "method": m, "N": n, "D": d, "V": v}
-            records.append(rec)
-            if m == "torch" and importlib.util.find_spec("torch") is None:
-                rec["skipped"] = "PyTorch is not installed"
-                continue
-            need = _needed_bytes(m, n, d, v)
-            if need * MEMORY_HEADROOM > _available_bytes():
-                rec["skipped"] = (
-                    f"needs about {need / 2**30:.1f} GiB, {_available_bytes() / 2**30:.1f} GiB available"
-                )
-                log(f"{wid} {m}: skipped ({rec['skipped']})")
-                continue
-            cmd = [sys.executable, "-m", "fastsoftmax._bench_linear", "--child", m, str(n), str(d),
-                   str(v), str(repeats)]
-            r = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
-            if r.returncode != 0:
-                rec["skipped"] = f"failed ({r.returncode}): {r.stderr.strip().splitlines()[-1:]}"
-                log(f"{wid} {m}: {rec['skipped']}")
-                continue
-            out = json.loads(r.stdout.strip().splitlines()[-1])
-            rec["median_s"] = statistics.median(out["times"])
-            rec["peak_extra"] = out["peak_extra"]
-            log(f"{wid} {m}: {rec['median_s'] * 1e3:.0f} ms, peak +{out['peak_extra'] / 2**20:.0f} MiB")
+        recs: List[Dict[str, Any]] = [
+            {"workload": wid, "method": m, "N": n, "D": d, "V": v, "times": [], "peaks": []}
+            for m in methods
+        ]
+        records.extend(recs)
+        for rnd in range(rounds):
+            for rec in recs:
+                if "skipped" not in rec:
+                    _run_child(rec, n, d, v, log, f"round {rnd + 1}/{rounds}")
+        for rec in recs:
+            if rec["times"]:
+                rec["median_s"] = statistics.median(rec["times"])
+                rec["peak_extra"] = max(rec["peaks"])
     return records
+
+
+def _run_child(rec: Dict[str, Any], n: int, d: int, v: int, log: Callable[[str], None],
+               label: str) -> None:
+    m, wid = rec["method"], rec["workload"]
+    if m == "torch" and importlib.util.find_spec("torch") is None:
+        rec["skipped"] = "PyTorch is not installed"
+        return
+    need = _needed_bytes(m, n, d, v)
+    if need * MEMORY_HEADROOM > _available_bytes():
+        rec["skipped"] = (
+            f"needs about {need / 2**30:.1f} GiB, {_available_bytes() / 2**30:.1f} GiB available"
+        )
+        log(f"{wid} {m}: skipped ({rec['skipped']})")
+        return
+    cmd = [sys.executable, "-m", "fastsoftmax._bench_linear", "--child", m, str(n), str(d), str(v),
+           "1"]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
+    if r.returncode != 0:
+        rec["skipped"] = f"failed ({r.returncode}): {r.stderr.strip().splitlines()[-1:]}"
+        log(f"{wid} {m}: {rec['skipped']}")
+        return
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    rec["times"].extend(out["times"])
+    rec["peaks"].append(out["peak_extra"])
+    log(f"{wid} {m} {label}: {out['times'][0] * 1e3:.0f} ms, peak +{out['peak_extra'] / 2**20:.0f} MiB")
 
 
 def _get(records: List[Dict[str, Any]], wid: str, m: str) -> Optional[Dict[str, Any]]:
@@ -292,7 +323,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--quick", action="store_true", help="small shapes, a few seconds")
     p.add_argument("--only", default="", help="workloads, e.g. L1")
     p.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset")
-    p.add_argument("--repeats", type=int, default=None, help="timed calls after the warm-up")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="fresh processes per method, interleaved; the median time is reported")
     p.add_argument("--json", default="", help="also write the records to this file")
     p.add_argument("--threads", type=int, default=None,
                    help="threads for fastsoftmax, NumPy's BLAS and PyTorch alike (default: all)")
@@ -311,9 +343,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     wl = QUICK_WORKLOADS if a.quick else WORKLOADS
     if a.only:
         wl = {k: wl[k] for k in a.only.split(",")}
-    repeats = a.repeats if a.repeats is not None else (2 if a.quick else 3)
     print(f"fastsoftmax {fs.__version__}, {fs.get_num_threads()} threads, {fs.simd_backend()}")
-    recs = measure(wl, [m for m in a.methods.split(",") if m], repeats)
+    recs = measure(wl, [m for m in a.methods.split(",") if m], a.rounds)
     print(table(recs))
     print(summary(recs))
     if a.json:
