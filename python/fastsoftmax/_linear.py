@@ -51,6 +51,9 @@ FRACTION_MIN_ROWS = 4096
 GRAD_BLOCK_BYTES_CPU = 8 * _MIB
 GRAD_BLOCK_BYTES_GPU = 32 * _MIB
 GRAD_BLOCK_MIN_ROWS = 64  # below this a block's product is too thin to run at speed
+# Also inside the 1/8: the per-row state (labels, masks: about 32 bytes a row) and the allocator's
+# rounding, measured at about 1 MiB above the buffers at N=4096, V=32000.
+CHUNK_SLACK_BYTES = 2 * _MIB
 _CHECK_LABELS_ENV = "FASTSOFTMAX_CUDA_CHECK_LABELS"
 
 
@@ -96,7 +99,7 @@ def default_chunk_rows(
     if rows >= FRACTION_MIN_ROWS:
         if block_bytes is None:
             block_bytes = _grad_block_rows(classes, hidden, itemsize, False) * hidden * itemsize
-        budget = rows * row_bytes // LOGITS_FRACTION - block_bytes
+        budget = rows * row_bytes // LOGITS_FRACTION - block_bytes - CHUNK_SLACK_BYTES
         cap = min(cap, budget // (row_bytes + hidden * itemsize))
     return max(1, min(rows, cap))
 
