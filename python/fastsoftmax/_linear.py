@@ -430,8 +430,9 @@ _DOC_COMMON = """
     Memory: the logits are never held whole. Rows go in chunks of `chunk_size` rows; each chunk's
     logits are made by NumPy's BLAS (cuBLAS for CuPy arrays) in ONE reused ``chunk_size × V``
     buffer, which the fused cross-entropy kernel turns into the gradient in place. Beyond the inputs
-    and the returned gradients the extra memory is that buffer, a 2 MiB block for accumulating
-    `grad_classifier` and O(N) per-row state. ``chunk_size=None`` picks
+    and the returned gradients the extra memory is that buffer, a ``chunk_size × D`` block for
+    `grad_x`, an 8 MiB block (32 MiB on a GPU) for accumulating `grad_classifier` and O(N) per-row
+    state. ``chunk_size=None`` picks
     ``min(N, 1024, 256 MiB / (V·itemsize))`` rows, and from N = 4096 on at most what keeps the extra
     memory within 1/8 of the full ``N × V`` logits (1024 rows is where the chunk's matrix products
     run as fast as unchunked ones; the rest bounds the memory). The result does not depend on
