@@ -597,3 +597,59 @@ def test_mypy_strict_on_the_new_modules():
                         "--follow-imports=silent", *files], capture_output=True, text=True,
                        cwd=os.path.dirname(pkg))
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_grad_classifier_accumulated_over_many_class_blocks(rng, monkeypatch):
+    """The block-by-block accumulation of grad_classifier, with blocks that do not divide V."""
+    monkeypatch.setattr(_linear, "GRAD_BLOCK_BYTES_CPU", 7 * 5 * 8)
+    monkeypatch.setattr(_linear, "GRAD_BLOCK_MIN_ROWS", 1)
+    assert _linear._grad_block_rows(30, 5, 8, False) == 7
+    x, W, t, kw = _problem(rng, shape=(17,), D=5, V=30, ignored=(3,), bias=True, weight=True)
+    got = fs.linear_cross_entropy_with_grad(x, W, t, chunk_size=4, label_smoothing=0.1, **kw)
+    _check_all(got, ref_linear_ce(x, W, t, label_smoothing=0.1, **kw), rtol=1e-10, atol=1e-12)
+
+
+# ----------------------------------------------------------------------------------------------
+# CuPy (run where a GPU and CuPy are present): the same answers as the NumPy path, no host sync
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_cupy_matches_numpy_without_host_sync(rng, reduction):
+    cp = pytest.importorskip("cupy")
+    cupyx = pytest.importorskip("cupyx")
+    try:
+        cp.cuda.runtime.getDeviceCount()
+    except Exception:  # pragma: no cover
+        pytest.skip("no CUDA device")
+    for bias, weight, opts in itertools.product((False, True), (False, True), OPTIONS):
+        x, W, t, kw = _problem(rng, shape=(5, 9), D=12, V=301, ignored=(2, 30), bias=bias,
+                               weight=weight, dtype=np.float32)
+        ref = fs.linear_cross_entropy_with_grad(x, W, t, reduction=reduction, chunk_size=7, **kw,
+                                                **opts)
+        dev = {k: cp.asarray(v) for k, v in kw.items()}
+        args = (cp.asarray(x), cp.asarray(W), cp.asarray(t))
+        fs.linear_cross_entropy_with_grad(*args, reduction=reduction, chunk_size=7, **dev, **opts)
+        with cupyx.allow_synchronize(False):
+            got = fs.linear_cross_entropy_with_grad(*args, reduction=reduction, chunk_size=7,
+                                                    **dev, **opts)
+        assert all(isinstance(g, cp.ndarray) for g in got if g is not None)
+        _check_all([None if g is None else cp.asnumpy(g) for g in got], ref, rtol=1e-4, atol=1e-6)
+
+
+def test_cupy_half_inputs_and_mixed_arrays(rng):
+    cp = pytest.importorskip("cupy")
+    x, W, t, kw = _problem(rng, shape=(40,), D=8, V=50, bias=True, dtype=np.float32)
+    types = [np.float16] + ([ml_dtypes.bfloat16] if ml_dtypes is not None else [])
+    for dt in types:
+        xh, Wh, bh = x.astype(dt), W.astype(dt), kw["bias"].astype(dt)
+        ref = fs.linear_cross_entropy_with_grad(xh, Wh, t, bias=bh, chunk_size=16)
+        got = fs.linear_cross_entropy_with_grad(
+            cp.asarray(xh.view(np.uint16)).view(dt), cp.asarray(Wh.view(np.uint16)).view(dt),
+            cp.asarray(t), bias=cp.asarray(bh.view(np.uint16)).view(dt), chunk_size=16,
+        )
+        for g, r in zip(got[1:], ref[1:]):
+            assert g.dtype == np.dtype(dt)
+            np.testing.assert_allclose(cp.asnumpy(g.view(np.uint16)).view(dt).astype(np.float32),
+                                       r.astype(np.float32), rtol=2e-2, atol=1e-3)
+    with pytest.raises(TypeError, match="target is not on the GPU"):
+        fs.linear_cross_entropy(cp.asarray(x), cp.asarray(W), t)

@@ -17,10 +17,12 @@ Methods, each run in its OWN fresh Python process (so that its peak memory is it
 - ``chunked-gemm``: the same three products in the fused call's chunks, without the loss: what the
   chunking itself costs (a diagnostic beside the floor).
 
-Per method: the median time of the timed calls after one warm-up call, and the peak memory: the
-process's resident high-water mark during the first full-size call, above its resident memory just
-before it (Linux: ``/proc/self/status``; the mark is reset through ``/proc/self/clear_refs`` where the
-kernel allows). The fused call's peak is also given above its returned gradients, in units of the
+Each round runs every method once, each in a fresh process: a warm-up (thread pools, BLAS buffers),
+a first full-size call that gives the peak memory, and one timed call; the time reported is the
+median over the rounds, which interleave the methods so that a busy machine's drift falls on all of
+them alike. The peak memory is the process's resident high-water mark during the first full-size
+call, above its resident memory just before it (Linux: ``/proc/self/status``; the mark is reset
+through ``/proc/self/clear_refs`` where the kernel allows). The fused call's peak is also given above its returned gradients, in units of the
 full logits' bytes (the goal: at most 1/8).
 
 Only NumPy and the public fastsoftmax API are needed; PyTorch is an optional peer.
@@ -43,7 +45,7 @@ import numpy as np
 
 import fastsoftmax as fs
 
-from ._linear import default_chunk_rows
+from ._linear import _LayerGrads, default_chunk_rows
 
 # id -> (N, D, V, what it stands for)
 WORKLOADS: Dict[str, Tuple[int, int, int, str]] = {
@@ -56,9 +58,9 @@ QUICK_WORKLOADS: Dict[str, Tuple[int, int, int, str]] = {
     "L2": (4096, 32, 32768, "L2 in small (quick)"),
 }
 METHODS = ("fused", "unfused", "torch", "floor", "chunked-gemm")
-# PyTorch holds the logits, their log-softmax and two gradients of that size at its peak; it is
-# only run where that much memory is available.
-TORCH_LOGITS_COPIES = 4
+# PyTorch's peak holds about 3 arrays of the logits' size (measured at L1: 3.0x the logits' bytes
+# above the inputs); it is only run where that much memory is available.
+TORCH_LOGITS_COPIES = 3
 MEMORY_HEADROOM = 1.25  # asked of MemAvailable above an estimated peak before running a method
 WARMUP_ROWS = 64  # a small call first starts the BLAS and kernel thread pools
 
@@ -138,29 +140,39 @@ def _method(name: str, x: np.ndarray, w: np.ndarray, t: np.ndarray) -> Callable[
 
 
 def _chunked_gemm(x: np.ndarray, w: np.ndarray) -> None:
-    """The fused call's matrix products alone, in its default chunks (no loss)."""
+    """The fused call's matrix products alone, in its default chunks and with its choices of
+    product orientation and accumulation (no loss)."""
     n, d = x.shape
     v = w.shape[0]
     rows = default_chunk_rows(n, v, d, 4)
+    layer = _LayerGrads(np, n, v, d, x.dtype, rows, False)
     buf = np.empty((rows, v), np.float32)
     gx = np.empty((n, d), np.float32)
-    gw = np.empty((v, d), np.float32)
-    tmp = np.empty((v, d), np.float32)
     for i in range(0, n, rows):
         j = min(n, i + rows)
         g = buf[: j - i]
         np.matmul(x[i:j], w.T, out=g)
-        np.matmul(g, w, out=gx[i:j])
-        np.matmul(g.T, x[i:j], out=gw if i == 0 else tmp)
-        if i:
-            gw += tmp
+        layer.grad_x(g, w, gx[i:j])
+        layer.add_grad_classifier(g, x[i:j], first=i == 0)
+
+
+def _warm_up(name: str, x: np.ndarray, w: np.ndarray, t: np.ndarray) -> None:
+    """Starts the thread pools and touches the BLAS packing buffers that full-size products use
+    (memory of the libraries, not of a call), then runs the method once on a few rows."""
+    k = min(len(x), WARMUP_ROWS * 16)
+    o = np.matmul(x[:k], w.T)
+    np.matmul(o, w)
+    np.matmul(o.T, x[:k])
+    del o
+    small = min(len(x), WARMUP_ROWS)
+    _method(name, x[:small], w, t[:small])()
 
 
 def child(name: str, n: int, d: int, v: int, repeats: int) -> Dict[str, Any]:
-    """Runs one method in this process: {"times": [...], "peak_extra": bytes}."""
+    """Runs one method in this process: {"times": [...], "first": s, "peak_extra": bytes}. The first
+    full-size call gives the peak memory (and warms up); the `repeats` calls after it are timed."""
     x, w, t = _inputs(n, d, v)
-    small = min(n, WARMUP_ROWS)
-    _method(name, x[:small], w, t[:small])()
+    _warm_up(name, x, w, t)
     _reset_peak()
     before = _status("VmRSS")
     call = _method(name, x, w, t)
@@ -201,38 +213,55 @@ def _needed_bytes(method: str, n: int, d: int, v: int) -> int:
 def measure(
     workloads: Dict[str, Tuple[int, int, int, str]],
     methods: Sequence[str] = METHODS,
-    repeats: int = 3,
+    rounds: int = 3,
     log: Callable[[str], None] = print,
 ) -> List[Dict[str, Any]]:
-    """One fresh subprocess per (workload, method); returns one record per pair with "median_s",
-    "peak_extra" (bytes) or "skipped" (why)."""
+    """`rounds` rounds; in each, every method of a workload runs in its own fresh subprocess (one
+    warm-up call that gives the peak memory, one timed call). Rounds interleave the methods so a
+    busy machine's drift falls on all of them alike. Returns one record per (workload, method) with
+    "median_s" (over rounds), "times", "peak_extra" (bytes, the largest seen) or "skipped" (why)."""
     records = []
     for wid, (n, d, v, _) in workloads.items():
-        for m in methods:
-            rec: Dict[str, Any] = {"workload": wid, "method": m, "N": n, "D": d, "V": v}
-            records.append(rec)
-            if m == "torch" and importlib.util.find_spec("torch") is None:
-                rec["skipped"] = "PyTorch is not installed"
-                continue
-            need = _needed_bytes(m, n, d, v)
-            if need * MEMORY_HEADROOM > _available_bytes():
-                rec["skipped"] = (
-                    f"needs about {need / 2**30:.1f} GiB, {_available_bytes() / 2**30:.1f} GiB available"
-                )
-                log(f"{wid} {m}: skipped ({rec['skipped']})")
-                continue
-            cmd = [sys.executable, "-m", "fastsoftmax._bench_linear", "--child", m, str(n), str(d),
-                   str(v), str(repeats)]
-            r = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
-            if r.returncode != 0:
-                rec["skipped"] = f"failed ({r.returncode}): {r.stderr.strip().splitlines()[-1:]}"
-                log(f"{wid} {m}: {rec['skipped']}")
-                continue
-            out = json.loads(r.stdout.strip().splitlines()[-1])
-            rec["median_s"] = statistics.median(out["times"])
-            rec["peak_extra"] = out["peak_extra"]
-            log(f"{wid} {m}: {rec['median_s'] * 1e3:.0f} ms, peak +{out['peak_extra'] / 2**20:.0f} MiB")
+        recs: List[Dict[str, Any]] = [
+            {"workload": wid, "method": m, "N": n, "D": d, "V": v, "times": [], "peaks": []}
+            for m in methods
+        ]
+        records.extend(recs)
+        for rnd in range(rounds):
+            for rec in recs:
+                if "skipped" not in rec:
+                    _run_child(rec, n, d, v, log, f"round {rnd + 1}/{rounds}")
+        for rec in recs:
+            if rec["times"]:
+                rec["median_s"] = statistics.median(rec["times"])
+                rec["peak_extra"] = max(rec["peaks"])
     return records
+
+
+def _run_child(rec: Dict[str, Any], n: int, d: int, v: int, log: Callable[[str], None],
+               label: str) -> None:
+    m, wid = rec["method"], rec["workload"]
+    if m == "torch" and importlib.util.find_spec("torch") is None:
+        rec["skipped"] = "PyTorch is not installed"
+        return
+    need = _needed_bytes(m, n, d, v)
+    if need * MEMORY_HEADROOM > _available_bytes():
+        rec["skipped"] = (
+            f"needs about {need / 2**30:.1f} GiB, {_available_bytes() / 2**30:.1f} GiB available"
+        )
+        log(f"{wid} {m}: skipped ({rec['skipped']})")
+        return
+    cmd = [sys.executable, "-m", "fastsoftmax._bench_linear", "--child", m, str(n), str(d), str(v),
+           "1"]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
+    if r.returncode != 0:
+        rec["skipped"] = f"failed ({r.returncode}): {r.stderr.strip().splitlines()[-1:]}"
+        log(f"{wid} {m}: {rec['skipped']}")
+        return
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    rec["times"].extend(out["times"])
+    rec["peaks"].append(out["peak_extra"])
+    log(f"{wid} {m} {label}: {out['times'][0] * 1e3:.0f} ms, peak +{out['peak_extra'] / 2**20:.0f} MiB")
 
 
 def _get(records: List[Dict[str, Any]], wid: str, m: str) -> Optional[Dict[str, Any]]:
@@ -294,8 +323,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--quick", action="store_true", help="small shapes, a few seconds")
     p.add_argument("--only", default="", help="workloads, e.g. L1")
     p.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset")
-    p.add_argument("--repeats", type=int, default=None, help="timed calls after the warm-up")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="fresh processes per method, interleaved; the median time is reported")
     p.add_argument("--json", default="", help="also write the records to this file")
+    p.add_argument("--threads", type=int, default=None,
+                   help="threads for fastsoftmax, NumPy's BLAS and PyTorch alike (default: all)")
     p.add_argument("--child", nargs=5, metavar=("METHOD", "N", "D", "V", "REPEATS"),
                    help=argparse.SUPPRESS)
     a = p.parse_args(argv)
@@ -303,12 +335,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         m, n, d, v, k = a.child
         print(json.dumps(child(m, int(n), int(d), int(v), int(k))))
         return 0
+    if a.threads is not None:  # read by the child processes when their libraries load
+        for var in ("FASTSOFTMAX_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
+                    "MKL_NUM_THREADS"):
+            os.environ[var] = str(a.threads)
+        fs.set_num_threads(a.threads)
     wl = QUICK_WORKLOADS if a.quick else WORKLOADS
     if a.only:
         wl = {k: wl[k] for k in a.only.split(",")}
-    repeats = a.repeats if a.repeats is not None else (2 if a.quick else 3)
     print(f"fastsoftmax {fs.__version__}, {fs.get_num_threads()} threads, {fs.simd_backend()}")
-    recs = measure(wl, [m for m in a.methods.split(",") if m], repeats)
+    recs = measure(wl, [m for m in a.methods.split(",") if m], a.rounds)
     print(table(recs))
     print(summary(recs))
     if a.json:

@@ -31,24 +31,29 @@ _U32 = np.dtype(np.uint32)
 _MIB = 1 << 20
 
 # The default chunk (number of rows of x per step), from three limits:
-# - Below about 1024 rows the matrix products of a chunk lose efficiency: `G @ classifier`
-#   contracts over V with only `rows` output rows and runs at about half the speed of the
-#   full-size product at 256 rows (OpenBLAS, D=512, V=32000, measured on a 2-core AVX-512 machine);
-#   at 1024 rows all three products run as fast as the unchunked ones. So a chunk never needs more.
+# - Below about 1024 rows the matrix products of a chunk lose efficiency (more synchronisation
+#   points of the BLAS threads per flop; OpenBLAS, D=512, V=32000, measured on a 2-core AVX-512
+#   machine); at 1024 rows they run as fast as the unchunked ones. So a chunk never needs more.
 CHUNK_EFFICIENT_ROWS = 1024
 # - The buffer never exceeds 256 MiB, whatever N: that is already hundreds of rows at the
 #   largest vocabularies (512 rows of 128k float32 classes) and keeps big models' heads affordable.
 CHUNK_MAX_BYTES = 256 * _MIB
-# - From 4096 rows on, the extra memory (the chunk buffer and the gradient block below) stays
-#   within 1/8 of the full logits' bytes: the point of fusing is to never hold them.
+# - From 4096 rows on, the extra memory (the chunk buffer, its transposed grad_x block and the
+#   gradient block below) stays within 1/8 of the full logits' bytes: the point of fusing is to
+#   never hold them.
 LOGITS_FRACTION = 8
 FRACTION_MIN_ROWS = 4096
-# `grad_classifier += G.T @ x[chunk]` needs a temporary (NumPy's matmul cannot accumulate into its
-# output); it is made block by block of classes so the temporary stays small: 2 MiB on the CPU (it
-# stays in cache for the add), 32 MiB on a GPU (fewer, larger cuBLAS calls).
-GRAD_BLOCK_BYTES_CPU = 2 * _MIB
+# `grad_classifier += G.T @ x[chunk]`: NumPy/CuPy's matmul cannot accumulate into its output, so
+# the product goes through a temporary, block by block of classes: 8 MiB on the CPU (blocks of 1024
+# rows of 512 features ran at 60 % of the full product's speed, blocks of 4096 rows at 85-95 %;
+# a BLAS gemm with beta=1 through SciPy measured no faster end to end), 32 MiB on a GPU (few, large
+# cuBLAS calls).
+GRAD_BLOCK_BYTES_CPU = 8 * _MIB
 GRAD_BLOCK_BYTES_GPU = 32 * _MIB
 GRAD_BLOCK_MIN_ROWS = 64  # below this a block's product is too thin to run at speed
+# Also inside the 1/8: the per-row state (labels, masks: about 32 bytes a row) and the allocator's
+# rounding, measured at about 1 MiB above the buffers at N=4096, V=32000.
+CHUNK_SLACK_BYTES = 2 * _MIB
 _CHECK_LABELS_ENV = "FASTSOFTMAX_CUDA_CHECK_LABELS"
 
 
@@ -89,16 +94,22 @@ def _grad_block_rows(classes: int, hidden: int, itemsize: int, gpu: bool) -> int
     return max(1, min(classes, rows))
 
 
-def default_chunk_rows(rows: int, classes: int, hidden: int, itemsize: int, gpu: bool = False) -> int:
+def default_chunk_rows(
+    rows: int, classes: int, hidden: int, itemsize: int, block_bytes: Optional[int] = None
+) -> int:
     """The rows per chunk that ``chunk_size=None`` picks for `rows` × `hidden` inputs, `classes`
     classes and a compute dtype of `itemsize` bytes:
     ``min(rows, 1024, 256 MiB / (classes·itemsize))``, and from 4096 rows on also at most what keeps
-    the chunk buffer and the gradient block within 1/8 of the full logits' bytes. At least 1."""
+    the chunk buffer (``classes + hidden`` values per row) and the gradient block (`block_bytes`,
+    by default the CPU's) within 1/8 of the full logits' bytes. At least 1.
+    """
     row_bytes = max(1, classes) * itemsize
     cap = min(CHUNK_EFFICIENT_ROWS, CHUNK_MAX_BYTES // row_bytes)
     if rows >= FRACTION_MIN_ROWS:
-        block = _grad_block_rows(classes, hidden, itemsize, gpu) * hidden * itemsize
-        cap = min(cap, (rows * row_bytes // LOGITS_FRACTION - block) // row_bytes)
+        if block_bytes is None:
+            block_bytes = _grad_block_rows(classes, hidden, itemsize, False) * hidden * itemsize
+        budget = rows * row_bytes // LOGITS_FRACTION - block_bytes - CHUNK_SLACK_BYTES
+        cap = min(cap, budget // (row_bytes + hidden * itemsize))
     return max(1, min(rows, cap))
 
 
@@ -160,6 +171,8 @@ class _Call:
         for name, a in args.items():
             if a is None:
                 continue
+            if name == "weight" and self.gpu and not _is_cupy(a):
+                a = xp.asarray(np.asarray(a))  # a few class weights: copied to the device
             if _is_cupy(a) != self.gpu:
                 where = "on the GPU" if _is_cupy(a) else "not on the GPU"
                 raise TypeError(f"{name} is {where} while x is {'' if self.gpu else 'not '}on the GPU")
@@ -211,7 +224,8 @@ class _Call:
                 raise ValueError(f"weight must have shape ({V},) (one per class), got {weight.shape}")
         N = int(np.prod(x.shape[:-1], dtype=np.int64))
         if chunk_size is None:
-            rows = default_chunk_rows(N, V, D, self.cdt.itemsize, self.gpu)
+            item = self.cdt.itemsize
+            rows = default_chunk_rows(N, V, D, item, _grad_block_rows(V, D, item, self.gpu) * D * item)
         else:
             if isinstance(chunk_size, bool):
                 raise TypeError(f"chunk_size must be an int or None, got {chunk_size!r}")
@@ -302,18 +316,15 @@ def _run(call: _Call, want_grad: bool) -> Tuple[Any, Any, Any, Any]:
     total = xp.zeros((), _F64)
     gx_out: Any = None
     gx: Any = None
-    gW: Any = None
     gb: Any = None
-    tmp: Any = None
+    layer: Any = None
     direct_gx = True
     if want_grad:
         gx_out = xp.empty((N, D), _U16 if _is_bf16(rdts["x"]) else rdts["x"])
         direct_gx = rdts["x"] == cdt
         gx = gx_out if direct_gx else xp.empty((rows, D), cdt)
-        gW = xp.zeros((V, D), cdt) if N == 0 else xp.empty((V, D), cdt)
         gb = None if b is None else xp.zeros(V, cdt)
-        vb = _grad_block_rows(V, D, cdt.itemsize, call.gpu)
-        tmp = xp.empty((vb, D), cdt)
+        layer = _LayerGrads(xp, N, V, D, cdt, rows, call.gpu)
 
     for i in range(0, N, rows):
         j = min(N, i + rows)
@@ -328,12 +339,12 @@ def _run(call: _Call, want_grad: bool) -> Tuple[Any, Any, Any, Any]:
         else:
             loss, _ = cross_entropy_with_grad(G, tc, out=G, **opts)
             gxc = gx[i:j] if direct_gx else gx[: j - i]
-            xp.matmul(G, W, out=gxc)
+            layer.grad_x(G, W, gxc)
             if call.scale is not None:
                 xp.multiply(gxc, call.scale, out=gxc)
             if not direct_gx:
                 gx_out[i:j] = _from_compute(xp, gxc, rdts["x"])
-            _add_grad_classifier(xp, gW, G, xc, tmp, first=i == 0)
+            layer.add_grad_classifier(G, xc, first=i == 0)
             if gb is not None:
                 gb += G.sum(axis=0)
         if losses is not None:
@@ -350,7 +361,7 @@ def _run(call: _Call, want_grad: bool) -> Tuple[Any, Any, Any, Any]:
     if not want_grad:
         return loss_out, None, None, None
     grads: list[Any] = []
-    for g, name, shape in ((gW, "classifier", (V, D)), (gb, "bias", (V,))):
+    for g, name, shape in ((layer.gW, "classifier", (V, D)), (gb, "bias", (V,))):
         if g is None:
             grads.append(None)
             continue
@@ -364,17 +375,50 @@ def _run(call: _Call, want_grad: bool) -> Tuple[Any, Any, Any, Any]:
     return loss_out, grad_x, grads[0], grads[1]
 
 
-def _add_grad_classifier(xp: Any, gW: Any, G: Any, xc: Any, tmp: Any, first: bool) -> None:
-    """gW = G.T @ xc for the first chunk, else gW += G.T @ xc through `tmp`, block by block."""
-    if first:
-        xp.matmul(G.T, xc, out=gW)
-        return
-    vb = tmp.shape[0]
-    for v0 in range(0, gW.shape[0], vb):
-        v1 = min(gW.shape[0], v0 + vb)
-        t = tmp[: v1 - v0]
-        xp.matmul(G[:, v0:v1].T, xc, out=t)
-        gW[v0:v1] += t
+class _LayerGrads:
+    """Pushes each chunk's logits gradient G through the layer: grad_x rows and grad_classifier."""
+
+    def __init__(self, xp: Any, N: int, V: int, D: int, cdt: np.dtype, rows: int, gpu: bool):
+        self.xp, self.D = xp, D
+        self.gW = xp.zeros((V, D), cdt) if N == 0 else xp.empty((V, D), cdt)
+        # OpenBLAS runs G @ W (rows × V by V × D) up to 4× slower when rows <= D than the same
+        # product transposed, W.T @ G.T, and the other way round when rows > D (measured with
+        # rows 495 and 512, D 512, and rows 512, D 256 on 2 threads); so the output with more
+        # rows is made.
+        # The choice is OpenBLAS's, so it is made on the CPU only.
+        last = N - (N - 1) // rows * rows if N else rows
+        self.transpose_upto = D if not gpu else -1  # chunks of at most this many rows
+        self.flat: Any = None
+        if min(rows, last) <= self.transpose_upto:
+            self.flat = xp.empty(D * rows, cdt)
+        self.tmp: Any = None
+        if N > rows:
+            self.tmp = xp.empty((_grad_block_rows(V, D, cdt.itemsize, gpu), D), cdt)
+
+    def grad_x(self, G: Any, W: Any, out: Any) -> None:
+        """out = G @ W."""
+        c = G.shape[0]
+        if c <= self.transpose_upto:
+            t = self.flat[: self.D * c].reshape(self.D, c)
+            self.xp.matmul(W.T, G.T, out=t)
+            out[...] = t.T
+        else:
+            self.xp.matmul(G, W, out=out)
+
+    def add_grad_classifier(self, G: Any, xc: Any, first: bool) -> None:
+        """gW = G.T @ xc for the first chunk, else gW += G.T @ xc."""
+        xp, gW = self.xp, self.gW
+        if first:
+            xp.matmul(G.T, xc, out=gW)
+            return
+        if not (G.size and xc.size):
+            return  # nothing to add: no classes or no features
+        vb = self.tmp.shape[0]
+        for v0 in range(0, gW.shape[0], vb):
+            v1 = min(gW.shape[0], v0 + vb)
+            t = self.tmp[: v1 - v0]
+            xp.matmul(G[:, v0:v1].T, xc, out=t)
+            gW[v0:v1] += t
 
 
 # --------------------------------------------------------------------------------------------------
@@ -395,8 +439,9 @@ _DOC_COMMON = """
     Memory: the logits are never held whole. Rows go in chunks of `chunk_size` rows; each chunk's
     logits are made by NumPy's BLAS (cuBLAS for CuPy arrays) in ONE reused ``chunk_size × V``
     buffer, which the fused cross-entropy kernel turns into the gradient in place. Beyond the inputs
-    and the returned gradients the extra memory is that buffer, a 2 MiB block for accumulating
-    `grad_classifier` and O(N) per-row state. ``chunk_size=None`` picks
+    and the returned gradients the extra memory is that buffer, a ``chunk_size × D`` block for
+    `grad_x`, an 8 MiB block (32 MiB on a GPU) for accumulating `grad_classifier` and O(N) per-row
+    state. ``chunk_size=None`` picks
     ``min(N, 1024, 256 MiB / (V·itemsize))`` rows, and from N = 4096 on at most what keeps the extra
     memory within 1/8 of the full ``N × V`` logits (1024 rows is where the chunk's matrix products
     run as fast as unchunked ones; the rest bounds the memory). The result does not depend on
