@@ -3,7 +3,7 @@
 //!
 //! The kernels work on row-major matrices given as slices (`rows × cols`, C order), are parallel over
 //! rows (and within huge rows) with rayon, and vectorised with an instruction set chosen at run time
-//! ([`simd::active`]). The Python bindings live in one file behind the `python` feature, so
+//! ([`simd::active`]). The Python bindings live in `src/python/` behind the `python` feature, so
 //! `cargo test` and `cargo bench` build no Python.
 
 pub mod convert;
