@@ -6,8 +6,8 @@ the installed SciPy as a module, its three names are rebound to the thin adapter
 classes are collected here with NumPy as the only array namespace (SciPy's ``xp`` fixture).
 
 Cases that exercise what fastsoftmax does not offer are skipped with the reason (``_NOT_OFFERED``);
-cases failing because of a known defect are strict xfails (``_KNOWN_DEFECTS``) that turn into failures
-as soon as the defect is fixed, so the mark is removed with the fix.
+cases failing because of a known defect are strict xfails (``_KNOWN_DEFECTS``) while the defect is open
+(tests/defects.py): they turn into failures as soon as it is fixed, until its number leaves that list.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 
 import fastsoftmax as fs
+from defects import is_open
 
 pytest.importorskip("scipy")
 
@@ -121,7 +122,7 @@ def _scipy_case_marks(request: pytest.FixtureRequest) -> None:
         if re.search(pattern, node_id):
             pytest.skip(f"SciPy-only feature: {reason}")
     for pattern, reason in _KNOWN_DEFECTS:
-        if re.search(pattern, node_id):
+        if re.search(pattern, node_id) and is_open(int(reason.split()[1].rstrip(":"))):
             request.node.add_marker(pytest.mark.xfail(strict=True, reason=reason))
 
 
