@@ -15,6 +15,8 @@ WHEEL_DIR=$PWD/target/aarch64-wheel
 SITE=$PWD/target/aarch64-site        # the wheel, unpacked: what the Python tests import
 # Every 61st float of each sweep (the full sweeps take 7-11 min under emulation; ~10 s sampled).
 export FASTSOFTMAX_SWEEP_STRIDE=${FASTSOFTMAX_SWEEP_STRIDE:-61}
+# Generated-input examples per property (tests/test_generated.py): 10 instead of 40 under emulation.
+export FASTSOFTMAX_GENERATED_EXAMPLES=${FASTSOFTMAX_GENERATED_EXAMPLES:-10}
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64 -L /usr/aarch64-linux-gnu"
 
@@ -41,7 +43,7 @@ assert platform.machine() == 'aarch64', platform.machine()
 assert fastsoftmax.__file__.startswith('$SITE'), fastsoftmax.__file__
 print('fastsoftmax', fastsoftmax.__version__, 'on', platform.machine(), 'simd', fastsoftmax.simd_backend())
 " || exit 1
-"$LAUNCHER" -m pytest -q -p no:cacheprovider tests ${PYTEST_ARGS:-}
+"$LAUNCHER" -m pytest -q -p no:cacheprovider --durations=15 tests ${PYTEST_ARGS:-}
 py_rc=$?
 echo "== aarch64 pytest: exit $py_rc in $((SECONDS - t0)) s (wheel build included)"
 [ $rust_rc -eq 0 ] && [ $py_rc -eq 0 ]
