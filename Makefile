@@ -43,8 +43,6 @@ clean:
 #   make wheel-check    the x86_64 wheel installed into fresh CPython 3.10 and 3.13 venvs, suite run
 .PHONY: test-aarch64 wheels wheel-check
 
-# zig links the wheels against an old glibc (maturin --zig); PyPI's ziglang carries the compiler.
-WHEEL_DEPS   := "ziglang>=0.11"
 WHEEL_DIR    := target/wheels
 # The interpreters `make wheel-check` installs the wheel into (pyenv's, present on the CI machines).
 CHECK_PYTHONS ?= /root/.pyenv/versions/3.10.13/bin/python /root/.pyenv/versions/3.13.0/bin/python
@@ -53,7 +51,6 @@ test-aarch64: deps
 	scripts/test-aarch64.sh $(BIN)
 
 wheels: deps
-	$(BIN)/python -m pip install --quiet $(WHEEL_DEPS)
 	scripts/wheels.sh $(BIN) $(WHEEL_DIR)
 
 wheel-check: wheels

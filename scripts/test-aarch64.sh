@@ -2,7 +2,7 @@
 # `make test-aarch64`: the NEON backend, tested on an x86-64 machine under qemu-user.
 #   1. `cargo test --release` cross-built for aarch64-unknown-linux-gnu, each test binary run by
 #      qemu-aarch64 (the exhaustive f32 sweeps of tests/simd.rs sampled: FASTSOFTMAX_SWEEP_STRIDE);
-#   2. the abi3 wheel cross-built by maturin, unpacked, and the whole pytest suite run against it by
+#   2. the abi3 wheel cross-built as released (scripts/build-wheel.sh), unpacked, and the whole pytest suite run against it by
 #      Debian's arm64 Python 3.11 + NumPy + SciPy (scripts/aarch64-setup.sh unpacks them).
 # Both parts always run; the exit status is non-zero when either failed.
 # Usage: scripts/test-aarch64.sh VENV_BIN   (the host virtual environment holding maturin)
@@ -29,7 +29,8 @@ echo "== aarch64 cargo test: exit $rust_rc in $((SECONDS - t0)) s"
 
 t0=$SECONDS
 rm -rf "$WHEEL_DIR" "$SITE"
-"$BIN/maturin" build --release --quiet --target $TARGET -o "$WHEEL_DIR" || exit 1
+# the wheel as `make wheels` builds it (zig-linked, manylinux2014, auditwheel-checked)
+scripts/build-wheel.sh "$BIN" $TARGET "$WHEEL_DIR" || exit 1
 "$BIN/python" -m zipfile -e "$WHEEL_DIR"/fastsoftmax-*.whl "$SITE"
 # A host script that starts the emulated interpreter: tests that spawn `sys.executable` use it
 # (there is no binfmt_misc to start an arm64 binary directly). tests/conftest.py reads both variables.
