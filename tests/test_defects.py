@@ -174,8 +174,8 @@ def test_defect4_mass_on_neg_inf_logit(case, dtype):
 def test_defect5_logsumexp_inf_both_signs(return_sign):
     a, b = np.array([np.inf, np.inf]), np.array([2.0, -1.0])
     got = fs.logsumexp(a, b=b, return_sign=return_sign)
-    ref = sps.logsumexp(a, b=b, return_sign=return_sign)
-    np.testing.assert_array_equal(np.asarray(got, dtype=float), np.asarray(ref, dtype=float))
+    # SciPy (1.17) gives NaN, and a NaN sign: 2 inf - inf has no value and no sign
+    assert np.isnan(np.asarray(got, dtype=float)).all(), got
 
 
 # ------------------------------------------------------------------------------------------------
