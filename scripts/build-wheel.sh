@@ -13,6 +13,10 @@ OUT=$3
 COMPAT=manylinux2014
 "$BIN/python" -c "import ziglang" 2>/dev/null || "$BIN/python" -m pip install --quiet "ziglang>=0.11"
 rustup target list --installed | grep -qx "$TARGET" || rustup target add "$TARGET"
+# zig must be the linker: a CARGO_TARGET_<triple>_LINKER from the environment (make test-aarch64 sets
+# the gcc cross linker for cargo test) would win and link against the build machine's glibc.
+triple_var=$(echo "$TARGET" | tr 'a-z-' 'A-Z_')
+unset "CARGO_TARGET_${triple_var}_LINKER"
 # maturin finds zig as `python -m ziglang` of the interpreter first on PATH
 PATH="$BIN:$PATH" "$BIN/maturin" build --release --zig --target "$TARGET" \
     --compatibility $COMPAT --auditwheel check --out "$OUT"
