@@ -41,3 +41,23 @@ py-test:
 
 clean:
 	rm -rf $(VENV) target
+
+# ---------------------------------------------------------------------------------------------------
+# Platforms and wheels (docs/platforms.md). Each target installs what it needs, idempotently.
+#   make test-aarch64   cargo test + the pytest suite on aarch64 (NEON) under qemu-user
+#   make wheels         sdist + abi3 manylinux wheels for x86_64 and aarch64 into target/wheels/
+#   make wheel-check    the x86_64 wheel installed into fresh CPython 3.10 and 3.13 venvs, suite run
+.PHONY: test-aarch64 wheels wheel-check
+
+WHEEL_DIR    := target/wheels
+# The interpreters `make wheel-check` installs the wheel into (pyenv's, present on the CI machines).
+CHECK_PYTHONS ?= /root/.pyenv/versions/3.10.13/bin/python /root/.pyenv/versions/3.13.0/bin/python
+
+test-aarch64: deps
+	scripts/test-aarch64.sh $(BIN)
+
+wheels: deps
+	scripts/wheels.sh $(BIN) $(WHEEL_DIR)
+
+wheel-check: wheels
+	scripts/wheel-check.sh $(WHEEL_DIR) $(CHECK_PYTHONS)

@@ -5,6 +5,10 @@
 - ``each_backend``: runs a test once per SIMD backend this CPU supports, through the private
   ``fastsoftmax._native._set_simd_backend``; restores the previous backend afterwards. When the private
   hooks do not exist the test runs once on the default backend.
+- Emulation (``make test-aarch64`` runs the suite under qemu-user): ``FASTSOFTMAX_EMULATED=1`` says so.
+  A child ``sys.executable`` cannot start there without binfmt_misc, so ``FASTSOFTMAX_PYTHON_LAUNCHER``
+  may name a host script that starts the emulated interpreter; it becomes ``sys.executable``. Without
+  one, a test that spawns a process is skipped, with the reason.
 """
 
 from __future__ import annotations
@@ -20,6 +24,22 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 SEED_ENV = "FASTSOFTMAX_TEST_SEED"
+EMULATED = os.environ.get("FASTSOFTMAX_EMULATED", "") not in ("", "0")
+LAUNCHER = os.environ.get("FASTSOFTMAX_PYTHON_LAUNCHER", "")
+if LAUNCHER:
+    sys.executable = LAUNCHER
+
+
+@pytest.fixture(autouse=True)
+def _no_subprocess_under_emulation(monkeypatch):
+    if EMULATED and not LAUNCHER:
+        import subprocess
+
+        def skip(*args, **kwargs):
+            pytest.skip("spawns a process: needs binfmt_misc under emulation (FASTSOFTMAX_EMULATED=1)")
+
+        monkeypatch.setattr(subprocess.Popen, "__init__", skip)
+    yield
 
 
 def _backends() -> list[str]:
