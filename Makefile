@@ -5,9 +5,12 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-# What building and testing need; PyTorch/JAX/CuPy stay optional peers, never installed here.
+# What building and testing need. PyTorch (CPU use of the PyPI wheel) and Dask are here because the
+# suite tests fastsoftmax.torch, the Dask adapter and compares with PyTorch; JAX and CuPy stay
+# optional peers, never installed here.
 DEV_DEPS := "maturin>=1.7,<2" "numpy>=1.23" "scipy>=1.10" "pytest>=7" "hypothesis>=6" \
-            "scikit-learn>=1.2" "mypy>=1.8" "ml_dtypes>=0.3"
+            "scikit-learn>=1.2" "mypy>=1.8" "ml_dtypes>=0.3" "torch>=2.4" \
+            "dask[array]>=2023.1" "distributed>=2023.1"
 ARGS ?=
 
 .PHONY: bench test install deps rust-test py-test lint clean
