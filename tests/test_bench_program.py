@@ -125,9 +125,18 @@ def test_targets_pass_fail_and_not_measured():
 
 def test_suites_and_command_line_errors(capsys):
     suites = load_suites()
-    assert [s.name for s in suites] == ["rows"]
+    assert [s.name for s in suites] == [
+        "rows", "fused classifier head", "Dask arrays", "fastsoftmax.torch"
+    ]
     args = cli._parser(suites).parse_args(["--quick", "--only", "s3,S1D"])
-    assert cli._choose(args, suites) == {"rows": ["S3", "S1d"]}
+    chosen = cli._choose(args, suites)
+    assert chosen is not None and {k: v for k, v in chosen.items() if v} == {"rows": ["S3", "S1d"]}
+    # The opt-in suites run only with their flag.
+    args = cli._parser(suites).parse_args(["--quick", "--torch", "--only", "PT"])
+    chosen = cli._choose(args, suites)
+    assert chosen is not None and {k: v for k, v in chosen.items() if v} == {
+        "fastsoftmax.torch": ["PT"]
+    }
     for argv in (["--only", "S9"], ["--ops", "softmax,nope"], ["--threads", "0"]):
         assert cli.main(argv) == 2
     err = capsys.readouterr().err

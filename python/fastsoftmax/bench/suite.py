@@ -13,7 +13,7 @@ from .run import WorkloadResult
 from .targets import Target
 
 # The modules of this package that define a ``SUITE``, in the order they run and print.
-SUITE_MODULES: Sequence[str] = ("rows",)
+SUITE_MODULES: Sequence[str] = ("rows", "extras")
 
 
 @dataclass
@@ -73,9 +73,12 @@ class Suite:
 
 
 def load_suites() -> List[Suite]:
+    """Every module's ``SUITE`` (or ``SUITES``, a module that defines several)."""
     suites: List[Suite] = []
     for name in SUITE_MODULES:
-        suite = importlib.import_module(f"{__package__}.{name}").SUITE
-        assert isinstance(suite, Suite), name
-        suites.append(suite)
+        module = importlib.import_module(f"{__package__}.{name}")
+        found = getattr(module, "SUITES", None) or [module.SUITE]
+        for suite in found:
+            assert isinstance(suite, Suite), name
+            suites.append(suite)
     return suites
