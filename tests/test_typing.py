@@ -26,7 +26,7 @@ PKG_DIR = os.path.dirname(os.path.abspath(fastsoftmax.__file__))
 SRC_DIR = os.path.dirname(PKG_DIR)
 STRICT_MODULES = [
     "__init__.py", "_api.py", "_checks.py", "_layout.py", "_cpu.py", "_native.pyi", "bench",
-    "_partial.py", "_dask.py", "_dask_ce.py", "_dask_linear.py", "_bench_dask.py",
+    "_partial.py", "_dask.py", "_dask_ce.py", "_dask_linear.py",
 ]
 
 USAGE = '''

@@ -1,7 +1,7 @@
 """Opt-in suites that run in processes or clusters of their own: the fused classifier head (L1, L2;
 ``--linear``), Dask arrays on a LocalCluster (DT1-DT3; ``--dask``) and ``fastsoftmax.torch``
 (PT1, PT2; ``--torch``). Each is a module of the package with its own command line
-(``python -m fastsoftmax._bench_linear`` ...); here it runs with this run's ``--quick``, and prints
+(``python -m fastsoftmax.bench.linear`` ...); here it runs with this run's ``--quick``, and prints
 its own table and goals."""
 
 from __future__ import annotations
@@ -36,10 +36,10 @@ def _suite(name: str, flag: str, module: str, ids: List[str], quick_args: List[s
     )
 
 
-LINEAR = _suite("fused classifier head", "linear", "_bench_linear", ["L1", "L2"], ["--quick"],
+LINEAR = _suite("fused classifier head", "linear", "bench.linear", ["L1", "L2"], ["--quick"],
                 "also run L1/L2: linear_cross_entropy against the matmul floor and PyTorch")
-DASK = _suite("Dask arrays", "dask", "_bench_dask", ["DT"], ["--rows", "512"],
+DASK = _suite("Dask arrays", "dask", "bench.dask_cluster", ["DT"], ["--rows", "512"],
               "also run DT1-DT3 on a LocalCluster of 2 single-thread workers")
-TORCH = _suite("fastsoftmax.torch", "torch", "_bench_torch", ["PT"], ["--quick"],
+TORCH = _suite("fastsoftmax.torch", "torch", "bench.torch_tensors", ["PT"], ["--quick"],
                "also run PT1/PT2: fastsoftmax.torch against torch.nn.functional")
 SUITES = [LINEAR, DASK, TORCH]

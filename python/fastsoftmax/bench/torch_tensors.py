@@ -1,4 +1,4 @@
-"""Benchmark of the PyTorch adapter: ``python -m fastsoftmax._bench_torch [--quick] [--repeats N]``.
+"""Benchmark of the PyTorch adapter: ``python -m fastsoftmax.bench.torch_tensors [--quick] [--repeats N]``.
 
 Two targets, measured side by side in one process run, PyTorch with as many threads as fastsoftmax
 (``torch.set_num_threads(fastsoftmax.get_num_threads())``):
@@ -147,7 +147,7 @@ def table(results: Sequence[Result]) -> str:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m fastsoftmax._bench_torch", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m fastsoftmax.bench.torch_tensors", description=__doc__)
     p.add_argument("--quick", action="store_true", help=f"S1 with {QUICK_ROWS['S1']} rows")
     p.add_argument("--repeats", type=int, default=MIN_SAMPLES, help="timed samples (>= 7)")
     args = p.parse_args(argv)

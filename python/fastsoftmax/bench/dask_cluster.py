@@ -1,4 +1,4 @@
-"""Benchmark of fastsoftmax on Dask arrays: ``python -m fastsoftmax._bench_dask``.
+"""Benchmark of fastsoftmax on Dask arrays: ``python -m fastsoftmax.bench.dask_cluster``.
 
 One run on a ``distributed.LocalCluster`` of single-thread worker processes (2 by default), the
 logits S1 (2048 x 32000 float32) cut into 4 x 4 blocks (the class axis split in 4), the loss and
@@ -212,7 +212,7 @@ def report(res: Dict[str, Any]) -> bool:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m fastsoftmax._bench_dask", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m fastsoftmax.bench.dask_cluster", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rows", type=int, default=2048)
     p.add_argument("--cols", type=int, default=32000)

@@ -1,4 +1,4 @@
-"""Benchmark of the fused classifier head: ``python -m fastsoftmax._bench_linear [--quick]``.
+"""Benchmark of the fused classifier head: ``python -m fastsoftmax.bench.linear [--quick]``.
 
 Workloads (float32; x: N × D, classifier: V × D):
 
@@ -45,7 +45,7 @@ import numpy as np
 
 import fastsoftmax as fs
 
-from ._linear import _LayerGrads, default_chunk_rows
+from .._linear import _LayerGrads, default_chunk_rows
 
 # id -> (N, D, V, what it stands for)
 WORKLOADS: Dict[str, Tuple[int, int, int, str]] = {
@@ -251,7 +251,7 @@ def _run_child(rec: Dict[str, Any], n: int, d: int, v: int, log: Callable[[str],
         )
         log(f"{wid} {m}: skipped ({rec['skipped']})")
         return
-    cmd = [sys.executable, "-m", "fastsoftmax._bench_linear", "--child", m, str(n), str(d), str(v),
+    cmd = [sys.executable, "-m", "fastsoftmax.bench.linear", "--child", m, str(n), str(d), str(v),
            "1"]
     r = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
     if r.returncode != 0:
@@ -319,7 +319,7 @@ def summary(records: List[Dict[str, Any]]) -> str:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m fastsoftmax._bench_linear", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m fastsoftmax.bench.linear", description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="small shapes, a few seconds")
     p.add_argument("--only", default="", help="workloads, e.g. L1")
     p.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset")
