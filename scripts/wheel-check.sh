@@ -19,10 +19,11 @@ for py in "$@"; do
     cp -r tests "$work/tests"
     cd "$work"
     venv/bin/python -c "
-import sys, sysconfig, fastsoftmax
+import sys, sysconfig, numpy, scipy, fastsoftmax
 site = sysconfig.get_paths()['platlib']
 assert fastsoftmax.__file__.startswith(site), (fastsoftmax.__file__, site)
-print('fastsoftmax', fastsoftmax.__version__, 'from', fastsoftmax.__file__, 'on Python', sys.version.split()[0])
+print('fastsoftmax', fastsoftmax.__version__, 'from', fastsoftmax.__file__, 'on Python', sys.version.split()[0],
+      'NumPy', numpy.__version__, 'SciPy', scipy.__version__)
 "
     rc=0
     venv/bin/python -m pytest -q -ra -p no:cacheprovider tests || rc=$?

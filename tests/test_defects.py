@@ -11,7 +11,7 @@ import pytest
 import scipy.special as sps
 
 import fastsoftmax as fs
-from defects import is_open, xfail
+from defects import xfail
 from reference import assert_log_close, assert_prob_close
 
 # ------------------------------------------------------------------------------------------------
@@ -38,9 +38,8 @@ def _nan_rows() -> dict[str, np.ndarray]:
 
 
 NAN_ROWS = _nan_rows()
-# What loses the NaN today, measured on x86-64 (the same on AVX2 and AVX-512; the scalar kernel only
-# in the rows whose first block is all NaN). On NEON (aarch64, tested under emulation) any NaN in the
-# first block is lost: there the marks are not strict.
+# What loses the NaN today: the same on AVX2, AVX-512 (x86-64) and NEON (aarch64, under qemu-user);
+# the scalar kernel only in the rows whose first block is all NaN.
 _REDUCE = {"softmax", "softmin", "log_softmax", "logsumexp", "cross_entropy_soft", "cross_entropy_grad"}
 _LOST = {
     ("first-block-all-nan-4097", "f32"): _REDUCE,
@@ -50,8 +49,6 @@ _LOST = {
     ("nan-at-2047-4097", "f32"): _REDUCE | {"cross_entropy"},
     ("nan-at-2047-4097", "f64"): _REDUCE | {"cross_entropy"},
 }
-_X86 = {"scalar", "avx2", "avx512"}
-
 
 def _loses_nan_today(backend: str, name: str, dtype: str, row: str) -> bool:
     if backend == "scalar" and not row.startswith("first-block"):
@@ -97,11 +94,8 @@ def test_defect1_nan_in_long_row(request, each_backend, name, dtype, row):
     x = NAN_ROWS[row].astype({"f32": np.float32, "f64": np.float64}[dtype])
     if name.endswith("_backward") and row == "all-neg-inf-one-nan-2049":
         pytest.skip("the backward kernels take the NaN in the upstream gradient: a -inf row is no case")
-    if each_backend in _X86:
-        request.applymarker(xfail(1, f"{name} {row} on {each_backend}",
-                                  condition=_loses_nan_today(each_backend, name, dtype, row)))
-    elif is_open(1):
-        request.applymarker(pytest.mark.xfail(strict=False, reason=f"defect 1 on {each_backend}"))
+    request.applymarker(xfail(1, f"{name} {row} on {each_backend}",
+                              condition=_loses_nan_today(each_backend, name, dtype, row)))
     for o in _row_outputs(name, x):
         assert np.isnan(o).all(), f"{name} on {each_backend}: a NaN in the row must make it NaN, got {o.ravel()[:4]}"
 
