@@ -345,26 +345,46 @@ pub(crate) fn max_sum<T: Element, S: Simd<T>, P: Pre<T, S>>(s: S, p: &P, x: &[T]
     let mut m = T::NEG_INFINITY;
     let mut acc = Acc::default();
     for block in x.chunks(BLOCK) {
-        let bm = max_mapped(s, p, block);
-        if bm > m {
-            if m != T::NEG_INFINITY {
-                acc.scale((m - bm).to_f64().exp());
-            }
-            m = bm;
-        }
-        if m == T::NEG_INFINITY {
-            // Everything so far is -inf (exp would give NaN from -inf - -inf); it adds nothing.
+        if !next_max(&mut m, &mut acc, max_mapped(s, p, block), block) {
             continue;
+        }
+        if m.is_nan() {
+            return (m, f64::NAN);
         }
         acc.add(sum_exp_mapped(s, p, block, m));
     }
     (m, acc.value())
 }
 
+/// Folds a block's maximum `bm` into the running maximum `m` of the online pass, rescaling the sum
+/// `acc` to the new maximum; returns whether the block's exponentials are to be summed (false while
+/// everything so far is `-inf`: `exp(-inf - -inf)` would be NaN, and the block adds nothing).
+///
+/// A NaN makes `m` NaN, which poisons the sum and every output: a NaN `bm` fails `bm > m`, so
+/// without this the block (with its maximum and its NaN) would be skipped. The vector `max` may
+/// also drop a NaN lane; that NaN still reaches the block's exp-sum, except while `m` is `-inf`
+/// (the block is not summed), so only then, on that rare path, is the block searched for NaN.
+#[inline(always)]
+pub(crate) fn next_max<T: Element>(m: &mut T, acc: &mut Acc, bm: T, block: &[T]) -> bool {
+    if bm > *m {
+        if *m != T::NEG_INFINITY {
+            acc.scale((*m - bm).to_f64().exp());
+        }
+        *m = bm;
+    } else if bm.is_nan() || (*m == T::NEG_INFINITY && has_nan(block)) {
+        *m = T::NAN;
+    }
+    *m != T::NEG_INFINITY
+}
+
 /// Merges partial `(max, sum)` pairs of segments of one row, in order.
 pub(crate) fn merge_max_sum<T: Element>(parts: &[(T, f64)]) -> (T, f64) {
     let mut m = T::NEG_INFINITY;
-    for &(pm, _) in parts {
+    for &(pm, ps) in parts {
+        if pm.is_nan() || ps.is_nan() {
+            // A NaN in any segment makes the row NaN (`pm > m` would skip it).
+            return (T::NAN, f64::NAN);
+        }
         if pm > m {
             m = pm;
         }

@@ -5,7 +5,7 @@ use std::ops::Range;
 use super::driver::{self, Kernel, Rows};
 use super::row::{
     exp_diff, finish_lse, finish_lse_on, load_tail_mapped, map_row, max_mapped, max_sum,
-    merge_max_sum, with_scale, Acc, Pre, BLOCK, SUM_RUN,
+    merge_max_sum, next_max, with_scale, Acc, Pre, BLOCK, SUM_RUN,
 };
 use super::tile::{tile_rows, TileOp};
 use super::{Buf, SendPtr};
@@ -233,16 +233,12 @@ unsafe fn exp_pass<T: Element, S: Simd<T>, P: Pre<T, S>>(
     let zero = s.splat(T::ZERO);
     for (bi, start) in (0..len).step_by(BLOCK).enumerate() {
         let n = BLOCK.min(len - start);
-        let bm = max_mapped(s, p, src.slice(start, n));
-        if bm > m {
-            if m != T::NEG_INFINITY {
-                acc.scale((m - bm).to_f64().exp());
-            }
-            m = bm;
-        }
+        let block = src.slice(start, n);
+        // A NaN makes `m` NaN: then every exponential, the sum and pass 2's factors are NaN.
+        let summed = next_max(&mut m, &mut acc, max_mapped(s, p, block), block);
         block_m[bi] = m;
         let (bsrc, bdst) = (src.add(start), dst.add(start));
-        if m == T::NEG_INFINITY {
+        if !summed {
             // Every element so far is -inf (or NaN): write 0; pass 2 turns the row into NaN if
             // it stays so, and keeps 0 otherwise.
             map_row!(T, S, s, bsrc, bdst, n, |_v, _i| zero);
