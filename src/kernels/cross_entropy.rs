@@ -312,7 +312,7 @@ impl<T: Element> CeRows<'_, T> {
                     let wy = opts.weight.map_or(1.0, |w| w[y].to_f64());
                     let oy = p.apply_scalar(x[y]).to_f64();
                     // (m - o'_y) + log_sum keeps log_sum when m is huge.
-                    let mut main = wy * (1.0 - eps) * ((parts.m - oy) + log_sum);
+                    let mut main = times(wy * (1.0 - eps), (parts.m - oy) + log_sum);
                     if eps > 0.0 {
                         let (_, _, wo) = dots(s, &p, x, m, opts.weight, None);
                         main += eps * inv_c * (plan.w_total * log_sum - wo);
@@ -326,7 +326,8 @@ impl<T: Element> CeRows<'_, T> {
                     let (wq, wqo, wo) = dots(s, &p, x, m, opts.weight, Some(q));
                     let q_total = (1.0 - eps) * wq + eps * inv_c * plan.w_total;
                     // lse·Q - Σ w q' o' = log_sum·Q - Σ w q' (o' - m): no cancellation of large terms.
-                    let main = log_sum * q_total - ((1.0 - eps) * wqo + eps * inv_c * wo);
+                    // `times` keeps a term with no mass from turning a -inf logit into NaN.
+                    let main = log_sum * q_total - (times(1.0 - eps, wqo) + times(eps * inv_c, wo));
                     let a = plan.r_main * q_total;
                     let bw = plan.r_main * eps * inv_c;
                     let bq = plan.r_main * (1.0 - eps);
@@ -485,8 +486,9 @@ fn dots<T: Element, S: Simd<T>, P: Pre<T, S>>(
             };
             let wqv = s.mul(wv, qv);
             a = s.add(a, wqv);
-            b = s.mul_add(wqv, o, b);
-            c = s.mul_add(wv, o, c);
+            // A zero weight or label on a -inf logit adds 0 (the limit q·log q'), not 0·(-inf).
+            b = s.add(b, s.select_eq(wqv, zero, zero, s.mul(wqv, o)));
+            c = s.add(c, s.select_eq(wv, zero, zero, s.mul(wv, o)));
         }
         wq.add(s.reduce_sum(a).to_f64());
         wqo.add(s.reduce_sum(b).to_f64());
@@ -497,8 +499,20 @@ fn dots<T: Element, S: Simd<T>, P: Pre<T, S>>(
         let wi = w.map_or(1.0, |w| w[i].to_f64());
         let qi = q.map_or(1.0, |q| q[i].to_f64());
         wq.add(wi * qi);
-        wqo.add(wi * qi * o);
-        wo.add(wi * o);
+        wqo.add(times(wi * qi, o));
+        wo.add(times(wi, o));
     }
     (wq.value(), wqo.value(), wo.value())
+}
+
+/// `c · v`, with `0 · v = 0` even for an infinite `v`: a term that carries no probability mass
+/// contributes nothing (PyTorch's soft-label loss is `+inf` when mass sits on a `-inf` logit, and
+/// finite when none does).
+#[inline(always)]
+fn times(c: f64, v: f64) -> f64 {
+    if c == 0.0 {
+        0.0
+    } else {
+        c * v
+    }
 }

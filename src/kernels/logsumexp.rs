@@ -163,17 +163,19 @@ fn weighted_row<T: Element>(x: &[T], b: &[T]) -> (f64, f64) {
         return (f64::NEG_INFINITY, 0.0);
     }
     if m == f64::INFINITY {
-        // Only the +inf terms count; their weights decide the sign (opposite signs cancel to NaN).
-        let bsum: f64 = x
-            .iter()
-            .zip(b)
-            .filter(|(xi, _)| xi.to_f64() == f64::INFINITY)
-            .map(|(_, bi)| bi.to_f64())
-            .sum();
-        return if bsum == 0.0 || bsum.is_nan() {
+        // Only the +inf terms count: b·inf is ±inf, so weights of both signs make inf - inf = NaN
+        // (as SciPy), whatever their magnitudes; weights of one sign give that sign's infinity.
+        let (mut pos, mut neg) = (false, false);
+        for (xi, bi) in x.iter().zip(b) {
+            if xi.to_f64() == f64::INFINITY {
+                pos |= bi.to_f64() > 0.0;
+                neg |= bi.to_f64() < 0.0;
+            }
+        }
+        return if pos == neg {
             (f64::NAN, f64::NAN)
         } else {
-            (f64::INFINITY, bsum.signum())
+            (f64::INFINITY, if pos { 1.0 } else { -1.0 })
         };
     }
     let bmax = b[imax].to_f64();
