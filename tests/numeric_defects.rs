@@ -4,7 +4,10 @@
 
 use fastsoftmax::kernels::cross_entropy::Logits;
 use fastsoftmax::simd::Element;
-use fastsoftmax::{cross_entropy, logsumexp_weighted, Backend, Buf, CeOptions, Reduction, Target};
+use fastsoftmax::{
+    cross_entropy, logsumexp, logsumexp_weighted, softmax, Backend, Buf, CeOptions, Mode,
+    Reduction, Target,
+};
 
 const INF: f64 = f64::INFINITY;
 
@@ -162,4 +165,122 @@ fn weighted_logsumexp_of_inf_with_weights_of_both_signs_is_nan() {
             sign[0]
         );
     }
+}
+
+/// `(a + b, error)` exactly (TwoSum).
+fn two_sum(a: f64, b: f64) -> (f64, f64) {
+    let t = a + b;
+    let bb = t - a;
+    (t, (a - (t - bb)) + (b - bb))
+}
+
+/// Log-softmax (as `(hi, lo)` pairs, so `exp` of it is good to ~1e-16 even at `|hi| ≈ 69`) and
+/// logsumexp of `x · scale` in f64, the scale as the kernel receives it: the products' and
+/// differences' rounding errors are kept, or the float64 reference would err by as much as the
+/// float64 bound it checks.
+fn scaled_ref(row: &[f64], scale: f64) -> (Vec<(f64, f64)>, f64) {
+    let prod: Vec<(f64, f64)> = row
+        .iter()
+        .map(|&v| {
+            let p = v * scale;
+            (p, v.mul_add(scale, -p))
+        })
+        .collect();
+    let &(m, em) = prod.iter().max_by(|a, b| a.0.total_cmp(&b.0)).unwrap();
+    // d_i = (p_i - m) + (e_i - e_m), as hi + lo.
+    let diffs: Vec<(f64, f64)> = prod
+        .iter()
+        .map(|&(p, e)| {
+            let (h, l) = two_sum(p, -m);
+            (h, l + (e - em))
+        })
+        .collect();
+    let sum: f64 = diffs.iter().map(|&(h, l)| h.exp() * (1.0 + l)).sum();
+    let ls = sum.ln();
+    let out = diffs
+        .iter()
+        .map(|&(h, l)| {
+            let (h2, l2) = two_sum(h, -ls);
+            (h2, l + l2)
+        })
+        .collect();
+    (out, m + em + ls)
+}
+
+/// Every kernel that takes a temperature keeps the accuracy bounds (float32: softmax 2e-6 relative
+/// for outputs >= 1e-30, log-softmax and logsumexp 2e-6·max(1, |ref|); float64: 1e-14) at any
+/// scale, on the tile path, whole rows and split rows.
+fn check_temperature<T: Element>(tol: f64) {
+    let mut rng = Rng(0x7E3A_11CE_5EED_0042);
+    let shapes: &[(usize, usize)] = if cfg!(debug_assertions) {
+        &[(9, 31), (40, 64), (3, 1000), (2, 4099)]
+    } else {
+        &[(9, 31), (40, 64), (3, 1000), (2, 4099), (1, 131_075)]
+    };
+    for b in Backend::supported() {
+        for &(rows, cols) in shapes {
+            let x: Vec<T> = (0..rows * cols)
+                .map(|_| T::from_f64(3.0 * rng.normal()))
+                .collect();
+            for t in [0.1, 0.05, 0.3, 0.7, 3.0, -0.1, -0.3] {
+                let scale = T::from_f64(1.0 / t);
+                let sf = scale.to_f64();
+                let mut sm = vec![T::ZERO; x.len()];
+                let mut lsm = vec![T::ZERO; x.len()];
+                let mut lse = vec![T::ZERO; rows];
+                softmax(
+                    b,
+                    Buf::Separate {
+                        x: &x,
+                        out: &mut sm,
+                    },
+                    cols,
+                    scale,
+                    Mode::Softmax,
+                )
+                .unwrap();
+                let lbuf = Buf::Separate {
+                    x: &x,
+                    out: &mut lsm,
+                };
+                softmax(b, lbuf, cols, scale, Mode::LogSoftmax).unwrap();
+                logsumexp(b, &x, cols, scale, &mut lse).unwrap();
+                for r in 0..rows {
+                    let row: Vec<f64> = x[r * cols..(r + 1) * cols]
+                        .iter()
+                        .map(|v| v.to_f64())
+                        .collect();
+                    let (rl, rlse) = scaled_ref(&row, sf);
+                    let what = format!("{b:?} {rows}x{cols} T={t}");
+                    let got = lse[r].to_f64() * sf;
+                    assert!(
+                        close(got, rlse, tol),
+                        "{what}: logsumexp·s {got}, ref {rlse}"
+                    );
+                    for j in 0..cols {
+                        let (p, lp) = (sm[r * cols + j].to_f64(), lsm[r * cols + j].to_f64());
+                        let rp = rl[j].0.exp() * (1.0 + rl[j].1);
+                        let rlp = rl[j].0 + rl[j].1;
+                        if rp >= 1e-30 {
+                            let rel = (p - rp).abs() / rp;
+                            assert!(
+                                rel <= tol,
+                                "{what}: softmax[{r},{j}] {p}, ref {rp}, rel {rel:e}"
+                            );
+                        }
+                        assert!(
+                            close(lp, rlp, tol),
+                            "{what}: log_softmax[{r},{j}] {lp}, ref {rlp}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn temperature_keeps_the_accuracy_bounds() {
+    check_temperature::<f32>(2e-6);
+    check_temperature::<f64>(1e-14);
 }

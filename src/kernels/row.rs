@@ -115,6 +115,20 @@ pub(crate) trait Pre<T: Element, S: Simd<T>>: Copy {
     fn apply_scalar(&self, x: T) -> T;
     /// An input that `apply` maps to `-inf`, if there is one (tails are filled with it).
     fn preimage_of_neg_inf(&self) -> Option<T>;
+    /// Whether `apply` rounds (then [`Pre::apply_err`] gives the rounding error, which the softmax
+    /// carries into its exponent: `x · (1/T)` rounded loses up to half an ulp of `|x/T|`, i.e. up
+    /// to 4e-6 relative in `exp(x/T - m)` at `|x/T| ≈ 64` in float32).
+    const ROUNDS: bool = false;
+    /// `apply(v)` minus its rounded value `y`, exactly (zero for a map that does not round).
+    #[inline(always)]
+    fn apply_err(&self, s: S, _v: S::V, _y: S::V) -> S::V {
+        s.splat(T::ZERO)
+    }
+    /// `apply(v) - m` (`neg_m = -m`) rounded once: the scaled difference a softmax exponentiates.
+    #[inline(always)]
+    fn sub_max(&self, s: S, v: S::V, neg_m: S::V) -> S::V {
+        s.add(self.apply(s, v), neg_m)
+    }
     /// Whether `apply` has a derivative other than a constant the caller handles (the soft cap).
     const HAS_CHAIN: bool = false;
     /// `d apply / dx` expressed through the mapped value `y = apply(x)`.
@@ -183,6 +197,16 @@ impl<T: Element, S: Simd<T>> Pre<T, S> for Scale<T> {
     #[inline(always)]
     fn apply_scalar(&self, x: T) -> T {
         x * self.0
+    }
+    const ROUNDS: bool = true;
+    #[inline(always)]
+    fn apply_err(&self, s: S, v: S::V, y: S::V) -> S::V {
+        s.fma(v, s.splat(self.0), s.sub(s.splat(T::ZERO), y))
+    }
+    /// One fused multiply-add: `x·scale - m` rounded once, never the product first.
+    #[inline(always)]
+    fn sub_max(&self, s: S, v: S::V, neg_m: S::V) -> S::V {
+        s.fma(v, s.splat(self.0), neg_m)
     }
     #[inline(always)]
     fn preimage_of_neg_inf(&self) -> Option<T> {
@@ -289,7 +313,7 @@ pub(crate) fn sum_exp_mapped<T: Element, S: Simd<T>, P: Pre<T, S>>(
     x: &[T],
     m: T,
 ) -> f64 {
-    let (l, mv) = (S::LANES, s.splat(m));
+    let (l, mv) = (S::LANES, s.splat(-m));
     let mut total = 0.0f64;
     let mut runs = x.chunks_exact(4 * l * SUM_RUN);
     for run in &mut runs {
@@ -308,33 +332,44 @@ pub(crate) fn sum_exp_mapped<T: Element, S: Simd<T>, P: Pre<T, S>>(
     }
     let mut singles = quads.remainder().chunks_exact(l);
     for c in &mut singles {
-        a[0] = s.add(a[0], s.exp(s.sub(p.apply(s, s.load(c)), mv)));
+        a[0] = s.add(a[0], s.exp(p.sub_max(s, s.load(c), mv)));
     }
     let tail = singles.remainder();
     if !tail.is_empty() {
-        let v = load_tail_mapped(s, p, tail, T::NEG_INFINITY);
-        a[1] = s.add(a[1], s.exp(s.sub(v, mv)));
+        a[1] = s.add(a[1], s.exp(tail_sub_max(s, p, tail, mv)));
     }
     total
         + s.reduce_sum(s.add(s.add(a[0], a[1]), s.add(a[2], a[3])))
             .to_f64()
 }
 
-/// Adds `exp(p(x) - m)` of the four vectors of `c` to the four accumulators.
+/// Adds `exp(p(x) - m)` of the four vectors of `c` to the four accumulators (`neg_m = -m`).
 #[inline(always)]
 fn add_exp4<T: Element, S: Simd<T>, P: Pre<T, S>>(
     s: S,
     p: &P,
     c: &[T],
-    mv: S::V,
+    neg_m: S::V,
     a: &mut [S::V; 4],
 ) {
     let l = S::LANES;
     for (k, acc) in a.iter_mut().enumerate() {
-        *acc = s.add(
-            *acc,
-            s.exp(s.sub(p.apply(s, s.load(&c[k * l..(k + 1) * l])), mv)),
-        );
+        let d = p.sub_max(s, s.load(&c[k * l..(k + 1) * l]), neg_m);
+        *acc = s.add(*acc, s.exp(d));
+    }
+}
+
+/// [`Pre::sub_max`] of a row tail (`x.len() < LANES`), with the lanes past it `-inf`.
+#[inline(always)]
+pub(crate) fn tail_sub_max<T: Element, S: Simd<T>, P: Pre<T, S>>(
+    s: S,
+    p: &P,
+    x: &[T],
+    neg_m: S::V,
+) -> S::V {
+    match p.preimage_of_neg_inf() {
+        Some(pre) => p.sub_max(s, s.load_partial(x, pre), neg_m),
+        None => s.add(load_tail_mapped(s, p, x, T::NEG_INFINITY), neg_m),
     }
 }
 
@@ -417,26 +452,42 @@ pub(crate) fn sum_exp_rest<T: Element, S: Simd<T>, P: Pre<T, S>>(
     m: T,
 ) -> f64 {
     let l = S::LANES;
-    let mv = s.splat(m);
+    let (mv, neg_m) = (s.splat(m), s.splat(-m));
     let zero = s.splat(T::ZERO);
     let one = s.splat(T::ONE);
+    // `v` the mapped value, `d = p(x) - m` rounded once: an element equal to `m` adds
+    // `exp(d) - 1 ≈ d` (the rounding error of `p(x)`, 0 unless `p` rounds), so the rest stays
+    // consistent with the differences the log-softmax writes.
+    // A macro, not a closure: a closure would not inherit the caller's instruction set.
+    macro_rules! step {
+        ($a:ident, $n:ident, $v:expr, $d:expr) => {{
+            let (v, d) = ($v, $d);
+            $a = s.add($a, s.select_eq(v, mv, d, s.exp(d)));
+            $n = s.add($n, s.select_eq(v, mv, one, zero));
+        }};
+    }
     let mut acc = Acc::default();
     let mut count = 0.0f64;
     for block in x.chunks(BLOCK) {
         let (mut a, mut n) = (zero, zero);
         let mut singles = block.chunks_exact(l);
         for c in &mut singles {
-            let v = p.apply(s, s.load(c));
-            let e = s.exp(s.sub(v, mv));
-            a = s.add(a, s.select_eq(v, mv, zero, e));
-            n = s.add(n, s.select_eq(v, mv, one, zero));
+            let x = s.load(c);
+            step!(a, n, p.apply(s, x), p.sub_max(s, x, neg_m));
         }
         let tail = singles.remainder();
         if !tail.is_empty() {
-            let v = load_tail_mapped(s, p, tail, T::NEG_INFINITY);
-            let e = s.exp(s.sub(v, mv));
-            a = s.add(a, s.select_eq(v, mv, zero, e));
-            n = s.add(n, s.select_eq(v, mv, one, zero));
+            let (v, d) = match p.preimage_of_neg_inf() {
+                Some(pre) => {
+                    let x = s.load_partial(tail, pre);
+                    (p.apply(s, x), p.sub_max(s, x, neg_m))
+                }
+                None => {
+                    let v = load_tail_mapped(s, p, tail, T::NEG_INFINITY);
+                    (v, s.add(v, neg_m))
+                }
+            };
+            step!(a, n, v, d);
         }
         acc.add(s.reduce_sum(a).to_f64());
         count += s.reduce_sum(n).to_f64();
@@ -505,9 +556,51 @@ pub(crate) fn finish_lse<T: Element, S: Simd<T>, P: Pre<T, S>>(
 /// 1e-30), which would break softmax's 2e-6 relative bound (docs/api.md §4).
 #[inline(always)]
 pub(crate) fn exp_diff<T: Element, S: Simd<T>>(s: S, y: S::V, neg_m: S::V) -> S::V {
+    exp_diff_err(s, y, None, neg_m)
+}
+
+/// `exp(p(x) - m)` for a raw vector `x`, with the rounding errors of both `p(x)` (when `p` rounds)
+/// and the difference carried: [`exp_diff`] of the mapped value.
+#[inline(always)]
+pub(crate) fn exp_diff_mapped<T: Element, S: Simd<T>, P: Pre<T, S>>(
+    s: S,
+    p: &P,
+    x: S::V,
+    neg_m: S::V,
+) -> S::V {
+    let y = p.apply(s, x);
+    let ey = if P::ROUNDS {
+        Some(p.apply_err(s, x, y))
+    } else {
+        None
+    };
+    exp_diff_err(s, y, ey, neg_m)
+}
+
+/// [`exp_diff_mapped`] of a row tail (`x.len() < LANES`); the lanes past it give 0.
+#[inline(always)]
+pub(crate) fn tail_exp_diff<T: Element, S: Simd<T>, P: Pre<T, S>>(
+    s: S,
+    p: &P,
+    x: &[T],
+    neg_m: S::V,
+) -> S::V {
+    match p.preimage_of_neg_inf() {
+        Some(pre) => exp_diff_mapped(s, p, s.load_partial(x, pre), neg_m),
+        None => exp_diff(s, load_tail_mapped(s, p, x, T::NEG_INFINITY), neg_m),
+    }
+}
+
+/// `exp(y + ey - m)` with the rounding error of `y - m` put back; `ey` (when given) is the error of
+/// `y` itself.
+#[inline(always)]
+fn exp_diff_err<T: Element, S: Simd<T>>(s: S, y: S::V, ey: Option<S::V>, neg_m: S::V) -> S::V {
     let d = s.add(y, neg_m);
     let bb = s.sub(d, y);
-    let err = s.add(s.sub(y, s.sub(d, bb)), s.sub(neg_m, bb));
+    let mut err = s.add(s.sub(y, s.sub(d, bb)), s.sub(neg_m, bb));
+    if let Some(ey) = ey {
+        err = s.add(err, ey);
+    }
     let e = s.exp(d);
     // y = -inf makes `err` NaN; its output is exactly 0.
     let zero = s.splat(T::ZERO);

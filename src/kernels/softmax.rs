@@ -4,8 +4,8 @@ use std::ops::Range;
 
 use super::driver::{self, Kernel, Rows};
 use super::row::{
-    exp_diff, finish_lse, finish_lse_on, load_tail_mapped, map_row, max_mapped, max_sum,
-    merge_max_sum, next_max, with_scale, Acc, Pre, BLOCK, SUM_RUN,
+    exp_diff_mapped, finish_lse, finish_lse_on, map_row, max_mapped, max_sum, merge_max_sum,
+    next_max, tail_exp_diff, with_scale, Acc, Pre, BLOCK, SUM_RUN,
 };
 use super::tile::{tile_rows, TileOp};
 use super::{Buf, SendPtr};
@@ -187,7 +187,7 @@ unsafe fn write_log_softmax<T: Element, S: Simd<T>, P: Pre<T, S>>(
     // `map_row!` rather than a closure: a closure is a function of its own that does not inherit
     // the caller's `#[target_feature]`s, so vector intrinsics inside it would not inline.
     map_row!(T, S, s, src, dst, len, |v, _i| s
-        .sub(s.add(p.apply(s, v), neg_m), ls));
+        .sub(p.sub_max(s, v, neg_m), ls));
 }
 
 /// Blocks in the longest row that is not split across threads (longer ones are split in segments).
@@ -249,7 +249,7 @@ unsafe fn exp_pass<T: Element, S: Simd<T>, P: Pre<T, S>>(
         let (mut run, mut count, mut block_sum) = (zero, 0, 0.0f64);
         let mut i = 0;
         while i + l <= n {
-            let e = exp_diff(s, p.apply(s, s.load(bsrc.slice(i, l))), neg_m);
+            let e = exp_diff_mapped(s, p, s.load(bsrc.slice(i, l)), neg_m);
             s.store(std::slice::from_raw_parts_mut(bdst.0.add(i), l), e);
             run = s.add(run, e);
             count += 1;
@@ -261,8 +261,7 @@ unsafe fn exp_pass<T: Element, S: Simd<T>, P: Pre<T, S>>(
         }
         if i < n {
             // Lanes past the tail hold -inf, so they add exp(-inf) = 0 to the sum.
-            let y = load_tail_mapped(s, p, bsrc.slice(i, n - i), T::NEG_INFINITY);
-            let e = exp_diff(s, y, neg_m);
+            let e = tail_exp_diff(s, p, bsrc.slice(i, n - i), neg_m);
             s.store_partial(std::slice::from_raw_parts_mut(bdst.0.add(i), n - i), e);
             run = s.add(run, e);
         }
