@@ -91,6 +91,9 @@ fn ce_row<T: Element>(
     (loss[0].to_f64(), grad.iter().map(|v| v.to_f64()).collect())
 }
 
+/// A named target (a hard label or soft labels) and the smoothed distribution it stands for.
+type Case<'a> = (&'a str, Result<i64, &'a [f64]>, Vec<f64>);
+
 fn check_ce_on_neg_inf<T: Element>(tol: f64) {
     let mut rng = Rng(0xC0FF_EE12_3456_789B);
     for b in Backend::supported() {
@@ -112,7 +115,7 @@ fn check_ce_on_neg_inf<T: Element>(tol: f64) {
                             .map(|v| (1.0 - eps) * v + eps / cols as f64)
                             .collect()
                     };
-                    let cases: [(&str, Result<i64, &[f64]>, Vec<f64>); 4] = [
+                    let cases: [Case; 4] = [
                         ("soft", Err(&soft), smooth(&soft)),
                         ("one-hot off the -inf", Err(&onehot), smooth(&onehot)),
                         ("one-hot on the -inf", Err(&on_hole), smooth(&on_hole)),
@@ -283,4 +286,101 @@ fn check_temperature<T: Element>(tol: f64) {
 fn temperature_keeps_the_accuracy_bounds() {
     check_temperature::<f32>(2e-6);
     check_temperature::<f64>(1e-14);
+}
+
+/// Float32 cross-entropy with a soft cap `c >= 32` against the float64 formula on the same inputs:
+/// confident rows (loss ~ 0, which must not go negative), rows of logits near the cap, and their
+/// sum, with and without label smoothing.
+fn check_softcap(b: Backend, c: f64, rows: usize, cols: usize, spread: f64, eps: f64) {
+    let mut rng = Rng(0x50F7_CA95_0000_0001 ^ c.to_bits());
+    let labels: Vec<i64> = (0..rows)
+        .map(|_| (rng.next() * cols as f64) as i64)
+        .collect();
+    let x: Vec<f32> = (0..rows * cols)
+        .map(|i| {
+            let boost = if i % cols == labels[i / cols] as usize {
+                spread
+            } else {
+                0.0
+            };
+            (rng.normal() * 3.0 + boost + rng.next() * spread) as f32
+        })
+        .collect();
+    let mut losses = vec![0f32; rows];
+    let opts = CeOptions {
+        softcap: Some(c),
+        label_smoothing: eps,
+        reduction: Reduction::None,
+        ..CeOptions::default()
+    };
+    let total = cross_entropy(
+        b,
+        Logits::Read(&x),
+        rows,
+        cols,
+        Target::Hard(&labels),
+        &opts,
+        Some(&mut losses),
+    )
+    .unwrap();
+    let mut ref_total = 0.0;
+    for r in 0..rows {
+        let o: Vec<f64> = x[r * cols..(r + 1) * cols]
+            .iter()
+            .map(|&v| c * (v as f64 / c).tanh())
+            .collect();
+        let m = o.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let lse = m + o.iter().map(|v| (v - m).exp()).sum::<f64>().ln();
+        let y = labels[r] as usize;
+        let want =
+            (1.0 - eps) * (lse - o[y]) + eps / cols as f64 * o.iter().map(|v| lse - v).sum::<f64>();
+        ref_total += want;
+        let got = losses[r] as f64;
+        let what = format!(
+            "{b:?} c={c} eps={eps} row {r} {:?}",
+            &x[r * cols..(r + 1) * cols]
+        );
+        assert!(close(got, want, 2e-6), "{what}: loss {got:e}, ref {want:e}");
+        assert!(
+            got >= -2e-6 * want.abs().max(1.0),
+            "{what}: negative loss {got:e}"
+        );
+    }
+    assert!(
+        close(total, ref_total, 2e-6),
+        "{b:?} c={c}: total {total}, ref {ref_total}"
+    );
+}
+
+#[test]
+fn softcap_keeps_the_loss_bound() {
+    for b in Backend::supported() {
+        let x = [170.66513f32, 0.9961158];
+        let mut loss = [0f32];
+        let opts = CeOptions {
+            softcap: Some(50.0),
+            reduction: Reduction::None,
+            ..CeOptions::default()
+        };
+        cross_entropy(
+            b,
+            Logits::Read(&x),
+            1,
+            2,
+            Target::Hard(&[0]),
+            &opts,
+            Some(&mut loss),
+        )
+        .unwrap();
+        assert!(
+            (0.0..=2e-6).contains(&loss[0]),
+            "{b:?}: loss {:e}, ref 5.8e-22",
+            loss[0]
+        );
+        for c in [32.0, 50.0, 100.0] {
+            check_softcap(b, c, 1000, 7, 4.0 * c, 0.0);
+            check_softcap(b, c, 200, 37, 1.5 * c, 0.0);
+            check_softcap(b, c, 200, 37, 1.5 * c, 0.1);
+        }
+    }
 }

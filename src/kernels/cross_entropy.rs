@@ -13,9 +13,11 @@
 //! z-term by the number of counted rows. All of this is known before the first row is read (the label
 //! pre-pass), so the gradient is written in the same pass that reads the row.
 
+use std::any::TypeId;
 use std::ops::Range;
 
 use super::driver::{self, Rows};
+
 use super::row::{finish_lse, map_row, max_sum, Acc, One, Pre, SoftCap, BLOCK};
 use super::{Buf, SendPtr};
 use crate::simd::{Backend, Element, Simd};
@@ -120,6 +122,7 @@ pub fn cross_entropy<T: Element>(
         return Ok(0.0);
     }
     let k = CeRows {
+        backend,
         src,
         dst,
         losses: loss_ptr,
@@ -243,6 +246,7 @@ impl Plan {
 }
 
 struct CeRows<'a, T> {
+    backend: Backend,
     src: SendPtr<T>,
     dst: Option<SendPtr<T>>,
     losses: Option<SendPtr<T>>,
@@ -306,7 +310,7 @@ impl<T: Element> CeRows<'_, T> {
             let lse = parts.m + log_sum;
             let z_term = opts.z_loss * lse * lse;
             // Coefficients of the gradient g = p·a - w·(bw + bq·q) (and -k at the label).
-            let (main, a, bw, bq, at_label) = match (label, self.target) {
+            let (mut main, a, bw, bq, at_label) = match (label, self.target) {
                 (Some(y), _) => {
                     let y = y as usize;
                     let wy = opts.weight.map_or(1.0, |w| w[y].to_f64());
@@ -335,6 +339,12 @@ impl<T: Element> CeRows<'_, T> {
                 }
                 (None, Target::Hard(_)) => unreachable!("hard targets always have a label"),
             };
+            if P::HAS_CHAIN && TypeId::of::<T>() == TypeId::of::<f32>() {
+                // The soft cap's float32 value is off by up to a few ulp of `c` (4e-6 at c = 50),
+                // which the loss `lse - o'_y` keeps in full (a confident row's loss went
+                // negative): the float32 rows' loss is taken in float64 instead.
+                main = self.main_in_f64(off, x, label);
+            }
             main_sum.add(main);
             z_sum.add(z_term);
             if let Some(l) = self.losses {
@@ -377,6 +387,49 @@ impl<T: Element> CeRows<'_, T> {
             }
         }
         (main_sum.value(), z_sum.value())
+    }
+}
+
+impl<T: Element> CeRows<'_, T> {
+    /// The main loss term of the row at `off` (its logits `x`, its label if any), computed by the
+    /// float64 kernel on a float64 copy of the row (without z-loss, which float32 keeps).
+    fn main_in_f64(&self, off: usize, x: &[T], label: Option<i64>) -> f64 {
+        let f64s = |v: &[T]| v.iter().map(|v| v.to_f64()).collect::<Vec<f64>>();
+        let (x64, w64) = (f64s(x), self.opts.weight.map(f64s));
+        let (one_label, q64);
+        let target = match (label, self.target) {
+            (Some(y), _) => {
+                one_label = [y];
+                Target::Hard(&one_label)
+            }
+            (None, Target::Soft(q)) => {
+                q64 = f64s(&q[off..off + x.len()]);
+                Target::Soft(&q64)
+            }
+            (None, Target::Hard(_)) => return f64::NAN,
+        };
+        let o = self.opts;
+        let opts = CeOptions {
+            weight: w64.as_deref(),
+            ignore_index: o.ignore_index,
+            label_smoothing: o.label_smoothing,
+            z_loss: 0.0,
+            softcap: o.softcap,
+            reduction: Reduction::None,
+        };
+        let mut loss = [0.0f64];
+        let logits = Logits::Read(&x64);
+        // The arguments passed the checks already; an error cannot happen here.
+        cross_entropy(
+            self.backend,
+            logits,
+            1,
+            x.len(),
+            target,
+            &opts,
+            Some(&mut loss),
+        )
+        .map_or(f64::NAN, |_| loss[0])
     }
 }
 
