@@ -10,7 +10,10 @@
 //! - every other row length: ranges of whole rows in parallel ([`Rows::rows`]).
 //!
 //! A family implements [`Rows`] (and [`Kernel`] when it can split a row) for a small struct that
-//! holds its inputs and outputs; the driver hands out the work. Each piece of work runs inside
+//! holds its inputs and outputs (raw pointers where the output may alias the input); the driver
+//! hands out the work. Its contract, which the kernels' raw-pointer accesses rely on: every range it
+//! passes is in bounds of the `rows × cols` matrix, each row (or segment of a split row) goes to one
+//! task only, and pass 2 of a split row starts after its pass 1 and finish are done. Each piece of work runs inside
 //! [`Backend::dispatch`], so the family's `#[inline(always)]` methods are compiled for the chosen
 //! instruction set: the jobs here are structs because a closure would not be.
 
@@ -77,10 +80,11 @@ impl<T: Element> PerRow<T> {
     /// Stores row `r`'s value `factor · v`.
     ///
     /// # Safety
-    /// Row `r` belongs to the caller's task (the driver hands each row to one task).
+    /// `r` is a row of the matrix (`r < out.len()`) that belongs to the caller's task (the driver
+    /// hands each row to one task).
     #[inline(always)]
     pub(crate) unsafe fn put(&self, r: usize, v: f64) {
-        assert!(r < self.len);
+        debug_assert!(r < self.len);
         *self.out.0.add(r) = T::from_f64(v * self.factor);
     }
 }

@@ -1,7 +1,8 @@
 //! The NEON backend (AArch64 Advanced SIMD): 4 × `f32` / 2 × `f64` per vector.
 //!
-//! UNVERIFIED: written against the `core::arch::aarch64` documentation of Rust 1.95 but never
-//! compiled or run (no aarch64 target here). Same algorithms and constants as the AVX2 backend:
+//! UNVERIFIED AT RUN TIME: written against the `core::arch::aarch64` documentation of Rust 1.95;
+//! it compiles and passes clippy (`cargo clippy --lib --target aarch64-unknown-linux-gnu`) but has
+//! never run (no aarch64 machine here). Same algorithms and constants as the AVX2 backend:
 //! Cody–Waite `exp` with a minimax polynomial and `2^n` rebuilt from integers in two halves
 //! (overflow → `+inf`, correctly rounded denormals, no flushing), `tanh` as an odd polynomial for
 //! `|x| < 0.625` and `1 - 2/(e^{2|x|} + 1)` beyond. NEON's `fmax`/`fmin` propagate NaN, so the
