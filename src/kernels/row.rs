@@ -7,7 +7,7 @@
 //! sits in L1, so the row is read once from memory); pass 2, when the kernel writes an output,
 //! re-reads the row (now in L2) and writes each element once.
 
-pub(crate) use super::pre::{with_scale, One, Pre, SoftCap};
+pub(crate) use super::pre::{with_scale, One, Pre, Scale, SoftCap};
 use crate::simd::{Backend, Element, Isa, Simd, WithSimd};
 
 /// `dst[i] = f(src[i])` vector by vector over `len` elements, `src` possibly equal to `dst`: each
