@@ -128,10 +128,11 @@ fn softmax_t<T: Float>(
     let out = cast2::<T>(out, "out")?;
     let cols = x.shape()[1];
     let backend = simd::active();
-    let scale = T::from_f64(scale);
     with_buf(x, out, |buf| {
         let n = buf.len();
-        Ok(run(py, n, || sm::softmax(backend, buf, cols, scale, mode))?)
+        Ok(run(py, n, || {
+            sm::softmax_scaled(backend, buf, cols, scale, mode)
+        })?)
     })
 }
 
@@ -170,9 +171,8 @@ fn logsumexp_t<T: Float>(
     let mut w = out.try_readwrite().map_err(borrow_err)?;
     let xs = r.as_slice().map_err(borrow_err)?;
     let os = w.as_slice_mut().map_err(borrow_err)?;
-    let scale = T::from_f64(scale);
     Ok(run(py, xs.len(), || {
-        lse::logsumexp(backend, xs, cols, scale, os)
+        lse::logsumexp_scaled(backend, xs, cols, scale, os)
     })?)
 }
 
@@ -664,10 +664,12 @@ fn softmax_fast_t<'py, T: Float>(
         return Ok(None);
     };
     let cols = *x.shape().last().expect("ndim >= 1");
-    let (backend, scale) = (simd::active(), T::from_f64(scale));
+    let backend = simd::active();
     let done = fast_buf(x, &o, |buf| {
         let n = buf.len();
-        Ok(run(py, n, || sm::softmax(backend, buf, cols, scale, mode))?)
+        Ok(run(py, n, || {
+            sm::softmax_scaled(backend, buf, cols, scale, mode)
+        })?)
     })?;
     Ok(done.map(|_| o.into_any()))
 }
@@ -727,9 +729,9 @@ fn logsumexp_fast_t<'py, T: Float>(
     let (Ok(xs), Ok(os)) = (r.as_slice(), w.as_slice_mut()) else {
         return Ok(None);
     };
-    let (backend, scale) = (simd::active(), T::from_f64(scale));
+    let backend = simd::active();
     run(py, xs.len(), || {
-        lse::logsumexp(backend, xs, cols, scale, os)
+        lse::logsumexp_scaled(backend, xs, cols, scale, os)
     })?;
     drop(w);
     Ok(Some(o.into_any()))

@@ -5,8 +5,8 @@
 use fastsoftmax::kernels::cross_entropy::Logits;
 use fastsoftmax::simd::Element;
 use fastsoftmax::{
-    cross_entropy, logsumexp, logsumexp_weighted, softmax, Backend, Buf, CeOptions, Mode,
-    Reduction, Target,
+    cross_entropy, logsumexp, logsumexp_scaled, logsumexp_weighted, softmax, softmax_scaled,
+    Backend, Buf, CeOptions, Mode, Reduction, Target,
 };
 
 const INF: f64 = f64::INFINITY;
@@ -210,6 +210,24 @@ fn scaled_ref(row: &[f64], scale: f64) -> (Vec<(f64, f64)>, f64) {
     (out, m + em + ls)
 }
 
+/// `softmax` with the scale `sf` as a `T` (`exact`) or as a float64 (`softmax_scaled`).
+fn scaled_softmax<T: Element>(
+    b: Backend,
+    x: &[T],
+    out: &mut [T],
+    cols: usize,
+    sf: f64,
+    exact: bool,
+    mode: Mode,
+) {
+    let buf = Buf::Separate { x, out };
+    if exact {
+        softmax(b, buf, cols, T::from_f64(sf), mode).unwrap();
+    } else {
+        softmax_scaled(b, buf, cols, sf, mode).unwrap();
+    }
+}
+
 /// Every kernel that takes a temperature keeps the accuracy bounds (float32: softmax 2e-6 relative
 /// for outputs >= 1e-30, log-softmax and logsumexp 2e-6·max(1, |ref|); float64: 1e-14) at any
 /// scale, on the tile path, whole rows and split rows.
@@ -225,36 +243,33 @@ fn check_temperature<T: Element>(tol: f64) {
             let x: Vec<T> = (0..rows * cols)
                 .map(|_| T::from_f64(3.0 * rng.normal()))
                 .collect();
-            for t in [0.1, 0.05, 0.3, 0.7, 3.0, -0.1, -0.3] {
-                let scale = T::from_f64(1.0 / t);
-                let sf = scale.to_f64();
+            // 0.2446...: 1/T rounded to float32 errs by 5.5e-8 relative (the scale's own rounding
+            // moved outputs near 1e-30 by 3.9e-6 before the float64 scale's low part was carried).
+            let temps = [0.1, 0.05, 0.3, 0.7, 3.0, -0.1, -0.3, 0.2446193054257848];
+            for (t, exact) in temps.into_iter().flat_map(|t| [(t, true), (t, false)]) {
+                // `exact`: the scale is a `T` (`softmax`); else a float64 (`softmax_scaled`).
+                let sf = if exact {
+                    T::from_f64(1.0 / t).to_f64()
+                } else {
+                    1.0 / t
+                };
                 let mut sm = vec![T::ZERO; x.len()];
                 let mut lsm = vec![T::ZERO; x.len()];
                 let mut lse = vec![T::ZERO; rows];
-                softmax(
-                    b,
-                    Buf::Separate {
-                        x: &x,
-                        out: &mut sm,
-                    },
-                    cols,
-                    scale,
-                    Mode::Softmax,
-                )
-                .unwrap();
-                let lbuf = Buf::Separate {
-                    x: &x,
-                    out: &mut lsm,
-                };
-                softmax(b, lbuf, cols, scale, Mode::LogSoftmax).unwrap();
-                logsumexp(b, &x, cols, scale, &mut lse).unwrap();
+                scaled_softmax(b, &x, &mut sm, cols, sf, exact, Mode::Softmax);
+                scaled_softmax(b, &x, &mut lsm, cols, sf, exact, Mode::LogSoftmax);
+                if exact {
+                    logsumexp(b, &x, cols, T::from_f64(sf), &mut lse).unwrap();
+                } else {
+                    logsumexp_scaled(b, &x, cols, sf, &mut lse).unwrap();
+                }
                 for r in 0..rows {
                     let row: Vec<f64> = x[r * cols..(r + 1) * cols]
                         .iter()
                         .map(|v| v.to_f64())
                         .collect();
                     let (rl, rlse) = scaled_ref(&row, sf);
-                    let what = format!("{b:?} {rows}x{cols} T={t}");
+                    let what = format!("{b:?} {rows}x{cols} T={t} exact {exact}");
                     let got = lse[r].to_f64() * sf;
                     assert!(
                         close(got, rlse, tol),

@@ -38,19 +38,41 @@ pub(crate) trait Pre<T: Element, S: Simd<T>>: Copy {
     }
 }
 
-/// `x · scale`: a temperature `1/T`, or `-1/T` for softmin.
+/// `x · scale`: a temperature `1/T`, or `-1/T` for softmin. The scale is `hi + lo`: a float64
+/// scale rounded to `T` errs by up to 6e-8 relative in float32, which moves `exp(x·s - m)` by up to
+/// 4e-6 relative at `|x·s - m| ≈ 69` (outputs near 1e-30), so its low part `lo` is carried too.
 #[derive(Clone, Copy)]
-pub(crate) struct Scale<T>(pub T);
+pub(crate) struct Scale<T> {
+    pub hi: T,
+    pub lo: T,
+}
+
+impl<T: Element> Scale<T> {
+    /// A scale that `T` holds exactly.
+    pub(crate) fn exact(hi: T) -> Self {
+        Scale { hi, lo: T::ZERO }
+    }
+    /// A float64 scale as `hi + lo` in `T`.
+    pub(crate) fn of(scale: f64) -> Self {
+        let hi = T::from_f64(scale);
+        let lo = T::from_f64(scale - hi.to_f64());
+        Scale { hi, lo }
+    }
+    /// The scale in float64 (`hi + lo`).
+    pub(crate) fn to_f64(self) -> f64 {
+        self.hi.to_f64() + self.lo.to_f64()
+    }
+}
 
 /// Whether a scale is exactly 1 (the identity map [`One`] then replaces [`Scale`]).
 #[inline(always)]
-pub(crate) fn is_one<T: Element>(scale: T) -> bool {
-    scale == T::ONE
+pub(crate) fn is_one<T: Element>(scale: Scale<T>) -> bool {
+    scale.hi == T::ONE && scale.lo == T::ZERO
 }
 
-/// Evaluates `$body` with `$p` bound to the cheapest [`Pre`] for `$scale`: [`One`] when the scale is
-/// 1 (no multiply; the same values, since `x · 1 = x`), else [`Scale`]. A macro because the body is
-/// compiled once per map type, which a closure cannot be.
+/// Evaluates `$body` with `$p` bound to the cheapest [`Pre`] for the [`Scale`] `$scale`: [`One`]
+/// when the scale is 1 (no multiply; the same values, since `x · 1 = x`), else the scale. A macro
+/// because the body is compiled once per map type, which a closure cannot be.
 macro_rules! with_scale {
     ($scale:expr, |$p:ident| $body:expr) => {{
         let scale = $scale;
@@ -58,7 +80,7 @@ macro_rules! with_scale {
             let $p = $crate::kernels::pre::One;
             $body
         } else {
-            let $p = $crate::kernels::pre::Scale(scale);
+            let $p = scale;
             $body
         }
     }};
@@ -88,25 +110,30 @@ impl<T: Element, S: Simd<T>> Pre<T, S> for One {
 impl<T: Element, S: Simd<T>> Pre<T, S> for Scale<T> {
     #[inline(always)]
     fn apply(&self, s: S, v: S::V) -> S::V {
-        s.mul(v, s.splat(self.0))
+        s.mul(v, s.splat(self.hi))
     }
     #[inline(always)]
     fn apply_scalar(&self, x: T) -> T {
-        x * self.0
+        x * self.hi
     }
     const ROUNDS: bool = true;
+    /// `x·hi - y` exactly (an FMA) plus `x·lo`.
     #[inline(always)]
     fn apply_err(&self, s: S, v: S::V, y: S::V) -> S::V {
-        s.fma(v, s.splat(self.0), s.sub(s.splat(T::ZERO), y))
+        let e = s.fma(v, s.splat(self.hi), s.sub(s.splat(T::ZERO), y));
+        s.fma(v, s.splat(self.lo), e)
     }
-    /// One fused multiply-add: `x·scale - m` rounded once, never the product first.
+    /// `x·hi - m` rounded once (an FMA), then `+ x·lo` (another); an infinite `x` keeps the first
+    /// (`inf · 0` would be NaN).
     #[inline(always)]
     fn sub_max(&self, s: S, v: S::V, neg_m: S::V) -> S::V {
-        s.fma(v, s.splat(self.0), neg_m)
+        let d = s.fma(v, s.splat(self.hi), neg_m);
+        let d2 = s.fma(v, s.splat(self.lo), d);
+        s.select_eq(d2, d2, d2, d)
     }
     #[inline(always)]
     fn preimage_of_neg_inf(&self) -> Option<T> {
-        Some(if self.0 > T::ZERO {
+        Some(if self.hi > T::ZERO {
             T::NEG_INFINITY
         } else {
             T::INFINITY

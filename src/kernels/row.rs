@@ -469,7 +469,7 @@ fn exp_diff_err<T: Element, S: Simd<T>>(s: S, y: S::V, ey: Option<S::V>, neg_m: 
 pub(crate) fn finish_lse_on<T: Element>(
     backend: Backend,
     x: &[T],
-    scale: T,
+    scale: Scale<T>,
     m: T,
     sum: f64,
 ) -> Lse {
@@ -478,7 +478,7 @@ pub(crate) fn finish_lse_on<T: Element>(
 
 struct FinishLse<'a, T> {
     x: &'a [T],
-    scale: T,
+    scale: Scale<T>,
     m: T,
     sum: f64,
 }

@@ -5,7 +5,7 @@ use std::ops::Range;
 use super::driver::{self, Kernel, Rows};
 use super::row::{
     exp_diff_mapped, finish_lse, finish_lse_on, map_row, max_mapped, max_sum, merge_max_sum,
-    next_max, tail_exp_diff, with_scale, Acc, Pre, BLOCK, SUM_RUN,
+    next_max, tail_exp_diff, with_scale, Acc, Pre, Scale, BLOCK, SUM_RUN,
 };
 use super::tile::{tile_rows, TileOp};
 use super::{Buf, SendPtr};
@@ -26,9 +26,31 @@ pub enum Mode {
 /// `scale` is `1/T` for temperature `T`, `-1/T` for softmin.
 pub fn softmax<T: Element>(
     backend: Backend,
-    mut buf: Buf<'_, T>,
+    buf: Buf<'_, T>,
     cols: usize,
     scale: T,
+    mode: Mode,
+) -> Result<(), KernelError> {
+    run(backend, buf, cols, Scale::exact(scale), mode)
+}
+
+/// [`softmax`] with a float64 `scale` (e.g. `1/T` of a float64 temperature): the part of the scale
+/// that `T` cannot hold is carried too, so float32 keeps its accuracy at any temperature.
+pub fn softmax_scaled<T: Element>(
+    backend: Backend,
+    buf: Buf<'_, T>,
+    cols: usize,
+    scale: f64,
+    mode: Mode,
+) -> Result<(), KernelError> {
+    run(backend, buf, cols, Scale::of(scale), mode)
+}
+
+fn run<T: Element>(
+    backend: Backend,
+    mut buf: Buf<'_, T>,
+    cols: usize,
+    scale: Scale<T>,
     mode: Mode,
 ) -> Result<(), KernelError> {
     buf.check()?;
@@ -51,7 +73,7 @@ struct Softmax<T> {
     src: SendPtr<T>,
     dst: SendPtr<T>,
     cols: usize,
-    scale: T,
+    scale: Scale<T>,
     mode: Mode,
 }
 
