@@ -13,9 +13,11 @@
 //! z-term by the number of counted rows. All of this is known before the first row is read (the label
 //! pre-pass), so the gradient is written in the same pass that reads the row.
 
+use std::any::TypeId;
 use std::ops::Range;
 
 use super::driver::{self, Rows};
+
 use super::row::{finish_lse, map_row, max_sum, Acc, One, Pre, SoftCap, BLOCK};
 use super::{Buf, SendPtr};
 use crate::simd::{Backend, Element, Simd};
@@ -120,6 +122,7 @@ pub fn cross_entropy<T: Element>(
         return Ok(0.0);
     }
     let k = CeRows {
+        backend,
         src,
         dst,
         losses: loss_ptr,
@@ -243,6 +246,7 @@ impl Plan {
 }
 
 struct CeRows<'a, T> {
+    backend: Backend,
     src: SendPtr<T>,
     dst: Option<SendPtr<T>>,
     losses: Option<SendPtr<T>>,
@@ -306,13 +310,13 @@ impl<T: Element> CeRows<'_, T> {
             let lse = parts.m + log_sum;
             let z_term = opts.z_loss * lse * lse;
             // Coefficients of the gradient g = p·a - w·(bw + bq·q) (and -k at the label).
-            let (main, a, bw, bq, at_label) = match (label, self.target) {
+            let (mut main, a, bw, bq, at_label) = match (label, self.target) {
                 (Some(y), _) => {
                     let y = y as usize;
                     let wy = opts.weight.map_or(1.0, |w| w[y].to_f64());
                     let oy = p.apply_scalar(x[y]).to_f64();
                     // (m - o'_y) + log_sum keeps log_sum when m is huge.
-                    let mut main = wy * (1.0 - eps) * ((parts.m - oy) + log_sum);
+                    let mut main = times(wy * (1.0 - eps), (parts.m - oy) + log_sum);
                     if eps > 0.0 {
                         let (_, _, wo) = dots(s, &p, x, m, opts.weight, None);
                         main += eps * inv_c * (plan.w_total * log_sum - wo);
@@ -326,7 +330,8 @@ impl<T: Element> CeRows<'_, T> {
                     let (wq, wqo, wo) = dots(s, &p, x, m, opts.weight, Some(q));
                     let q_total = (1.0 - eps) * wq + eps * inv_c * plan.w_total;
                     // lse·Q - Σ w q' o' = log_sum·Q - Σ w q' (o' - m): no cancellation of large terms.
-                    let main = log_sum * q_total - ((1.0 - eps) * wqo + eps * inv_c * wo);
+                    // `times` keeps a term with no mass from turning a -inf logit into NaN.
+                    let main = log_sum * q_total - (times(1.0 - eps, wqo) + times(eps * inv_c, wo));
                     let a = plan.r_main * q_total;
                     let bw = plan.r_main * eps * inv_c;
                     let bq = plan.r_main * (1.0 - eps);
@@ -334,6 +339,12 @@ impl<T: Element> CeRows<'_, T> {
                 }
                 (None, Target::Hard(_)) => unreachable!("hard targets always have a label"),
             };
+            if P::HAS_CHAIN && TypeId::of::<T>() == TypeId::of::<f32>() {
+                // The soft cap's float32 value is off by up to a few ulp of `c` (4e-6 at c = 50),
+                // which the loss `lse - o'_y` keeps in full (a confident row's loss went
+                // negative): the float32 rows' loss is taken in float64 instead.
+                main = self.main_in_f64(off, x, label);
+            }
             main_sum.add(main);
             z_sum.add(z_term);
             if let Some(l) = self.losses {
@@ -376,6 +387,49 @@ impl<T: Element> CeRows<'_, T> {
             }
         }
         (main_sum.value(), z_sum.value())
+    }
+}
+
+impl<T: Element> CeRows<'_, T> {
+    /// The main loss term of the row at `off` (its logits `x`, its label if any), computed by the
+    /// float64 kernel on a float64 copy of the row (without z-loss, which float32 keeps).
+    fn main_in_f64(&self, off: usize, x: &[T], label: Option<i64>) -> f64 {
+        let f64s = |v: &[T]| v.iter().map(|v| v.to_f64()).collect::<Vec<f64>>();
+        let (x64, w64) = (f64s(x), self.opts.weight.map(f64s));
+        let (one_label, q64);
+        let target = match (label, self.target) {
+            (Some(y), _) => {
+                one_label = [y];
+                Target::Hard(&one_label)
+            }
+            (None, Target::Soft(q)) => {
+                q64 = f64s(&q[off..off + x.len()]);
+                Target::Soft(&q64)
+            }
+            (None, Target::Hard(_)) => return f64::NAN,
+        };
+        let o = self.opts;
+        let opts = CeOptions {
+            weight: w64.as_deref(),
+            ignore_index: o.ignore_index,
+            label_smoothing: o.label_smoothing,
+            z_loss: 0.0,
+            softcap: o.softcap,
+            reduction: Reduction::None,
+        };
+        let mut loss = [0.0f64];
+        let logits = Logits::Read(&x64);
+        // The arguments passed the checks already; an error cannot happen here.
+        cross_entropy(
+            self.backend,
+            logits,
+            1,
+            x.len(),
+            target,
+            &opts,
+            Some(&mut loss),
+        )
+        .map_or(f64::NAN, |_| loss[0])
     }
 }
 
@@ -485,8 +539,9 @@ fn dots<T: Element, S: Simd<T>, P: Pre<T, S>>(
             };
             let wqv = s.mul(wv, qv);
             a = s.add(a, wqv);
-            b = s.mul_add(wqv, o, b);
-            c = s.mul_add(wv, o, c);
+            // A zero weight or label on a -inf logit adds 0 (the limit q·log q'), not 0·(-inf).
+            b = s.add(b, s.select_eq(wqv, zero, zero, s.mul(wqv, o)));
+            c = s.add(c, s.select_eq(wv, zero, zero, s.mul(wv, o)));
         }
         wq.add(s.reduce_sum(a).to_f64());
         wqo.add(s.reduce_sum(b).to_f64());
@@ -497,8 +552,20 @@ fn dots<T: Element, S: Simd<T>, P: Pre<T, S>>(
         let wi = w.map_or(1.0, |w| w[i].to_f64());
         let qi = q.map_or(1.0, |q| q[i].to_f64());
         wq.add(wi * qi);
-        wqo.add(wi * qi * o);
-        wo.add(wi * o);
+        wqo.add(times(wi * qi, o));
+        wo.add(times(wi, o));
     }
     (wq.value(), wqo.value(), wo.value())
+}
+
+/// `c · v`, with `0 · v = 0` even for an infinite `v`: a term that carries no probability mass
+/// contributes nothing (PyTorch's soft-label loss is `+inf` when mass sits on a `-inf` logit, and
+/// finite when none does).
+#[inline(always)]
+fn times(c: f64, v: f64) -> f64 {
+    if c == 0.0 {
+        0.0
+    } else {
+        c * v
+    }
 }

@@ -4,7 +4,7 @@
 use std::ops::Range;
 
 use super::driver::{self, Kernel, PerRow, Rows};
-use super::row::{finish_lse, finish_lse_on, max_sum, merge_max_sum, with_scale, Acc, Pre};
+use super::row::{finish_lse, finish_lse_on, max_sum, merge_max_sum, with_scale, Acc, Pre, Scale};
 use super::tile::{tile_rows, TileOp};
 use super::SendPtr;
 use crate::parallel::{chunk_rows, for_ranges};
@@ -18,6 +18,28 @@ pub fn logsumexp<T: Element>(
     x: &[T],
     cols: usize,
     scale: T,
+    out: &mut [T],
+) -> Result<(), KernelError> {
+    run(backend, x, cols, Scale::exact(scale), out)
+}
+
+/// [`logsumexp`] with a float64 `scale`: the part of the scale that `T` cannot hold is carried too
+/// (as in [`crate::kernels::softmax::softmax_scaled`]).
+pub fn logsumexp_scaled<T: Element>(
+    backend: Backend,
+    x: &[T],
+    cols: usize,
+    scale: f64,
+    out: &mut [T],
+) -> Result<(), KernelError> {
+    run(backend, x, cols, Scale::of(scale), out)
+}
+
+fn run<T: Element>(
+    backend: Backend,
+    x: &[T],
+    cols: usize,
+    scale: Scale<T>,
     out: &mut [T],
 ) -> Result<(), KernelError> {
     let rows = driver::reduced_rows(x.len(), cols, out.len())?;
@@ -38,7 +60,7 @@ pub fn logsumexp<T: Element>(
 struct LogSumExp<'a, T> {
     x: &'a [T],
     cols: usize,
-    scale: T,
+    scale: Scale<T>,
     /// One value per row, times `1 / scale` (which turns the log-sum-exp of `x · scale` back into
     /// `x`'s units).
     out: PerRow<T>,
@@ -163,17 +185,19 @@ fn weighted_row<T: Element>(x: &[T], b: &[T]) -> (f64, f64) {
         return (f64::NEG_INFINITY, 0.0);
     }
     if m == f64::INFINITY {
-        // Only the +inf terms count; their weights decide the sign (opposite signs cancel to NaN).
-        let bsum: f64 = x
-            .iter()
-            .zip(b)
-            .filter(|(xi, _)| xi.to_f64() == f64::INFINITY)
-            .map(|(_, bi)| bi.to_f64())
-            .sum();
-        return if bsum == 0.0 || bsum.is_nan() {
+        // Only the +inf terms count: b·inf is ±inf, so weights of both signs make inf - inf = NaN
+        // (as SciPy), whatever their magnitudes; weights of one sign give that sign's infinity.
+        let (mut pos, mut neg) = (false, false);
+        for (xi, bi) in x.iter().zip(b) {
+            if xi.to_f64() == f64::INFINITY {
+                pos |= bi.to_f64() > 0.0;
+                neg |= bi.to_f64() < 0.0;
+            }
+        }
+        return if pos == neg {
             (f64::NAN, f64::NAN)
         } else {
-            (f64::INFINITY, bsum.signum())
+            (f64::INFINITY, if pos { 1.0 } else { -1.0 })
         };
     }
     let bmax = b[imax].to_f64();

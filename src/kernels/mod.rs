@@ -10,6 +10,7 @@ pub mod cross_entropy;
 pub(crate) mod driver;
 pub mod entropy;
 pub mod logsumexp;
+pub(crate) mod pre;
 pub(crate) mod row;
 pub mod softmax;
 pub mod tile;

@@ -1,5 +1,5 @@
-//! The row primitives every kernel family shares: the maps applied before the softmax ([`Pre`]:
-//! [`One`], [`Scale`], [`SoftCap`]), the blocked online `(max, sum)` pass ([`max_sum`]) and its merge
+//! The row primitives every kernel family shares: the maps applied before the softmax ([`Pre`],
+//! defined in [`super::pre`] and re-exported here), the blocked online `(max, sum)` pass ([`max_sum`]) and its merge
 //! across segments, the log-sum-exp finish with its special values ([`finish_lse`]), the compensated
 //! sums ([`Acc`], [`Total`]) and the element-wise row map ([`map_row!`]).
 //!
@@ -7,6 +7,7 @@
 //! sits in L1, so the row is read once from memory); pass 2, when the kernel writes an output,
 //! re-reads the row (now in L2) and writes each element once.
 
+pub(crate) use super::pre::{with_scale, One, Pre, Scale, SoftCap};
 use crate::simd::{Backend, Element, Isa, Simd, WithSimd};
 
 /// `dst[i] = f(src[i])` vector by vector over `len` elements, `src` possibly equal to `dst`: each
@@ -108,126 +109,6 @@ impl Total {
     }
 }
 
-/// The element-wise map applied to a row before the softmax: `x * scale` (temperature, softmin) or
-/// the soft cap `c * tanh(x / c)`.
-pub(crate) trait Pre<T: Element, S: Simd<T>>: Copy {
-    fn apply(&self, s: S, v: S::V) -> S::V;
-    fn apply_scalar(&self, x: T) -> T;
-    /// An input that `apply` maps to `-inf`, if there is one (tails are filled with it).
-    fn preimage_of_neg_inf(&self) -> Option<T>;
-    /// Whether `apply` has a derivative other than a constant the caller handles (the soft cap).
-    const HAS_CHAIN: bool = false;
-    /// `d apply / dx` expressed through the mapped value `y = apply(x)`.
-    #[inline(always)]
-    fn chain(&self, _s: S, y: S::V) -> S::V {
-        y
-    }
-    #[inline(always)]
-    fn chain_scalar(&self, _y: f64) -> f64 {
-        1.0
-    }
-}
-
-/// `x · scale`: a temperature `1/T`, or `-1/T` for softmin.
-#[derive(Clone, Copy)]
-pub(crate) struct Scale<T>(pub T);
-
-/// Whether a scale is exactly 1 (the identity map [`One`] then replaces [`Scale`]).
-#[inline(always)]
-pub(crate) fn is_one<T: Element>(scale: T) -> bool {
-    scale == T::ONE
-}
-
-/// Evaluates `$body` with `$p` bound to the cheapest [`Pre`] for `$scale`: [`One`] when the scale is
-/// 1 (no multiply; the same values, since `x · 1 = x`), else [`Scale`]. A macro because the body is
-/// compiled once per map type, which a closure cannot be.
-macro_rules! with_scale {
-    ($scale:expr, |$p:ident| $body:expr) => {{
-        let scale = $scale;
-        if $crate::kernels::row::is_one(scale) {
-            let $p = $crate::kernels::row::One;
-            $body
-        } else {
-            let $p = $crate::kernels::row::Scale(scale);
-            $body
-        }
-    }};
-}
-pub(crate) use with_scale;
-
-/// The identity map: `Scale(1)` without the multiply (most calls have no temperature, and the
-/// multiply is one of the ~10 instructions per vector of the `(max, sum)` pass).
-#[derive(Clone, Copy)]
-pub(crate) struct One;
-
-impl<T: Element, S: Simd<T>> Pre<T, S> for One {
-    #[inline(always)]
-    fn apply(&self, _s: S, v: S::V) -> S::V {
-        v
-    }
-    #[inline(always)]
-    fn apply_scalar(&self, x: T) -> T {
-        x
-    }
-    #[inline(always)]
-    fn preimage_of_neg_inf(&self) -> Option<T> {
-        Some(T::NEG_INFINITY)
-    }
-}
-
-impl<T: Element, S: Simd<T>> Pre<T, S> for Scale<T> {
-    #[inline(always)]
-    fn apply(&self, s: S, v: S::V) -> S::V {
-        s.mul(v, s.splat(self.0))
-    }
-    #[inline(always)]
-    fn apply_scalar(&self, x: T) -> T {
-        x * self.0
-    }
-    #[inline(always)]
-    fn preimage_of_neg_inf(&self) -> Option<T> {
-        Some(if self.0 > T::ZERO {
-            T::NEG_INFINITY
-        } else {
-            T::INFINITY
-        })
-    }
-}
-
-/// Gemma 2's soft cap `c · tanh(x / c)`.
-#[derive(Clone, Copy)]
-pub(crate) struct SoftCap<T> {
-    pub c: T,
-    pub inv_c: T,
-}
-
-impl<T: Element, S: Simd<T>> Pre<T, S> for SoftCap<T> {
-    #[inline(always)]
-    fn apply(&self, s: S, v: S::V) -> S::V {
-        s.mul(s.tanh(s.mul(v, s.splat(self.inv_c))), s.splat(self.c))
-    }
-    #[inline(always)]
-    fn apply_scalar(&self, x: T) -> T {
-        T::from_f64((x * self.inv_c).to_f64().tanh()) * self.c
-    }
-    #[inline(always)]
-    fn preimage_of_neg_inf(&self) -> Option<T> {
-        None // c·tanh is bounded below by -c.
-    }
-    const HAS_CHAIN: bool = true;
-    /// `d/dx c·tanh(x/c) = 1 - tanh² = 1 - (y/c)²`.
-    #[inline(always)]
-    fn chain(&self, s: S, y: S::V) -> S::V {
-        let t = s.mul(y, s.splat(self.inv_c));
-        s.sub(s.splat(T::ONE), s.mul(t, t))
-    }
-    #[inline(always)]
-    fn chain_scalar(&self, y: f64) -> f64 {
-        let t = y * self.inv_c.to_f64();
-        1.0 - t * t
-    }
-}
-
 /// Loads a row tail (`x.len() < LANES`), maps it, and sets the lanes past the tail to `fill`.
 #[inline(always)]
 pub(crate) fn load_tail_mapped<T: Element, S: Simd<T>, P: Pre<T, S>>(
@@ -289,7 +170,7 @@ pub(crate) fn sum_exp_mapped<T: Element, S: Simd<T>, P: Pre<T, S>>(
     x: &[T],
     m: T,
 ) -> f64 {
-    let (l, mv) = (S::LANES, s.splat(m));
+    let (l, mv) = (S::LANES, s.splat(-m));
     let mut total = 0.0f64;
     let mut runs = x.chunks_exact(4 * l * SUM_RUN);
     for run in &mut runs {
@@ -308,33 +189,44 @@ pub(crate) fn sum_exp_mapped<T: Element, S: Simd<T>, P: Pre<T, S>>(
     }
     let mut singles = quads.remainder().chunks_exact(l);
     for c in &mut singles {
-        a[0] = s.add(a[0], s.exp(s.sub(p.apply(s, s.load(c)), mv)));
+        a[0] = s.add(a[0], s.exp(p.sub_max(s, s.load(c), mv)));
     }
     let tail = singles.remainder();
     if !tail.is_empty() {
-        let v = load_tail_mapped(s, p, tail, T::NEG_INFINITY);
-        a[1] = s.add(a[1], s.exp(s.sub(v, mv)));
+        a[1] = s.add(a[1], s.exp(tail_sub_max(s, p, tail, mv)));
     }
     total
         + s.reduce_sum(s.add(s.add(a[0], a[1]), s.add(a[2], a[3])))
             .to_f64()
 }
 
-/// Adds `exp(p(x) - m)` of the four vectors of `c` to the four accumulators.
+/// Adds `exp(p(x) - m)` of the four vectors of `c` to the four accumulators (`neg_m = -m`).
 #[inline(always)]
 fn add_exp4<T: Element, S: Simd<T>, P: Pre<T, S>>(
     s: S,
     p: &P,
     c: &[T],
-    mv: S::V,
+    neg_m: S::V,
     a: &mut [S::V; 4],
 ) {
     let l = S::LANES;
     for (k, acc) in a.iter_mut().enumerate() {
-        *acc = s.add(
-            *acc,
-            s.exp(s.sub(p.apply(s, s.load(&c[k * l..(k + 1) * l])), mv)),
-        );
+        let d = p.sub_max(s, s.load(&c[k * l..(k + 1) * l]), neg_m);
+        *acc = s.add(*acc, s.exp(d));
+    }
+}
+
+/// [`Pre::sub_max`] of a row tail (`x.len() < LANES`), with the lanes past it `-inf`.
+#[inline(always)]
+pub(crate) fn tail_sub_max<T: Element, S: Simd<T>, P: Pre<T, S>>(
+    s: S,
+    p: &P,
+    x: &[T],
+    neg_m: S::V,
+) -> S::V {
+    match p.preimage_of_neg_inf() {
+        Some(pre) => p.sub_max(s, s.load_partial(x, pre), neg_m),
+        None => s.add(load_tail_mapped(s, p, x, T::NEG_INFINITY), neg_m),
     }
 }
 
@@ -345,26 +237,46 @@ pub(crate) fn max_sum<T: Element, S: Simd<T>, P: Pre<T, S>>(s: S, p: &P, x: &[T]
     let mut m = T::NEG_INFINITY;
     let mut acc = Acc::default();
     for block in x.chunks(BLOCK) {
-        let bm = max_mapped(s, p, block);
-        if bm > m {
-            if m != T::NEG_INFINITY {
-                acc.scale((m - bm).to_f64().exp());
-            }
-            m = bm;
-        }
-        if m == T::NEG_INFINITY {
-            // Everything so far is -inf (exp would give NaN from -inf - -inf); it adds nothing.
+        if !next_max(&mut m, &mut acc, max_mapped(s, p, block), block) {
             continue;
+        }
+        if m.is_nan() {
+            return (m, f64::NAN);
         }
         acc.add(sum_exp_mapped(s, p, block, m));
     }
     (m, acc.value())
 }
 
+/// Folds a block's maximum `bm` into the running maximum `m` of the online pass, rescaling the sum
+/// `acc` to the new maximum; returns whether the block's exponentials are to be summed (false while
+/// everything so far is `-inf`: `exp(-inf - -inf)` would be NaN, and the block adds nothing).
+///
+/// A NaN makes `m` NaN, which poisons the sum and every output: a NaN `bm` fails `bm > m`, so
+/// without this the block (with its maximum and its NaN) would be skipped. The vector `max` may
+/// also drop a NaN lane; that NaN still reaches the block's exp-sum, except while `m` is `-inf`
+/// (the block is not summed), so only then, on that rare path, is the block searched for NaN.
+#[inline(always)]
+pub(crate) fn next_max<T: Element>(m: &mut T, acc: &mut Acc, bm: T, block: &[T]) -> bool {
+    if bm > *m {
+        if *m != T::NEG_INFINITY {
+            acc.scale((*m - bm).to_f64().exp());
+        }
+        *m = bm;
+    } else if bm.is_nan() || (*m == T::NEG_INFINITY && has_nan(block)) {
+        *m = T::NAN;
+    }
+    *m != T::NEG_INFINITY
+}
+
 /// Merges partial `(max, sum)` pairs of segments of one row, in order.
 pub(crate) fn merge_max_sum<T: Element>(parts: &[(T, f64)]) -> (T, f64) {
     let mut m = T::NEG_INFINITY;
-    for &(pm, _) in parts {
+    for &(pm, ps) in parts {
+        if pm.is_nan() || ps.is_nan() {
+            // A NaN in any segment makes the row NaN (`pm > m` would skip it).
+            return (T::NAN, f64::NAN);
+        }
         if pm > m {
             m = pm;
         }
@@ -397,26 +309,42 @@ pub(crate) fn sum_exp_rest<T: Element, S: Simd<T>, P: Pre<T, S>>(
     m: T,
 ) -> f64 {
     let l = S::LANES;
-    let mv = s.splat(m);
+    let (mv, neg_m) = (s.splat(m), s.splat(-m));
     let zero = s.splat(T::ZERO);
     let one = s.splat(T::ONE);
+    // `v` the mapped value, `d = p(x) - m` rounded once: an element equal to `m` adds
+    // `exp(d) - 1 ≈ d` (the rounding error of `p(x)`, 0 unless `p` rounds), so the rest stays
+    // consistent with the differences the log-softmax writes.
+    // A macro, not a closure: a closure would not inherit the caller's instruction set.
+    macro_rules! step {
+        ($a:ident, $n:ident, $v:expr, $d:expr) => {{
+            let (v, d) = ($v, $d);
+            $a = s.add($a, s.select_eq(v, mv, d, s.exp(d)));
+            $n = s.add($n, s.select_eq(v, mv, one, zero));
+        }};
+    }
     let mut acc = Acc::default();
     let mut count = 0.0f64;
     for block in x.chunks(BLOCK) {
         let (mut a, mut n) = (zero, zero);
         let mut singles = block.chunks_exact(l);
         for c in &mut singles {
-            let v = p.apply(s, s.load(c));
-            let e = s.exp(s.sub(v, mv));
-            a = s.add(a, s.select_eq(v, mv, zero, e));
-            n = s.add(n, s.select_eq(v, mv, one, zero));
+            let x = s.load(c);
+            step!(a, n, p.apply(s, x), p.sub_max(s, x, neg_m));
         }
         let tail = singles.remainder();
         if !tail.is_empty() {
-            let v = load_tail_mapped(s, p, tail, T::NEG_INFINITY);
-            let e = s.exp(s.sub(v, mv));
-            a = s.add(a, s.select_eq(v, mv, zero, e));
-            n = s.add(n, s.select_eq(v, mv, one, zero));
+            let (v, d) = match p.preimage_of_neg_inf() {
+                Some(pre) => {
+                    let x = s.load_partial(tail, pre);
+                    (p.apply(s, x), p.sub_max(s, x, neg_m))
+                }
+                None => {
+                    let v = load_tail_mapped(s, p, tail, T::NEG_INFINITY);
+                    (v, s.add(v, neg_m))
+                }
+            };
+            step!(a, n, v, d);
         }
         acc.add(s.reduce_sum(a).to_f64());
         count += s.reduce_sum(n).to_f64();
@@ -485,9 +413,51 @@ pub(crate) fn finish_lse<T: Element, S: Simd<T>, P: Pre<T, S>>(
 /// 1e-30), which would break softmax's 2e-6 relative bound (docs/api.md §4).
 #[inline(always)]
 pub(crate) fn exp_diff<T: Element, S: Simd<T>>(s: S, y: S::V, neg_m: S::V) -> S::V {
+    exp_diff_err(s, y, None, neg_m)
+}
+
+/// `exp(p(x) - m)` for a raw vector `x`, with the rounding errors of both `p(x)` (when `p` rounds)
+/// and the difference carried: [`exp_diff`] of the mapped value.
+#[inline(always)]
+pub(crate) fn exp_diff_mapped<T: Element, S: Simd<T>, P: Pre<T, S>>(
+    s: S,
+    p: &P,
+    x: S::V,
+    neg_m: S::V,
+) -> S::V {
+    let y = p.apply(s, x);
+    let ey = if P::ROUNDS {
+        Some(p.apply_err(s, x, y))
+    } else {
+        None
+    };
+    exp_diff_err(s, y, ey, neg_m)
+}
+
+/// [`exp_diff_mapped`] of a row tail (`x.len() < LANES`); the lanes past it give 0.
+#[inline(always)]
+pub(crate) fn tail_exp_diff<T: Element, S: Simd<T>, P: Pre<T, S>>(
+    s: S,
+    p: &P,
+    x: &[T],
+    neg_m: S::V,
+) -> S::V {
+    match p.preimage_of_neg_inf() {
+        Some(pre) => exp_diff_mapped(s, p, s.load_partial(x, pre), neg_m),
+        None => exp_diff(s, load_tail_mapped(s, p, x, T::NEG_INFINITY), neg_m),
+    }
+}
+
+/// `exp(y + ey - m)` with the rounding error of `y - m` put back; `ey` (when given) is the error of
+/// `y` itself.
+#[inline(always)]
+fn exp_diff_err<T: Element, S: Simd<T>>(s: S, y: S::V, ey: Option<S::V>, neg_m: S::V) -> S::V {
     let d = s.add(y, neg_m);
     let bb = s.sub(d, y);
-    let err = s.add(s.sub(y, s.sub(d, bb)), s.sub(neg_m, bb));
+    let mut err = s.add(s.sub(y, s.sub(d, bb)), s.sub(neg_m, bb));
+    if let Some(ey) = ey {
+        err = s.add(err, ey);
+    }
     let e = s.exp(d);
     // y = -inf makes `err` NaN; its output is exactly 0.
     let zero = s.splat(T::ZERO);
@@ -499,7 +469,7 @@ pub(crate) fn exp_diff<T: Element, S: Simd<T>>(s: S, y: S::V, neg_m: S::V) -> S:
 pub(crate) fn finish_lse_on<T: Element>(
     backend: Backend,
     x: &[T],
-    scale: T,
+    scale: Scale<T>,
     m: T,
     sum: f64,
 ) -> Lse {
@@ -508,7 +478,7 @@ pub(crate) fn finish_lse_on<T: Element>(
 
 struct FinishLse<'a, T> {
     x: &'a [T],
-    scale: T,
+    scale: Scale<T>,
     m: T,
     sum: f64,
 }

@@ -4,8 +4,8 @@ use std::ops::Range;
 
 use super::driver::{self, Kernel, Rows};
 use super::row::{
-    exp_diff, finish_lse, finish_lse_on, load_tail_mapped, map_row, max_mapped, max_sum,
-    merge_max_sum, with_scale, Acc, Pre, BLOCK, SUM_RUN,
+    exp_diff_mapped, finish_lse, finish_lse_on, map_row, max_mapped, max_sum, merge_max_sum,
+    next_max, tail_exp_diff, with_scale, Acc, Pre, Scale, BLOCK, SUM_RUN,
 };
 use super::tile::{tile_rows, TileOp};
 use super::{Buf, SendPtr};
@@ -26,9 +26,31 @@ pub enum Mode {
 /// `scale` is `1/T` for temperature `T`, `-1/T` for softmin.
 pub fn softmax<T: Element>(
     backend: Backend,
-    mut buf: Buf<'_, T>,
+    buf: Buf<'_, T>,
     cols: usize,
     scale: T,
+    mode: Mode,
+) -> Result<(), KernelError> {
+    run(backend, buf, cols, Scale::exact(scale), mode)
+}
+
+/// [`softmax`] with a float64 `scale` (e.g. `1/T` of a float64 temperature): the part of the scale
+/// that `T` cannot hold is carried too, so float32 keeps its accuracy at any temperature.
+pub fn softmax_scaled<T: Element>(
+    backend: Backend,
+    buf: Buf<'_, T>,
+    cols: usize,
+    scale: f64,
+    mode: Mode,
+) -> Result<(), KernelError> {
+    run(backend, buf, cols, Scale::of(scale), mode)
+}
+
+fn run<T: Element>(
+    backend: Backend,
+    mut buf: Buf<'_, T>,
+    cols: usize,
+    scale: Scale<T>,
     mode: Mode,
 ) -> Result<(), KernelError> {
     buf.check()?;
@@ -51,7 +73,7 @@ struct Softmax<T> {
     src: SendPtr<T>,
     dst: SendPtr<T>,
     cols: usize,
-    scale: T,
+    scale: Scale<T>,
     mode: Mode,
 }
 
@@ -187,7 +209,7 @@ unsafe fn write_log_softmax<T: Element, S: Simd<T>, P: Pre<T, S>>(
     // `map_row!` rather than a closure: a closure is a function of its own that does not inherit
     // the caller's `#[target_feature]`s, so vector intrinsics inside it would not inline.
     map_row!(T, S, s, src, dst, len, |v, _i| s
-        .sub(s.add(p.apply(s, v), neg_m), ls));
+        .sub(p.sub_max(s, v, neg_m), ls));
 }
 
 /// Blocks in the longest row that is not split across threads (longer ones are split in segments).
@@ -233,16 +255,12 @@ unsafe fn exp_pass<T: Element, S: Simd<T>, P: Pre<T, S>>(
     let zero = s.splat(T::ZERO);
     for (bi, start) in (0..len).step_by(BLOCK).enumerate() {
         let n = BLOCK.min(len - start);
-        let bm = max_mapped(s, p, src.slice(start, n));
-        if bm > m {
-            if m != T::NEG_INFINITY {
-                acc.scale((m - bm).to_f64().exp());
-            }
-            m = bm;
-        }
+        let block = src.slice(start, n);
+        // A NaN makes `m` NaN: then every exponential, the sum and pass 2's factors are NaN.
+        let summed = next_max(&mut m, &mut acc, max_mapped(s, p, block), block);
         block_m[bi] = m;
         let (bsrc, bdst) = (src.add(start), dst.add(start));
-        if m == T::NEG_INFINITY {
+        if !summed {
             // Every element so far is -inf (or NaN): write 0; pass 2 turns the row into NaN if
             // it stays so, and keeps 0 otherwise.
             map_row!(T, S, s, bsrc, bdst, n, |_v, _i| zero);
@@ -253,7 +271,7 @@ unsafe fn exp_pass<T: Element, S: Simd<T>, P: Pre<T, S>>(
         let (mut run, mut count, mut block_sum) = (zero, 0, 0.0f64);
         let mut i = 0;
         while i + l <= n {
-            let e = exp_diff(s, p.apply(s, s.load(bsrc.slice(i, l))), neg_m);
+            let e = exp_diff_mapped(s, p, s.load(bsrc.slice(i, l)), neg_m);
             s.store(std::slice::from_raw_parts_mut(bdst.0.add(i), l), e);
             run = s.add(run, e);
             count += 1;
@@ -265,8 +283,7 @@ unsafe fn exp_pass<T: Element, S: Simd<T>, P: Pre<T, S>>(
         }
         if i < n {
             // Lanes past the tail hold -inf, so they add exp(-inf) = 0 to the sum.
-            let y = load_tail_mapped(s, p, bsrc.slice(i, n - i), T::NEG_INFINITY);
-            let e = exp_diff(s, y, neg_m);
+            let e = tail_exp_diff(s, p, bsrc.slice(i, n - i), neg_m);
             s.store_partial(std::slice::from_raw_parts_mut(bdst.0.add(i), n - i), e);
             run = s.add(run, e);
         }

@@ -4,7 +4,7 @@
 //! `LANES` rows and every row reduction becomes a lane-wise vector operation: no horizontal
 //! reductions, no scalar `exp`/`log`, no per-row branches.
 
-use super::row::{exp_diff, finish_lse, max_sum, Pre, MAX_LANES};
+use super::row::{exp_diff_mapped, finish_lse, max_sum, Pre, MAX_LANES};
 use super::SendPtr;
 use crate::simd::{Element, Simd};
 
@@ -82,13 +82,13 @@ pub(crate) unsafe fn tile_rows<T: Element, S: Simd<T>, P: Pre<T, S>>(
         if op == TileOp::Softmax {
             // One exp per element: keep exp(y - m) in the scratch and scale it afterwards.
             for col in scratch.chunks_exact_mut(l) {
-                let e = exp_diff(s, p.apply(s, s.load(col)), neg_m);
+                let e = exp_diff_mapped(s, p, s.load(col), neg_m);
                 sum = s.add(sum, e);
                 s.store(col, e);
             }
         } else {
             for col in scratch.chunks_exact(l) {
-                sum = s.add(sum, s.exp(s.add(p.apply(s, s.load(col)), neg_m)));
+                sum = s.add(sum, s.exp(p.sub_max(s, s.load(col), neg_m)));
             }
         }
         match op {
@@ -101,8 +101,8 @@ pub(crate) unsafe fn tile_rows<T: Element, S: Simd<T>, P: Pre<T, S>>(
                 } else {
                     let log_sum = s.ln(sum);
                     for col in scratch.chunks_exact_mut(l) {
-                        let y = p.apply(s, s.load(col));
-                        s.store(col, s.sub(s.add(y, neg_m), log_sum));
+                        let d = p.sub_max(s, s.load(col), neg_m);
+                        s.store(col, s.sub(d, log_sum));
                     }
                 }
                 // Transpose out.

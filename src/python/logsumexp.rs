@@ -22,11 +22,11 @@ pub(super) fn logsumexp<'py>(
         let x = array::<T>(x, "x")?;
         let shape = x.shape();
         let o = output::<T>(py, &shape[..shape.len() - 1], out, "out")?;
-        let (c, scale) = (cols(x), T::from_f64(scale));
+        let c = cols(x);
         if o.len() > 0 {
             let go = |xs: &[T], os: &mut [T]| {
                 run(py, xs.len(), || {
-                    lse::logsumexp(simd::active(), xs, c, scale, os)
+                    lse::logsumexp_scaled(simd::active(), xs, c, scale, os)
                 })
             };
             if overlaps(x, &o) {

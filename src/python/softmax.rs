@@ -4,7 +4,7 @@ use super::arrays::{array, cols, dispatch, output, same_memory, with_buf, Float}
 use super::run;
 use crate::kernels::backward::{self as bw, Vjp, VjpBuf};
 use crate::kernels::softmax::{self as sm, Mode};
-use crate::simd::{self, Element};
+use crate::simd;
 use numpy::{PyArrayDyn, PyArrayMethods, PyUntypedArrayMethods};
 use pyo3::prelude::*;
 
@@ -24,10 +24,11 @@ pub(super) fn softmax<'py>(
         let x = array::<T>(x, "x")?;
         let o = output::<T>(py, x.shape(), out, "out")?;
         if x.len() > 0 {
-            let (c, scale) = (cols(x), T::from_f64(scale));
+            let c = cols(x);
             with_buf(x, &o, |buf| {
                 let n = buf.len();
-                run(py, n, || sm::softmax(simd::active(), buf, c, scale, mode))
+                // The scale stays float64: its low part is carried into the exponent.
+                run(py, n, || sm::softmax_scaled(simd::active(), buf, c, scale, mode))
             })?;
         }
         Ok(o.into_any())

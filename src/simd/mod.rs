@@ -239,6 +239,13 @@ pub unsafe trait Simd<T: Element>: Copy + Send + Sync + 'static {
             out[i * stride] = *b;
         }
     }
+    /// `a * b + c` with one rounding, always (so `fma(a, b, -(a * b))` is the exact error of the
+    /// product). The vector backends' `mul_add` is fused already; the scalar backend, whose
+    /// `mul_add` is not, overrides this.
+    #[inline(always)]
+    fn fma(self, a: Self::V, b: Self::V, c: Self::V) -> Self::V {
+        self.mul_add(a, b, c)
+    }
     /// `1 / a` lane-wise (the reciprocal of a sum); the default is a division.
     #[inline(always)]
     fn recip(self, a: Self::V) -> Self::V {

@@ -53,6 +53,10 @@ macro_rules! scalar_impl {
                 a * b + c
             }
             #[inline(always)]
+            fn fma(self, a: $t, b: $t, c: $t) -> $t {
+                a.mul_add(b, c)
+            }
+            #[inline(always)]
             fn max(self, a: $t, b: $t) -> $t {
                 if a >= b || b.is_nan() {
                     a

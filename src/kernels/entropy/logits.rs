@@ -52,8 +52,8 @@ impl<T: Element> Kernel<T> for Logits<'_, T> {
     #[inline(always)]
     fn part<S: Simd<T>>(&self, s: S, row: usize, seg: Range<usize>) -> (T, T) {
         let (o, r) = self.rows_of(row, seg);
-        let mr = r.map_or(T::NEG_INFINITY, |r| max_mapped(s, &Scale(T::ONE), r));
-        (max_mapped(s, &Scale(T::ONE), o), mr)
+        let mr = r.map_or(T::NEG_INFINITY, |r| max_mapped(s, &Scale::exact(T::ONE), r));
+        (max_mapped(s, &Scale::exact(T::ONE), o), mr)
     }
 
     fn finish(&self, backend: Backend, row: usize, parts: &[(T, T)]) {
@@ -83,8 +83,8 @@ impl<T: Element> Kernel<T> for Logits<'_, T> {
                     w: tot[1].value(),
                     sr: tot[2].value(),
                 };
-                let lo = finish_lse_on(backend, o, T::ONE, mo, sums.so);
-                let lr = r.map(|r| finish_lse_on(backend, r, T::ONE, mr, sums.sr));
+                let lo = finish_lse_on(backend, o, Scale::exact(T::ONE), mo, sums.so);
+                let lr = r.map(|r| finish_lse_on(backend, r, Scale::exact(T::ONE), mr, sums.sr));
                 finish_logits(lo, lr, sums)
             }
         };
@@ -142,7 +142,7 @@ fn finish_logits(lo: Lse, lr: Option<Lse>, sums: Sums) -> f64 {
 /// `H[softmax(o)]` of one row.
 #[inline(always)]
 fn entropy_logits<T: Element, S: Simd<T>>(s: S, o: &[T]) -> f64 {
-    let p = Scale(T::ONE);
+    let p = Scale::exact(T::ONE);
     let Some((mo, _)) = maxima(max_mapped(s, &p, o), None) else {
         return f64::NAN;
     };
@@ -153,7 +153,7 @@ fn entropy_logits<T: Element, S: Simd<T>>(s: S, o: &[T]) -> f64 {
 /// `KL(softmax(o) ‖ softmax(r))` of one row pair.
 #[inline(always)]
 fn kl_logits<T: Element, S: Simd<T>>(s: S, o: &[T], r: &[T]) -> f64 {
-    let p = Scale(T::ONE);
+    let p = Scale::exact(T::ONE);
     let Some((mo, mr)) = maxima(max_mapped(s, &p, o), Some(max_mapped(s, &p, r))) else {
         return f64::NAN;
     };
