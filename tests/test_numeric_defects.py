@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import fastsoftmax as fs
+from defects import is_open
 
 BLOCK = 2048
 SEGMENT = 65536
@@ -146,6 +147,7 @@ def test_weighted_logsumexp_over_inf_of_both_signs(b, expected):
 @pytest.mark.parametrize("shape", [(9, 31), (40, 64), (3, 1000), (2, 4099), (1, 131075)])
 # 0.2446...: 1/T in float32 errs by 5.5e-8 relative, enough to break the bound unless carried.
 @pytest.mark.parametrize("temperature", [0.1, 0.05, 0.3, 0.7, 3.0, 0.2446193054257848])
+@pytest.mark.xfail(is_open(3), reason="defect 3 is open: a temperature's 1/T is rounded", strict=False)
 def test_temperature_keeps_the_float32_bounds(each_backend, rng, shape, temperature):
     x = (3.0 * rng.standard_normal(shape)).astype(np.float32)
     x64 = x.astype(np.float64) / temperature
@@ -168,6 +170,7 @@ def test_temperature_keeps_the_float32_bounds(each_backend, rng, shape, temperat
     assert (np.abs(got_lse - ref_t) / np.maximum(1, np.abs(ref_t))).max() <= 2e-6
 
 
+@pytest.mark.xfail(is_open(3), reason="defect 3 is open: a temperature's 1/T is rounded", strict=False)
 def test_temperature_float32_bound_at_random_temperatures(each_backend, rng):
     for t in np.exp(rng.uniform(np.log(0.02), np.log(5.0), 60)):
         x = (3.0 * rng.standard_normal((4, 200))).astype(np.float32)
