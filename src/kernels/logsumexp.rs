@@ -23,8 +23,8 @@ pub fn logsumexp<T: Element>(
     run(backend, x, cols, Scale::exact(scale), out)
 }
 
-/// [`logsumexp`] with a float64 `scale`: the part of the scale that `T` cannot hold is carried too
-/// (as in [`crate::kernels::softmax::softmax_scaled`]).
+/// [`logsumexp`] with a float64 `scale`, rounded to `T` today (as in
+/// [`crate::kernels::softmax::softmax_scaled`]).
 pub fn logsumexp_scaled<T: Element>(
     backend: Backend,
     x: &[T],

@@ -34,8 +34,8 @@ pub fn softmax<T: Element>(
     run(backend, buf, cols, Scale::exact(scale), mode)
 }
 
-/// [`softmax`] with a float64 `scale` (e.g. `1/T` of a float64 temperature): the part of the scale
-/// that `T` cannot hold is carried too, so float32 keeps its accuracy at any temperature.
+/// [`softmax`] with a float64 `scale` (e.g. `1/T` of a float64 temperature), rounded to `T` today;
+/// the entry where carrying its low part (an open accuracy item, see `Scale::of`) will go.
 pub fn softmax_scaled<T: Element>(
     backend: Backend,
     buf: Buf<'_, T>,
