@@ -285,7 +285,7 @@ class _Call:
         self.scale: Optional[Any] = None
         if self.reduction != "mean":
             return
-        n = xp.count_nonzero(counted).astype(_F64)
+        n = xp.asarray(xp.count_nonzero(counted), dtype=_F64)  # a Python int on NumPy < 2
         self.scale = (1.0 / xp.maximum(n, 1.0)).astype(cdt)
         if self.weight is not None and self.V > 0:
             safe = xp.clip(self.t64, 0, self.V - 1)
