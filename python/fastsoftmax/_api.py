@@ -156,12 +156,7 @@ def logsumexp(
         b = be.asarray(b, "b")
         if b.dtype.kind not in "biuf" and not _checks.is_bf16(b.dtype):
             raise TypeError(f"b has unsupported dtype {b.dtype}")
-        try:
-            shape = np.broadcast_shapes(x.shape, b.shape)
-        except ValueError:
-            raise ValueError(
-                f"b of shape {b.shape} does not broadcast against x of shape {x.shape}"
-            ) from None
+        shape = _checks.weights_shape(x.shape, b.shape)
         rdt = _checks.lse_result_dtype(x.dtype, b.dtype)
         if shape != x.shape:
             x = be.broadcast_to(x, shape)
@@ -438,12 +433,7 @@ def _row_reduce(p: Any, q: Any, axis: Any, from_logits: bool, base: Any) -> Any:
         rdt = _checks.pair_dtypes(pa.dtype, qa.dtype, ("p", "q"))
     scale = _checks.base_scale(base)
     if qa is not None:
-        try:
-            shape = np.broadcast_shapes(pa.shape, qa.shape)
-        except ValueError:
-            raise ValueError(
-                f"p of shape {pa.shape} and q of shape {qa.shape} do not broadcast"
-            ) from None
+        shape = _checks.pair_shape(pa.shape, qa.shape)
         pa = be.broadcast_to(pa, shape) if pa.shape != shape else pa
         qa = be.broadcast_to(qa, shape) if qa.shape != shape else qa
     if pa.ndim == 0:

@@ -46,6 +46,22 @@ def result_dtype(dt: np.dtype, what: str = "x") -> np.dtype:
     raise TypeError(f"{what} has unsupported dtype {dt}; expected a floating, integer or bool array")
 
 
+def weights_shape(x: Tuple[int, ...], b: Tuple[int, ...]) -> Tuple[int, ...]:
+    """The shape `x` and SciPy's weights `b` broadcast to (``ValueError`` naming both)."""
+    try:
+        return tuple(np.broadcast_shapes(x, b))
+    except ValueError:
+        raise ValueError(f"b of shape {b} does not broadcast against x of shape {x}") from None
+
+
+def pair_shape(p: Tuple[int, ...], q: Tuple[int, ...]) -> Tuple[int, ...]:
+    """The shape two distributions `p` and `q` broadcast to (``ValueError`` naming both)."""
+    try:
+        return tuple(np.broadcast_shapes(p, q))
+    except ValueError:
+        raise ValueError(f"p of shape {p} and q of shape {q} do not broadcast") from None
+
+
 def compute_dtype(rdt: np.dtype) -> np.dtype:
     """The dtype the CPU kernels compute in for a result dtype: float32 for the half types."""
     return F32 if rdt.itemsize == 2 else rdt

@@ -26,7 +26,7 @@ from typing import Any, Callable, Optional, Sequence, Tuple
 
 import numpy as np
 
-from . import _api
+from . import _api, _checks
 from ._partial import _sign_of, _xp, logsumexp_stats, merge_logsumexp_stats
 
 # Dask's type information is partial (many functions untyped): it is used through `Any`, so that the
@@ -318,12 +318,7 @@ def logsumexp(
     probe_b = None
     if b is not None:
         b = as_dask(b)
-        try:
-            shape = np.broadcast_shapes(x.shape, b.shape)
-        except ValueError:
-            raise ValueError(
-                f"b of shape {b.shape} does not broadcast against x of shape {x.shape}"
-            ) from None
+        shape = _checks.weights_shape(x.shape, b.shape)
         x = da.broadcast_to(x, shape) if x.shape != shape else x
         b = da.broadcast_to(b, shape).rechunk(x.chunks)
         probe_b = stand_in(b)
@@ -497,11 +492,7 @@ def kl_divergence(
     p: Any, q: Any, axis: int = -1, *, base: Any = None, from_logits: bool = False
 ) -> DArray:
     p, q = as_dask(p), as_dask(q)
-    try:
-        shape = np.broadcast_shapes(p.shape, q.shape)
-    except ValueError:
-        raise ValueError(
-            f"p of shape {p.shape} and q of shape {q.shape} do not broadcast") from None
+    shape = _checks.pair_shape(p.shape, q.shape)
     rdt = np.asarray(_api.kl_divergence(stand_in(p), stand_in(q), axis, base=base,
                                         from_logits=from_logits)).dtype
     p = da.broadcast_to(p, shape) if p.shape != shape else p
