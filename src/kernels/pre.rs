@@ -38,37 +38,34 @@ pub(crate) trait Pre<T: Element, S: Simd<T>>: Copy {
     }
 }
 
-/// `x · scale`: a temperature `1/T`, or `-1/T` for softmin. The scale is `hi + lo`: a float64
-/// scale rounded to `T` errs by up to 6e-8 relative in float32, which moves `exp(x·s - m)` by up to
-/// 4e-6 relative at `|x·s - m| ≈ 69` (outputs near 1e-30), so its low part `lo` is carried too.
+/// `x · scale`: a temperature `1/T`, or `-1/T` for softmin, in the element type.
 #[derive(Clone, Copy)]
 pub(crate) struct Scale<T> {
     pub hi: T,
-    pub lo: T,
 }
 
 impl<T: Element> Scale<T> {
     /// A scale that `T` holds exactly.
     pub(crate) fn exact(hi: T) -> Self {
-        Scale { hi, lo: T::ZERO }
+        Scale { hi }
     }
-    /// A float64 scale rounded to `T`. Its low part is NOT carried: `x·lo` is measured against
-    /// the row maximum of `x·hi`, so for large `|x|` (1e10 in float32 at T = 0.7) it shifted every
-    /// difference by hundreds and the row underflowed. Carrying it needs the maximum's own `x·lo`
-    /// (see the open accuracy item for temperatures whose `1/T` float32 cannot hold).
+    /// A float64 scale rounded to `T`. Its low part is NOT carried: `x·lo` would have to be
+    /// measured against the row maximum's own `x·lo` (against `x·hi` alone it shifted every
+    /// difference by hundreds for `|x|` near 1e10 in float32 and the row underflowed). That carry
+    /// is the open accuracy item for temperatures whose `1/T` the element type cannot hold.
     pub(crate) fn of(scale: f64) -> Self {
         Scale::exact(T::from_f64(scale))
     }
-    /// The scale in float64 (`hi + lo`).
+    /// The scale in float64.
     pub(crate) fn to_f64(self) -> f64 {
-        self.hi.to_f64() + self.lo.to_f64()
+        self.hi.to_f64()
     }
 }
 
 /// Whether a scale is exactly 1 (the identity map [`One`] then replaces [`Scale`]).
 #[inline(always)]
 pub(crate) fn is_one<T: Element>(scale: Scale<T>) -> bool {
-    scale.hi == T::ONE && scale.lo == T::ZERO
+    scale.hi == T::ONE
 }
 
 /// Evaluates `$body` with `$p` bound to the cheapest [`Pre`] for the [`Scale`] `$scale`: [`One`]
