@@ -275,39 +275,6 @@ def cross_entropy(
     )[0]
 
 
-def cross_entropy_grad(
-    logits: Any,
-    target: Any,
-    *,
-    axis: int = -1,
-    weight: Any = None,
-    ignore_index: int = -100,
-    reduction: Reduction = "mean",
-    label_smoothing: float = 0.0,
-    z_loss: float = 0.0,
-    softcap: Optional[float] = None,
-    out: Any = None,
-) -> Any:
-    r"""Gradient of :func:`cross_entropy` with respect to the logits:
-    :math:`\partial l/\partial o = \mathrm{softmax}(o) - \mathrm{onehot}(y)` per row (soft labels:
-    :math:`\mathrm{softmax}(o) \sum_j q_j - q`), divided by `N` for ``reduction="mean"`` without
-    options; "none" gives the gradient of the sum.
-
-    Returns an array of the logits' shape and result dtype (as :func:`cross_entropy`);
-    ``out=logits`` writes it in place.
-
-    >>> import numpy as np, fastsoftmax as fs
-    >>> o = np.array([[2.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
-    >>> fs.cross_entropy_grad(o, np.array([0, 2])).round(4)
-    array([[-0.1065,  0.0533,  0.0533],
-           [ 0.1667,  0.1667, -0.3333]])
-    """
-    return _ce(
-        logits, target, axis, weight, ignore_index, reduction, label_smoothing, z_loss, softcap,
-        True, out, False,
-    )[1]
-
-
 def cross_entropy_with_grad(
     logits: Any,
     target: Any,
@@ -338,6 +305,29 @@ def cross_entropy_with_grad(
         logits, target, axis, weight, ignore_index, reduction, label_smoothing, z_loss, softcap,
         True, out,
     )
+
+
+@_checks.same_parameters(cross_entropy_with_grad)
+def cross_entropy_grad(logits: Any, target: Any, **options: Any) -> Any:
+    r"""Gradient of :func:`cross_entropy` with respect to the logits:
+    :math:`\partial l/\partial o = \mathrm{softmax}(o) - \mathrm{onehot}(y)` per row (soft labels:
+    :math:`\mathrm{softmax}(o) \sum_j q_j - q`), divided by `N` for ``reduction="mean"`` without
+    options; "none" gives the gradient of the sum.
+
+    Returns an array of the logits' shape and result dtype (as :func:`cross_entropy`);
+    ``out=logits`` writes it in place.
+
+    >>> import numpy as np, fastsoftmax as fs
+    >>> o = np.array([[2.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+    >>> fs.cross_entropy_grad(o, np.array([0, 2])).round(4)
+    array([[-0.1065,  0.0533,  0.0533],
+           [ 0.1667,  0.1667, -0.3333]])
+    """
+    kw = _checks.keywords(_GRAD_DEFAULTS, options, "cross_entropy_grad")
+    return _ce(logits, target, want_grad=True, with_loss=False, **kw)[1]
+
+
+_GRAD_DEFAULTS = _checks.keyword_defaults(cross_entropy_with_grad)
 
 
 for _f in (cross_entropy, cross_entropy_grad, cross_entropy_with_grad):

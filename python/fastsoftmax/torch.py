@@ -39,6 +39,7 @@ from ._torch_ops import (
     CrossEntropyFunction,
     LinearCrossEntropyFunction,
     SoftmaxFunction,
+    LossOptions,
     ce_impl,
     linear_impl,
     softmax_impl,
@@ -148,7 +149,7 @@ def _float(v: Any, what: str) -> float:
 
 def _options(
     ignore_index: Any, reduction: Any, label_smoothing: Any, z_loss: Any, softcap: Any
-) -> tuple[int, str, float, float, Optional[float]]:
+) -> LossOptions:
     """The scalar options as the custom ops take them; their ranges are checked by the kernels'
     own validation (ValueError) before any work."""
     try:
@@ -161,7 +162,7 @@ def _options(
     if not 0.0 <= eps <= 1.0:
         raise ValueError(f"label_smoothing must be between 0.0 and 1.0. Got: {label_smoothing}")
     cap = None if softcap is None else _float(softcap, "softcap")
-    return int(ignore), str(reduction), eps, _float(z_loss, "z_loss"), cap
+    return LossOptions(int(ignore), str(reduction), eps, _float(z_loss, "z_loss"), cap)
 
 
 def _check_weight(weight: Any, x: Tensor, classes: int) -> Optional[Tensor]:
@@ -306,7 +307,7 @@ def cross_entropy(
         return loss  # type: ignore[no-any-return]
     if with_grad:
         return CrossEntropyFunction.apply(x, t, w, *opts, True)  # type: ignore[no-any-return]
-    return ce_impl(x, t, w, *opts, False)[0]
+    return ce_impl(x, t, w, opts, False)[0]
 
 
 def linear_cross_entropy(
@@ -390,7 +391,7 @@ def linear_cross_entropy(
         return torch.ops.fastsoftmax.linear_cross_entropy(*args, with_grad)[0]  # type: ignore[no-any-return]
     if _needs_grad(x, w, b):
         return LinearCrossEntropyFunction.apply(*args, with_grad)  # type: ignore[no-any-return]
-    return linear_impl(*args, False)[0]
+    return linear_impl(x, w, t, b, cw, opts, chunk_size, False)[0]
 
 
 # --------------------------------------------------------------------------------------------------

@@ -101,6 +101,19 @@ template <typename T, int VEC> union fs_pack {
     T e[VEC];
 };
 
+// Stores VEC computed values at dst as T: one 16-byte store when VEC > 1 (dst is then aligned).
+template <typename T, int VEC, typename A>
+__device__ __forceinline__ void fs_store(T* dst, const A (&o)[VEC]) {
+    if (VEC == 1) {
+        dst[0] = Cvt<T>::st(o[0]);
+        return;
+    }
+    fs_pack<T, VEC> p;
+#pragma unroll
+    for (int j = 0; j < VEC; ++j) p.e[j] = Cvt<T>::st(o[j]);
+    *reinterpret_cast<fs_v16*>(dst) = p.v;
+}
+
 // Reduce NV values over the TPR threads of a group.  For TPR <= 32 the group lives inside one warp
 // (shuffles only); for TPR > 32 the group is the whole block (shuffles, then shared memory).
 // Every thread of the block must call this (no divergent early exits).
@@ -359,14 +372,7 @@ fs_rows(const T* x,                    // (rows, cols) C-contiguous
                     if (MODE == MODE_SOFTMAX) o[j] = u * factor;
                     else o[j] = (M == fs_inf<A>()) ? fs_nan<A>() : fs_sd(u, M, unit, it) - off;
                 }
-                if (VEC == 1) {
-                    yr[i0] = Cvt<T>::st(o[0]);
-                } else {
-                    fs_pack<T, VEC> p;
-#pragma unroll
-                    for (int j = 0; j < VEC; ++j) p.e[j] = Cvt<T>::st(o[j]);
-                    *reinterpret_cast<fs_v16*>(yr + i0) = p.v;
-                }
+                fs_store<T, VEC>(yr + i0, o);
             }
         }
         return;
@@ -428,14 +434,7 @@ fs_rows(const T* x,                    // (rows, cols) C-contiguous
                 }
                 o[j] = gr;
             }
-            if (VEC == 1) {
-                yr[i0] = Cvt<T>::st(o[0]);
-            } else {
-                fs_pack<T, VEC> p;
-#pragma unroll
-                for (int j = 0; j < VEC; ++j) p.e[j] = Cvt<T>::st(o[j]);
-                *reinterpret_cast<fs_v16*>(yr + i0) = p.v;
-            }
+            fs_store<T, VEC>(yr + i0, o);
         }
     }
 }
