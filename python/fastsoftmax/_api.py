@@ -242,16 +242,9 @@ def _ce(
 
 
 def cross_entropy(
-    logits: Any,
-    target: Any,
-    *,
-    axis: int = -1,
-    weight: Any = None,
-    ignore_index: int = -100,
-    reduction: Reduction = "mean",
-    label_smoothing: float = 0.0,
-    z_loss: float = 0.0,
-    softcap: Optional[float] = None,
+    logits: Any, target: Any, *, axis: int = -1, weight: Any = None,
+    ignore_index: int = -100, reduction: Reduction = "mean", label_smoothing: float = 0.0,
+    z_loss: float = 0.0, softcap: Optional[float] = None,
 ) -> Any:
     r"""Cross-entropy loss: per row :math:`l = \mathrm{logsumexp}(o) - o_y` (hard labels) or
     :math:`l = -\sum_j q_j \log \mathrm{softmax}(o)_j` (soft labels), reduced over the rows.
@@ -276,17 +269,9 @@ def cross_entropy(
 
 
 def cross_entropy_with_grad(
-    logits: Any,
-    target: Any,
-    *,
-    axis: int = -1,
-    weight: Any = None,
-    ignore_index: int = -100,
-    reduction: Reduction = "mean",
-    label_smoothing: float = 0.0,
-    z_loss: float = 0.0,
-    softcap: Optional[float] = None,
-    out: Any = None,
+    logits: Any, target: Any, *, axis: int = -1, weight: Any = None,
+    ignore_index: int = -100, reduction: Reduction = "mean", label_smoothing: float = 0.0,
+    z_loss: float = 0.0, softcap: Optional[float] = None, out: Any = None,
 ) -> Tuple[Any, Any]:
     r"""``(loss, grad)`` of :func:`cross_entropy` and :func:`cross_entropy_grad`, computed in one
     pass over each row of `logits` (:math:`l = \mathrm{logsumexp}(o) - o_y`,

@@ -467,18 +467,9 @@ _DOC_COMMON = """
 
 
 def linear_cross_entropy(
-    x: Any,
-    classifier: Any,
-    target: Any,
-    *,
-    bias: Any = None,
-    weight: Any = None,
-    ignore_index: int = -100,
-    reduction: str = "mean",
-    label_smoothing: float = 0.0,
-    z_loss: float = 0.0,
-    softcap: Optional[float] = None,
-    chunk_size: Optional[int] = None,
+    x: Any, classifier: Any, target: Any, *, bias: Any = None, weight: Any = None,
+    ignore_index: int = -100, reduction: str = "mean", label_smoothing: float = 0.0,
+    z_loss: float = 0.0, softcap: Optional[float] = None, chunk_size: Optional[int] = None,
 ) -> Any:
     r"""Cross-entropy of a linear classifier head without materialising its logits:
     ``cross_entropy(x @ classifier.T + bias, target, ...)``, i.e. per row

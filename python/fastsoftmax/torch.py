@@ -251,15 +251,9 @@ def log_softmax(input: Tensor, dim: int = -1) -> Tensor:
 
 
 def cross_entropy(
-    input: Tensor,
-    target: Tensor,
-    weight: Optional[Tensor] = None,
-    ignore_index: int = -100,
-    reduction: Reduction = "mean",
-    label_smoothing: float = 0.0,
-    *,
-    z_loss: float = 0.0,
-    softcap: Optional[float] = None,
+    input: Tensor, target: Tensor, weight: Optional[Tensor] = None,
+    ignore_index: int = -100, reduction: Reduction = "mean", label_smoothing: float = 0.0,
+    *, z_loss: float = 0.0, softcap: Optional[float] = None,
 ) -> Tensor:
     r"""Cross-entropy loss, as ``torch.nn.functional.cross_entropy`` (plus `z_loss` and `softcap`).
 
@@ -311,18 +305,10 @@ def cross_entropy(
 
 
 def linear_cross_entropy(
-    input: Tensor,
-    classifier: Tensor,
-    target: Tensor,
-    bias: Optional[Tensor] = None,
+    input: Tensor, classifier: Tensor, target: Tensor, bias: Optional[Tensor] = None,
     weight: Optional[Tensor] = None,
-    ignore_index: int = -100,
-    reduction: Reduction = "mean",
-    label_smoothing: float = 0.0,
-    *,
-    z_loss: float = 0.0,
-    softcap: Optional[float] = None,
-    chunk_size: Optional[int] = None,
+    ignore_index: int = -100, reduction: Reduction = "mean", label_smoothing: float = 0.0,
+    *, z_loss: float = 0.0, softcap: Optional[float] = None, chunk_size: Optional[int] = None,
 ) -> Tensor:
     r"""The classifier head fused with its loss:
     ``cross_entropy(input @ classifier.T + bias, target, ...)`` without ever holding all the logits.
@@ -412,16 +398,9 @@ class CrossEntropyLoss(torch.nn.CrossEntropyLoss):
     """
 
     def __init__(
-        self,
-        weight: Optional[Tensor] = None,
-        size_average: Optional[bool] = None,
-        ignore_index: int = -100,
-        reduce: Optional[bool] = None,
-        reduction: str = "mean",
-        label_smoothing: float = 0.0,
-        *,
-        z_loss: float = 0.0,
-        softcap: Optional[float] = None,
+        self, weight: Optional[Tensor] = None, size_average: Optional[bool] = None,
+        ignore_index: int = -100, reduce: Optional[bool] = None, reduction: str = "mean",
+        label_smoothing: float = 0.0, *, z_loss: float = 0.0, softcap: Optional[float] = None,
     ) -> None:
         super().__init__(weight, size_average, ignore_index, reduce, reduction, label_smoothing)
         _options(ignore_index, self.reduction, label_smoothing, z_loss, softcap)
@@ -453,16 +432,9 @@ class LinearCrossEntropyLoss(torch.nn.modules.loss._WeightedLoss):
     """
 
     def __init__(
-        self,
-        weight: Optional[Tensor] = None,
-        size_average: Optional[bool] = None,
-        ignore_index: int = -100,
-        reduce: Optional[bool] = None,
-        reduction: str = "mean",
-        label_smoothing: float = 0.0,
-        *,
-        z_loss: float = 0.0,
-        softcap: Optional[float] = None,
+        self, weight: Optional[Tensor] = None, size_average: Optional[bool] = None,
+        ignore_index: int = -100, reduce: Optional[bool] = None, reduction: str = "mean",
+        label_smoothing: float = 0.0, *, z_loss: float = 0.0, softcap: Optional[float] = None,
         chunk_size: Optional[int] = None,
     ) -> None:
         super().__init__(weight, size_average, reduce, reduction)
