@@ -218,10 +218,11 @@ def _ce(
             return _cpu.ce_plain(logits, target, opts, want_grad, out)
         except _cpu.LayoutError:
             pass  # not the kernels' layout: the general path makes it
-    dk = _dask(logits, target)
-    if dk is not None:
+    if _dask(logits, target) is not None:
+        from . import _dask_ce  # the cross-entropy family's Dask adapter
+
         kind = "loss" if not want_grad else ("both" if with_loss else "grad")
-        r = dk.ce(kind, logits, target, axis, weight, ignore_index, reduction, label_smoothing,
+        r = _dask_ce.ce(kind, logits, target, axis, weight, ignore_index, reduction, label_smoothing,
                   z_loss, softcap, out)
         return (r, None) if kind == "loss" else ((None, r) if kind == "grad" else r)
     be = _backend(logits)

@@ -24,6 +24,7 @@ from typing import Any, Optional, Tuple
 import numpy as np
 
 from . import _checks
+from ._api import cross_entropy, cross_entropy_with_grad
 
 _F16 = np.dtype(np.float16)
 _F32 = np.dtype(np.float32)
@@ -160,8 +161,6 @@ class _Call:
         self, x: Any, classifier: Any, target: Any, bias: Any, weight: Any, ignore_index: Any,
         reduction: Any, label_smoothing: Any, z_loss: Any, softcap: Any, chunk_size: Any,
     ):
-        from . import cross_entropy
-
         self.gpu = _is_cupy(x)
         if self.gpu:
             xp: Any = importlib.import_module("cupy")  # only when a CuPy array arrives
@@ -302,8 +301,6 @@ class _Call:
 
 
 def _run(call: _Call, want_grad: bool) -> Tuple[Any, Any, Any, Any]:
-    from . import cross_entropy, cross_entropy_with_grad
-
     xp, cdt, N, V, D = call.xp, call.cdt, call.N, call.V, call.D
     rdts = call.rdts
     x2 = _raw(call.x).reshape(N, D)
