@@ -23,7 +23,7 @@ pub fn logsumexp<T: Element>(
     run(backend, x, cols, Scale::exact(scale), out)
 }
 
-/// [`logsumexp`] with a float64 `scale`, rounded to `T` today (as in
+/// [`logsumexp`] with a float64 `scale`, whose rounding to `T` is carried (as in
 /// [`crate::kernels::softmax::softmax_scaled`]).
 pub fn logsumexp_scaled<T: Element>(
     backend: Backend,
@@ -114,7 +114,7 @@ impl<T: Element> Kernel<T> for LogSumExp<'_, T> {
     }
 
     fn finish(&self, backend: Backend, row: usize, parts: &[(T, f64)]) {
-        let (m, sum) = merge_max_sum(parts);
+        let (m, sum) = merge_max_sum(parts, self.scale.to_f64().abs());
         let lse = finish_lse_on(backend, self.row(row), self.scale, m, sum);
         // SAFETY: split rows are finished one at a time, on the calling thread.
         unsafe { self.out.put(row, lse.value()) };
