@@ -81,7 +81,7 @@ pub(crate) struct Peak<V> {
     pub neg_k: V,
     /// `-fl(M · s)` for a [`Scale`] (`M` the extreme input, `M · s = K · |s|`); else `-K`.
     neg_m: V,
-    /// `-(M · s - fl(M · s))`, exact, for a [`Scale`] (0 when `K` is not finite).
+    /// `-(M · s - fl(M · s))`, exact, for a [`Scale`] (0 at `K = +inf`, NaN at `K = -inf`).
     neg_dm: V,
 }
 
@@ -218,9 +218,11 @@ impl<T: Element, S: Simd<T>> Pre<T, S> for Scale<T> {
         let zero = s.splat(T::ZERO);
         let hi = s.splat(self.hi);
         let m = s.mul(k, hi);
-        // `K · hi = m + dm` exactly; an infinite `K` (or NaN) has no error term.
+        // `K · hi = m + dm` exactly. `K = +inf` has no error term (`x - inf` is -inf, or NaN at
+        // `+inf` itself); at `K = -inf` the NaN of `fma` stays, so every exponent of a row of only
+        // `-inf` keys is NaN even where `x · s` overflowed from a finite `x` (its log-softmax).
         let dm = s.fma(k, hi, s.sub(zero, m));
-        let dm = s.select_eq(dm, dm, dm, zero);
+        let dm = s.select_eq(k, s.splat(T::INFINITY), zero, dm);
         Peak {
             k,
             // `-M = -sign · K`.

@@ -293,8 +293,9 @@ pub(crate) fn next_max<T: Element>(m: &mut T, acc: &mut Acc, bm: T, block: &[T],
 pub(crate) fn merge_max_sum<T: Element>(parts: &[(T, f64)], f: f64) -> (T, f64) {
     let mut m = T::NEG_INFINITY;
     for &(pm, ps) in parts {
-        if pm.is_nan() || ps.is_nan() {
-            // A NaN in any segment makes the row NaN (`pm > m` would skip it).
+        // A NaN in any segment makes the row NaN (`pm > m` would skip it); a segment holding
+        // `+inf` has the sum NaN (`inf - inf`) with or without one.
+        if pm.is_nan() || (ps.is_nan() && pm != T::INFINITY) {
             return (T::NAN, f64::NAN);
         }
         if pm > m {
@@ -303,6 +304,10 @@ pub(crate) fn merge_max_sum<T: Element>(parts: &[(T, f64)], f: f64) -> (T, f64) 
     }
     if m == T::NEG_INFINITY {
         return (m, 0.0);
+    }
+    if m == T::INFINITY {
+        // No sum: the finish looks for a NaN in the row itself (docs/api.md §3).
+        return (m, f64::NAN);
     }
     let mut acc = Acc::default();
     for &(pm, ps) in parts {

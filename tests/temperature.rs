@@ -1,0 +1,321 @@
+//! Temperatures on every instruction set this CPU has: softmax, log-softmax, softmin (a negative
+//! scale) and logsumexp of `x · s`, float32 and float64, the scale given as a `T` (`softmax`) or as
+//! a float64 (`softmax_scaled`), on the tile path (rows of at most 64), whole rows, split rows, sizes
+//! that end in every SIMD tail, huge `|x|` (1e10 in float32, 1e300 in float64), and the special
+//! values of docs/api.md §3 with `x · s` evaluated in the compute precision.
+
+use fastsoftmax::simd::Element;
+use fastsoftmax::{logsumexp, logsumexp_scaled, softmax, softmax_scaled, Backend, Buf, Mode};
+
+/// A small deterministic generator (xorshift64*), so the tests need no crates.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> f64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
+    }
+    fn normal(&mut self) -> f64 {
+        let (u, v) = (self.next().max(1e-300), self.next());
+        (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
+    }
+}
+
+/// Temperatures (negative: softmin's scale `-1/T`).
+const TEMPS: [f64; 8] = [0.1, 0.3, 0.7, 1.7, 3.0, -0.1, -0.7, -1.7];
+
+/// `(a + b, error)` exactly (TwoSum).
+fn two_sum(a: f64, b: f64) -> (f64, f64) {
+    let t = a + b;
+    let bb = t - a;
+    (t, (a - (t - bb)) + (b - bb))
+}
+
+/// The float64 formula on one finite row, carried so that it is exact well below float64's bound:
+/// log-softmax of `x · s` as `(hi, lo)` pairs and `logsumexp(x · s) / s`.
+fn reference(row: &[f64], s: f64) -> (Vec<(f64, f64)>, f64) {
+    let pick = |a: f64, b: f64| if (b - a) * s > 0.0 { b } else { a };
+    let m = row.iter().copied().reduce(pick).unwrap();
+    // (x - M)·s as hi + lo.
+    let d: Vec<(f64, f64)> = row
+        .iter()
+        .map(|&v| {
+            let (a, b) = two_sum(v, -m);
+            let h = a * s;
+            (h, a.mul_add(s, -h) + b * s)
+        })
+        .collect();
+    let (mut sum, mut comp) = (0.0, 0.0);
+    for &(h, l) in &d {
+        let (t, e) = two_sum(sum, h.exp() * (1.0 + l));
+        (sum, comp) = (t, comp + e);
+    }
+    let ls = (sum + comp).ln();
+    let out = d
+        .iter()
+        .map(|&(h, l)| {
+            let (h2, l2) = two_sum(h, -ls);
+            (h2, l + l2)
+        })
+        .collect();
+    (out, m + ls / s)
+}
+
+/// Softmax, log-softmax and logsumexp of the `rows × cols` matrix `x` at scale `sf`: through the
+/// `T`-scale entries (`exact`) or the float64-scale ones.
+fn run<T: Element>(b: Backend, x: &[T], cols: usize, sf: f64, exact: bool) -> [Vec<f64>; 3] {
+    let mut outs = [vec![T::ZERO; x.len()], vec![T::ZERO; x.len()]];
+    for (out, mode) in outs.iter_mut().zip([Mode::Softmax, Mode::LogSoftmax]) {
+        let buf = Buf::Separate { x, out };
+        if exact {
+            softmax(b, buf, cols, T::from_f64(sf), mode).unwrap();
+        } else {
+            softmax_scaled(b, buf, cols, sf, mode).unwrap();
+        }
+    }
+    let mut lse = vec![T::ZERO; x.len() / cols];
+    if exact {
+        logsumexp(b, x, cols, T::from_f64(sf), &mut lse).unwrap();
+    } else {
+        logsumexp_scaled(b, x, cols, sf, &mut lse).unwrap();
+    }
+    let f = |v: &[T]| v.iter().map(|v| v.to_f64()).collect::<Vec<f64>>();
+    [f(&outs[0]), f(&outs[1]), f(&lse)]
+}
+
+/// Checks every kernel on the finite matrix `x` at every temperature against [`reference`]:
+/// softmax within `tol` relative for outputs >= 1e-30 (and never negative, nor far off below),
+/// log-softmax and logsumexp within `tol · max(1, |ref|)`.
+fn check<T: Element>(b: Backend, x: &[T], cols: usize, tol: f64, what: &str) {
+    let close = |a: f64, r: f64| (a - r).abs() <= tol * r.abs().max(1.0);
+    for t in TEMPS {
+        for exact in [true, false] {
+            // `exact`: the scale as the kernel holds it is the `T` nearest 1/t.
+            let sf = if exact {
+                T::from_f64(1.0 / t).to_f64()
+            } else {
+                1.0 / t
+            };
+            let [sm, lsm, lse] = run(b, x, cols, sf, exact);
+            let ctx = format!("{b:?} {what} {}x{cols} T={t} exact={exact}", x.len() / cols);
+            for (r, row) in x.chunks_exact(cols).enumerate() {
+                let row: Vec<f64> = row.iter().map(|v| v.to_f64()).collect();
+                let (rl, rlse) = reference(&row, sf);
+                assert!(
+                    close(lse[r], rlse),
+                    "{ctx}: logsumexp[{r}] {}, ref {rlse}",
+                    lse[r]
+                );
+                for (j, &(h, l)) in rl.iter().enumerate() {
+                    let (p, lp) = (sm[r * cols + j], lsm[r * cols + j]);
+                    let rp = h.exp() * (1.0 + l);
+                    let err = (p - rp).abs();
+                    let ok = if rp >= 1e-30 {
+                        err <= tol * rp
+                    } else {
+                        err <= 2e-30 * tol + 1e-38
+                    };
+                    assert!(
+                        ok && p >= 0.0,
+                        "{ctx}: softmax[{r},{j}] {p}, ref {rp}, rel {:e}",
+                        err / rp
+                    );
+                    assert!(
+                        close(lp, h + l),
+                        "{ctx}: log_softmax[{r},{j}] {lp}, ref {}",
+                        h + l
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Row lengths: tile path (<= 64) with every tail of 4, 8 and 16 lanes, whole rows across the
+/// 2048-element blocks, and (release builds) a split row.
+fn shapes() -> Vec<(usize, usize)> {
+    let mut v = vec![
+        (37, 1),
+        (37, 7),
+        (9, 31),
+        (40, 64),
+        (5, 65),
+        (3, 1000),
+        (2, 2049),
+        (2, 4099),
+    ];
+    if !cfg!(debug_assertions) {
+        v.push((1, 131_075));
+    }
+    v
+}
+
+fn random<T: Element>(rng: &mut Rng, n: usize, spread: f64, offset: f64) -> Vec<T> {
+    (0..n)
+        .map(|_| T::from_f64(offset + spread * rng.normal()))
+        .collect()
+}
+
+#[test]
+fn float32_temperatures_keep_the_bounds() {
+    let mut rng = Rng(0x7E3A_11CE_5EED_0001);
+    for b in Backend::supported() {
+        for (rows, cols) in shapes() {
+            let x: Vec<f32> = random(&mut rng, rows * cols, 3.0, 0.0);
+            check(b, &x, cols, 2e-6, "3·randn");
+            let x: Vec<f32> = random(&mut rng, rows * cols, 1.0, 100.0);
+            check(b, &x, cols, 2e-6, "100 + randn");
+        }
+    }
+}
+
+#[test]
+fn float64_temperatures_keep_the_bounds() {
+    let mut rng = Rng(0x7E3A_11CE_5EED_0002);
+    for b in Backend::supported() {
+        for (rows, cols) in shapes() {
+            let x: Vec<f64> = random(&mut rng, rows * cols, 3.0, 0.0);
+            check(b, &x, cols, 1e-14, "3·randn");
+            // x / T rounded in float64 would lose 2e-12 here: the difference comes first.
+            let x: Vec<f64> = random(&mut rng, rows * cols, 3.0, 1e4);
+            check(b, &x, cols, 1e-14, "1e4 + 3·randn");
+        }
+    }
+}
+
+/// Huge `|x|`: a rounded `x · s` is off by up to half an ulp of it (512 at 1e10 in float32), which
+/// must not reach the exponents: ties give exactly `log 2`, neighbours a few ulp apart their exact
+/// (mostly underflowing) probabilities, and nothing overflows.
+fn check_huge<T: Element>(big: f64, ulp: f64, tol: f64) {
+    let mut rng = Rng(0x7E3A_11CE_5EED_0003 ^ big.to_bits());
+    for b in Backend::supported() {
+        for t in TEMPS {
+            let mut lsm = [T::ZERO; 2];
+            let x = [T::from_f64(big); 2];
+            softmax_scaled(
+                b,
+                Buf::Separate {
+                    x: &x,
+                    out: &mut lsm,
+                },
+                2,
+                1.0 / t,
+                Mode::LogSoftmax,
+            )
+            .unwrap();
+            for v in lsm {
+                let want = -std::f64::consts::LN_2;
+                assert!((v.to_f64() - want).abs() <= tol, "{b:?} T={t}: {v:?}");
+            }
+        }
+        for (rows, cols) in [(37, 5), (9, 64), (3, 1001), (2, 4099)] {
+            for sign in [1.0, -1.0] {
+                // Neighbours a few ulp apart (and a few of both signs far away).
+                let x: Vec<T> = (0..rows * cols)
+                    .map(|i| {
+                        let k = (rng.next() * 7.0).floor() - 3.0;
+                        let v = if i % 11 == 3 { -big } else { big + k * ulp };
+                        T::from_f64(sign * v)
+                    })
+                    .collect();
+                check(b, &x, cols, tol, &format!("±{big:e}"));
+            }
+        }
+    }
+}
+
+#[test]
+fn huge_inputs_with_a_temperature_do_not_overflow() {
+    check_huge::<f32>(1e10, 1024.0, 2e-6);
+    check_huge::<f64>(1e300, 1e300 * f64::EPSILON, 1e-14);
+}
+
+/// One row's expected special outputs with `y = x · s` rounded to `T` (docs/api.md §1: `x / T` is
+/// `x · (1/T)` in the compute precision): `None` for a finite row, else `(softmax, lse)` for the
+/// rows §3 names (NaN anywhere, `+inf`, only `-inf`).
+fn special<T: Element>(row: &[T], s: T) -> Option<(f64, f64)> {
+    let y: Vec<f64> = row.iter().map(|&v| (v * s).to_f64()).collect();
+    if y.iter().any(|v| v.is_nan()) {
+        Some((f64::NAN, f64::NAN))
+    } else if y.contains(&f64::INFINITY) {
+        Some((f64::NAN, f64::INFINITY))
+    } else if y.iter().all(|&v| v == f64::NEG_INFINITY) {
+        Some((f64::NAN, f64::NEG_INFINITY))
+    } else {
+        None
+    }
+}
+
+/// The special values with a temperature on every path: NaN anywhere, `±inf` (softmin turns
+/// `-inf` into the row's `+inf`), rows of only `-inf`, `x · s` overflowing `T` (a row holding an
+/// infinity, as `x · (1/T)` evaluated in `T` says), and a `-inf` entry of a finite row.
+fn check_specials<T: Element>(huge: f64) {
+    let inf = f64::INFINITY;
+    for b in Backend::supported() {
+        let split: &[usize] = if cfg!(debug_assertions) {
+            &[]
+        } else {
+            &[131_075]
+        };
+        for &cols in [5usize, 64, 1000, 4099].iter().chain(split) {
+            for t in [1.0, 0.1, 0.7, -0.3] {
+                let s = 1.0 / t;
+                let base: Vec<f64> = (0..cols).map(|j| (j % 13) as f64 * 0.25 - 1.0).collect();
+                let at = |pos: usize, v: f64| {
+                    let mut r = base.clone();
+                    r[pos] = v;
+                    r
+                };
+                let rows: Vec<Vec<f64>> = vec![
+                    at(cols / 2, f64::NAN),
+                    at(cols - 1, inf),
+                    at(0, -inf),
+                    vec![-inf; cols],
+                    vec![inf; cols],
+                    at(cols / 3, huge),
+                    at(cols / 3, -huge),
+                    vec![-huge; cols],
+                    vec![huge; cols],
+                ];
+                let x: Vec<T> = rows.concat().iter().map(|&v| T::from_f64(v)).collect();
+                let [sm, lsm, lse] = run(b, &x, cols, s, false);
+                let hi = T::from_f64(s);
+                for (r, row) in x.chunks_exact(cols).enumerate() {
+                    let ctx = format!("{b:?} T={t} cols={cols} row {r}");
+                    let got = &sm[r * cols..(r + 1) * cols];
+                    let got_log = &lsm[r * cols..(r + 1) * cols];
+                    let same = |a: f64, e: f64| a == e || (a.is_nan() && e.is_nan());
+                    match special(row, hi) {
+                        Some((p, l)) => {
+                            assert!(got.iter().all(|&v| same(v, p)), "{ctx}: softmax {got:?}");
+                            assert!(got_log.iter().all(|v| v.is_nan()), "{ctx}: log {got_log:?}");
+                            // logsumexp is `lse(x·s) / s`: softmin's negative scale flips it.
+                            let l = l / s;
+                            assert!(same(lse[r], l), "{ctx}: logsumexp {} not {l}", lse[r]);
+                        }
+                        None => {
+                            // Finite rows: entries whose x·s is -inf have probability 0.
+                            let total: f64 = got.iter().sum();
+                            assert!((total - 1.0).abs() < 1e-5, "{ctx}: sums to {total}");
+                            for (j, &v) in row.iter().enumerate() {
+                                if (v * hi).to_f64() == -inf {
+                                    assert_eq!(got[j], 0.0, "{ctx}: softmax[{j}]");
+                                    assert_eq!(got_log[j], -inf, "{ctx}: log_softmax[{j}]");
+                                }
+                            }
+                            assert!(lse[r].is_finite(), "{ctx}: logsumexp {}", lse[r]);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn special_values_with_a_temperature() {
+    // 1e38 · 10 overflows float32 (1e308 · 10 and · 3.3 float64): those rows hold an infinity.
+    check_specials::<f32>(1e38);
+    check_specials::<f64>(1e308);
+}
