@@ -19,10 +19,11 @@ pub(crate) trait Pre<T: Element, S: Simd<T>>: Copy {
     fn apply_scalar(&self, x: T) -> T;
     /// An input whose key is `-inf`, if there is one (tails are filled with it).
     fn preimage_of_neg_inf(&self) -> Option<T>;
-    /// The map's value is `key · factor` (1 unless the map is a [`Scale`]).
+    /// The map's value is `key · factor`, the factor as float64 `hi + lo` (1 unless the map is a
+    /// [`Scale`]).
     #[inline(always)]
-    fn factor(&self) -> f64 {
-        1.0
+    fn factor(&self) -> (f64, f64) {
+        (1.0, 0.0)
     }
     /// The key maximum `k` of a row as the kernels use it: `±inf` where the mapped value `k · factor`
     /// overflows `T` (docs/api.md evaluates `x / T` as `x · (1/T)` in the compute precision, so such
@@ -93,6 +94,35 @@ pub(crate) fn two_sum<T: Element, S: Simd<T>>(s: S, a: S::V, b: S::V) -> (S::V, 
     (d, s.add(s.sub(a, s.sub(d, bb)), s.sub(b, bb)))
 }
 
+/// A float64 scale `hi` and what it lost of the exact scale, `lo` (for a temperature `T`:
+/// `hi = fl(±1/T)`, `lo = ±1/T - hi`). Float64 exponents of hundreds (outputs near 1e-300) need `lo`
+/// for their 1e-14 relative bound; float32 needs `hi`'s rounding to float32 carried.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ExactScale {
+    pub hi: f64,
+    pub lo: f64,
+}
+
+impl ExactScale {
+    /// `sign / t` for a temperature `t > 0` (`sign` is 1, or -1 for softmin).
+    pub fn of_temperature(t: f64, sign: f64) -> Self {
+        let hi = 1.0 / t;
+        // `1 - t·hi` is exact with one rounding (the residual of a reciprocal).
+        let lo = (-t).mul_add(hi, 1.0) / t;
+        ExactScale {
+            hi: sign * hi,
+            lo: if lo.is_finite() { sign * lo } else { 0.0 },
+        }
+    }
+}
+
+impl From<f64> for ExactScale {
+    /// A scale taken as exact.
+    fn from(hi: f64) -> Self {
+        ExactScale { hi, lo: 0.0 }
+    }
+}
+
 /// `x · scale`: a temperature `1/T`, or `-1/T` for softmin. The key is `x · sign(scale)` (exact) and
 /// the factor `|scale|`, held as `hi` (rounded to `T`) and the relative remainder `rho`.
 #[derive(Clone, Copy)]
@@ -105,40 +135,50 @@ pub(crate) struct Scale<T> {
     rho: T,
     /// `sign · hi`.
     signed_hi: T,
-    /// `|scale|` in float64.
-    abs: f64,
+    /// `|scale|` in float64, as `hi + lo`.
+    abs: (f64, f64),
 }
 
 impl<T: Element> Scale<T> {
     /// A scale that `T` holds exactly.
     pub(crate) fn exact(scale: T) -> Self {
-        Scale::of(scale.to_f64())
+        Scale::of(scale.to_f64().into())
     }
-    /// A float64 scale: `T` keeps its rounding `rho`, which the softmax carries into its exponent
-    /// (a float32 `1/T` errs by up to 3e-8 relative, 2e-6 of an exponent near -69).
-    pub(crate) fn of(scale: f64) -> Self {
-        let abs = scale.abs();
+    /// A float64 scale: `T` keeps its rounding in `rho` with the scale's own `lo`, which the softmax
+    /// carries into its exponent (a float32 `1/T` errs by up to 3e-8 relative, 2e-6 of an exponent
+    /// near -69).
+    pub(crate) fn of(scale: ExactScale) -> Self {
+        let neg = scale.hi < 0.0;
+        let (abs, lo) = if neg {
+            (-scale.hi, -scale.lo)
+        } else {
+            (scale.hi, scale.lo)
+        };
         let hi = T::from_f64(abs);
-        let rho = (abs - hi.to_f64()) / hi.to_f64();
-        let sign = if scale < 0.0 { -T::ONE } else { T::ONE };
+        let rho = ((abs - hi.to_f64()) + lo) / hi.to_f64();
+        let sign = if neg { -T::ONE } else { T::ONE };
         Scale {
             sign,
             hi,
             rho: T::from_f64(if rho.is_finite() { rho } else { 0.0 }),
             signed_hi: sign * hi,
-            abs,
+            abs: (abs, lo),
         }
     }
-    /// The scale in float64.
+    /// The scale in float64 (its `hi`).
     pub(crate) fn to_f64(self) -> f64 {
-        self.sign.to_f64() * self.abs
+        self.sign.to_f64() * self.abs.0
+    }
+    /// `|scale|` as `hi + lo`: [`Pre::factor`] outside the instruction-set code.
+    pub(crate) fn abs(self) -> (f64, f64) {
+        self.abs
     }
 }
 
 /// Whether a scale is exactly 1 (the identity map [`One`] then replaces [`Scale`]).
 #[inline(always)]
 pub(crate) fn is_one<T: Element>(scale: Scale<T>) -> bool {
-    scale.to_f64() == 1.0
+    scale.to_f64() == 1.0 && scale.abs.1 == 0.0
 }
 
 /// Evaluates `$body` with `$p` bound to the cheapest [`Pre`] for the [`Scale`] `$scale`: [`One`]
@@ -195,7 +235,7 @@ impl<T: Element, S: Simd<T>> Pre<T, S> for Scale<T> {
         Some(self.sign * T::NEG_INFINITY)
     }
     #[inline(always)]
-    fn factor(&self) -> f64 {
+    fn factor(&self) -> (f64, f64) {
         self.abs
     }
     #[inline(always)]

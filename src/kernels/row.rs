@@ -7,7 +7,7 @@
 //! sits in L1, so the row is read once from memory); pass 2, when the kernel writes an output,
 //! re-reads the row (now in L2) and writes each element once.
 
-pub(crate) use super::pre::{two_sum, with_scale, One, Peak, Pre, Scale, SoftCap};
+pub(crate) use super::pre::{two_sum, with_scale, ExactScale, One, Peak, Pre, Scale, SoftCap};
 use crate::simd::{Backend, Element, Isa, Simd, WithSimd};
 
 /// `dst[i] = f(src[i])` vector by vector over `len` elements, `src` possibly equal to `dst`: each
@@ -276,7 +276,13 @@ pub(crate) fn max_sum<T: Element, S: Simd<T>, P: Pre<T, S>>(s: S, p: &P, x: &[T]
 /// also drop a NaN lane; that NaN still reaches the block's exp-sum, except while `m` is `-inf`
 /// (the block is not summed), so only then, on that rare path, is the block searched for NaN.
 #[inline(always)]
-pub(crate) fn next_max<T: Element>(m: &mut T, acc: &mut Acc, bm: T, block: &[T], f: f64) -> bool {
+pub(crate) fn next_max<T: Element>(
+    m: &mut T,
+    acc: &mut Acc,
+    bm: T,
+    block: &[T],
+    f: (f64, f64),
+) -> bool {
     if bm > *m {
         if *m != T::NEG_INFINITY {
             acc.scale(rescale(*m, bm, f));
@@ -290,7 +296,7 @@ pub(crate) fn next_max<T: Element>(m: &mut T, acc: &mut Acc, bm: T, block: &[T],
 
 /// Merges partial `(key max, sum)` pairs of segments of one row, in order (`f` the map's
 /// [`Pre::factor`]).
-pub(crate) fn merge_max_sum<T: Element>(parts: &[(T, f64)], f: f64) -> (T, f64) {
+pub(crate) fn merge_max_sum<T: Element>(parts: &[(T, f64)], f: (f64, f64)) -> (T, f64) {
     let mut m = T::NEG_INFINITY;
     for &(pm, ps) in parts {
         // A NaN in any segment makes the row NaN (`pm > m` would skip it); a segment holding
@@ -319,11 +325,11 @@ pub(crate) fn merge_max_sum<T: Element>(parts: &[(T, f64)], f: f64) -> (T, f64) 
     (m, acc.value())
 }
 
-/// `exp((k - k_max) · f)`: the factor that moves a sum taken against the key maximum `k` to `k_max`.
-/// The difference and its product are carried (TwoSum, FMA): a block's outputs near 1e-30 keep
-/// float64's 1e-14 through a rescale by `exp(-69)`.
+/// `exp((k - k_max) · f)` (`f = hi + lo`): the factor that moves a sum taken against the key
+/// maximum `k` to `k_max`. The difference and its product are carried (TwoSum, FMA): a block's
+/// outputs near 1e-300 keep float64's 1e-14 through a rescale by `exp(-690)`.
 #[inline(always)]
-pub(crate) fn rescale<T: Element>(k: T, k_max: T, f: f64) -> f64 {
+pub(crate) fn rescale<T: Element>(k: T, k_max: T, (f, f_lo): (f64, f64)) -> f64 {
     let (a, b) = (k.to_f64(), -k_max.to_f64());
     let d = a + b;
     let e = d * f;
@@ -332,7 +338,7 @@ pub(crate) fn rescale<T: Element>(k: T, k_max: T, f: f64) -> f64 {
     }
     let bb = d - a;
     let err = (a - (d - bb)) + (b - bb);
-    let lo = d.mul_add(f, -e) + err * f;
+    let lo = d.mul_add(f, -e) + err * f + d * f_lo;
     let x = e.exp();
     x + x * lo
 }
@@ -426,7 +432,8 @@ pub(crate) fn finish_lse<T: Element, S: Simd<T>, P: Pre<T, S>>(
     m: T,
     sum: f64,
 ) -> Lse {
-    let mf = m.to_f64() * p.factor();
+    let (f, f_lo) = p.factor();
+    let mf = m.to_f64() * f + m.to_f64() * f_lo;
     if !mf.is_finite() {
         // -inf: every element -inf (or NaN); +inf: an element is +inf. NaN anywhere wins.
         let nan = mf.is_nan() || has_nan(x);

@@ -5,7 +5,7 @@ use std::ops::Range;
 use super::driver::{self, Kernel, Rows};
 use super::row::{
     exp_diff_mapped, finish_lse, finish_lse_on, map_row, max_mapped, max_sum, merge_max_sum,
-    next_max, rescale, tail_exp_diff, with_scale, Acc, Pre, Scale, BLOCK, SUM_RUN,
+    next_max, rescale, tail_exp_diff, with_scale, Acc, ExactScale, Pre, Scale, BLOCK, SUM_RUN,
 };
 use super::tile::{tile_rows, TileOp};
 use super::{Buf, SendPtr};
@@ -40,10 +40,10 @@ pub fn softmax_scaled<T: Element>(
     backend: Backend,
     buf: Buf<'_, T>,
     cols: usize,
-    scale: f64,
+    scale: impl Into<ExactScale>,
     mode: Mode,
 ) -> Result<(), KernelError> {
-    run(backend, buf, cols, Scale::of(scale), mode)
+    run(backend, buf, cols, Scale::of(scale.into()), mode)
 }
 
 fn run<T: Element>(
@@ -157,7 +157,7 @@ impl<T: Element> Kernel<T> for Softmax<T> {
 
     fn finish(&self, backend: Backend, row: usize, parts: &[Part<T>]) -> (T, f64) {
         let stats: Vec<(T, f64)> = parts.iter().map(|p| (p.m, p.sum)).collect();
-        let (m, sum) = merge_max_sum(&stats, self.scale.to_f64().abs());
+        let (m, sum) = merge_max_sum(&stats, self.scale.abs());
         match self.mode {
             Mode::Softmax => (m, 1.0 / sum),
             Mode::LogSoftmax => {
@@ -183,15 +183,7 @@ impl<T: Element> Kernel<T> for Softmax<T> {
         // SAFETY: each segment is written by one task only.
         match self.mode {
             Mode::Softmax => unsafe {
-                scale_pass(
-                    s,
-                    dst,
-                    seg.len(),
-                    &part.block_m,
-                    m,
-                    f,
-                    self.scale.to_f64().abs(),
-                )
+                scale_pass(s, dst, seg.len(), &part.block_m, m, f, self.scale.abs())
             },
             Mode::LogSoftmax => with_scale!(self.scale, |p| unsafe {
                 write_log_softmax(s, &p, src, dst, seg.len(), m, T::from_f64(f))
@@ -315,7 +307,7 @@ unsafe fn scale_pass<T: Element, S: Simd<T>>(
     block_m: &[T],
     m: T,
     inv_sum: f64,
-    f: f64,
+    f: (f64, f64),
 ) {
     for (bi, start) in (0..len).step_by(BLOCK).enumerate() {
         let n = BLOCK.min(len - start);

@@ -139,7 +139,8 @@ pub(crate) unsafe fn tile_rows<T: Element, S: Simd<T>, P: Pre<T, S>>(
                     let (mr, sr) = (mb[r], sb[r]);
                     let v = if mr.to_f64().is_finite() && !(T::REFINE_LSE && sr.to_f64() < 2.0) {
                         // The key maximum times the map's factor: the row's largest mapped value.
-                        mr.to_f64() * p.factor() + lb[r].to_f64()
+                        let (f, f_lo) = p.factor();
+                        (mr.to_f64() * f + mr.to_f64() * f_lo) + lb[r].to_f64()
                     } else {
                         // Rare: infinite maxima, NaN, or float64's log1p refinement.
                         let row = src.slice((r0 + r) * cols, cols);
