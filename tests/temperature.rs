@@ -5,7 +5,9 @@
 //! values of docs/api.md §3 with `x · s` evaluated in the compute precision.
 
 use fastsoftmax::simd::Element;
-use fastsoftmax::{logsumexp, logsumexp_scaled, softmax, softmax_scaled, Backend, Buf, Mode};
+use fastsoftmax::{
+    logsumexp, logsumexp_scaled, softmax, softmax_scaled, Backend, Buf, ExactScale, Mode,
+};
 
 /// A small deterministic generator (xorshift64*), so the tests need no crates.
 struct Rng(u64);
@@ -32,18 +34,55 @@ fn two_sum(a: f64, b: f64) -> (f64, f64) {
     (t, (a - (t - bb)) + (b - bb))
 }
 
+/// How a kernel gets its scale, and the scale the reference uses.
+#[derive(Clone, Copy, Debug)]
+enum Entry {
+    /// `softmax(…, scale: T)`: the scale is the `T` nearest `1/t`.
+    TScale,
+    /// `softmax_scaled(…, 1/t)`: the float64 `1/t` taken as exact.
+    F64Scale,
+    /// `softmax_scaled(…, ExactScale::of_temperature(t))`: `1/t` exactly (the reference divides).
+    Temperature,
+}
+
+/// The scale `entry` hands the kernel for the (signed) temperature `t`, and the reference's
+/// `(x - M) · s` as `hi + lo`.
+fn scale_of<T: Element>(entry: Entry, t: f64) -> (ExactScale, impl Fn(f64, f64) -> (f64, f64)) {
+    let s = match entry {
+        Entry::TScale => T::from_f64(1.0 / t).to_f64().into(),
+        Entry::F64Scale => (1.0 / t).into(),
+        Entry::Temperature => ExactScale::of_temperature(t.abs(), t.signum()),
+    };
+    let diff = move |a: f64, b: f64| match entry {
+        Entry::Temperature => {
+            let h = a / t;
+            (h, ((-h).mul_add(t, a) + b) / t)
+        }
+        _ => {
+            let h = a * s.hi;
+            (h, a.mul_add(s.hi, -h) + b * s.hi)
+        }
+    };
+    (s, diff)
+}
+
 /// The float64 formula on one finite row, carried so that it is exact well below float64's bound:
-/// log-softmax of `x · s` as `(hi, lo)` pairs and `logsumexp(x · s) / s`.
-fn reference(row: &[f64], s: f64) -> (Vec<(f64, f64)>, f64) {
-    let pick = |a: f64, b: f64| if (b - a) * s > 0.0 { b } else { a };
+/// log-softmax of `x · s` as `(hi, lo)` pairs and `logsumexp(x · s) / s` (`sign` that of `s`,
+/// `diff(a, b)` the product `(a + b) · s` as `hi + lo`, `inv` the scale's reciprocal).
+fn reference(
+    row: &[f64],
+    sign: f64,
+    inv: f64,
+    diff: impl Fn(f64, f64) -> (f64, f64),
+) -> (Vec<(f64, f64)>, f64) {
+    let pick = |a: f64, b: f64| if (b - a) * sign > 0.0 { b } else { a };
     let m = row.iter().copied().reduce(pick).unwrap();
     // (x - M)·s as hi + lo.
     let d: Vec<(f64, f64)> = row
         .iter()
         .map(|&v| {
             let (a, b) = two_sum(v, -m);
-            let h = a * s;
-            (h, a.mul_add(s, -h) + b * s)
+            diff(a, b)
         })
         .collect();
     let (mut sum, mut comp) = (0.0, 0.0);
@@ -59,24 +98,24 @@ fn reference(row: &[f64], s: f64) -> (Vec<(f64, f64)>, f64) {
             (h2, l + l2)
         })
         .collect();
-    (out, m + ls / s)
+    (out, m + ls * inv)
 }
 
 /// Softmax, log-softmax and logsumexp of the `rows × cols` matrix `x` at scale `sf`: through the
 /// `T`-scale entries (`exact`) or the float64-scale ones.
-fn run<T: Element>(b: Backend, x: &[T], cols: usize, sf: f64, exact: bool) -> [Vec<f64>; 3] {
+fn run<T: Element>(b: Backend, x: &[T], cols: usize, sf: ExactScale, exact: bool) -> [Vec<f64>; 3] {
     let mut outs = [vec![T::ZERO; x.len()], vec![T::ZERO; x.len()]];
     for (out, mode) in outs.iter_mut().zip([Mode::Softmax, Mode::LogSoftmax]) {
         let buf = Buf::Separate { x, out };
         if exact {
-            softmax(b, buf, cols, T::from_f64(sf), mode).unwrap();
+            softmax(b, buf, cols, T::from_f64(sf.hi), mode).unwrap();
         } else {
             softmax_scaled(b, buf, cols, sf, mode).unwrap();
         }
     }
     let mut lse = vec![T::ZERO; x.len() / cols];
     if exact {
-        logsumexp(b, x, cols, T::from_f64(sf), &mut lse).unwrap();
+        logsumexp(b, x, cols, T::from_f64(sf.hi), &mut lse).unwrap();
     } else {
         logsumexp_scaled(b, x, cols, sf, &mut lse).unwrap();
     }
@@ -90,18 +129,18 @@ fn run<T: Element>(b: Backend, x: &[T], cols: usize, sf: f64, exact: bool) -> [V
 fn check<T: Element>(b: Backend, x: &[T], cols: usize, tol: f64, what: &str) {
     let close = |a: f64, r: f64| (a - r).abs() <= tol * r.abs().max(1.0);
     for t in TEMPS {
-        for exact in [true, false] {
-            // `exact`: the scale as the kernel holds it is the `T` nearest 1/t.
-            let sf = if exact {
-                T::from_f64(1.0 / t).to_f64()
+        for entry in [Entry::TScale, Entry::F64Scale, Entry::Temperature] {
+            let (sf, diff) = scale_of::<T>(entry, t);
+            let [sm, lsm, lse] = run(b, x, cols, sf, matches!(entry, Entry::TScale));
+            let ctx = format!("{b:?} {what} {}x{cols} T={t} {entry:?}", x.len() / cols);
+            let inv = if matches!(entry, Entry::Temperature) {
+                t
             } else {
-                1.0 / t
+                1.0 / sf.hi
             };
-            let [sm, lsm, lse] = run(b, x, cols, sf, exact);
-            let ctx = format!("{b:?} {what} {}x{cols} T={t} exact={exact}", x.len() / cols);
             for (r, row) in x.chunks_exact(cols).enumerate() {
                 let row: Vec<f64> = row.iter().map(|v| v.to_f64()).collect();
-                let (rl, rlse) = reference(&row, sf);
+                let (rl, rlse) = reference(&row, t, inv, &diff);
                 assert!(
                     close(lse[r], rlse),
                     "{ctx}: logsumexp[{r}] {}, ref {rlse}",
@@ -279,7 +318,7 @@ fn check_specials<T: Element>(huge: f64) {
                     vec![huge; cols],
                 ];
                 let x: Vec<T> = rows.concat().iter().map(|&v| T::from_f64(v)).collect();
-                let [sm, lsm, lse] = run(b, &x, cols, s, false);
+                let [sm, lsm, lse] = run(b, &x, cols, s.into(), false);
                 let hi = T::from_f64(s);
                 for (r, row) in x.chunks_exact(cols).enumerate() {
                     let ctx = format!("{b:?} T={t} cols={cols} row {r}");

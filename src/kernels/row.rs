@@ -343,6 +343,17 @@ pub(crate) fn rescale<T: Element>(k: T, k_max: T, (f, f_lo): (f64, f64)) -> f64 
     x + x * lo
 }
 
+/// `k · (hi + lo)` in float64: a key maximum as the mapped value (an infinite `k` stays infinite).
+#[inline(always)]
+pub(crate) fn times_factor<T: Element>(k: T, (hi, lo): (f64, f64)) -> f64 {
+    let v = k.to_f64() * hi;
+    if v.is_finite() && lo != 0.0 {
+        v + k.to_f64() * lo
+    } else {
+        v
+    }
+}
+
 /// Whether any element is NaN (only on the rare paths: rows whose max is infinite).
 pub(crate) fn has_nan<T: Element>(x: &[T]) -> bool {
     x.iter().any(|v| v.is_nan())
@@ -432,8 +443,7 @@ pub(crate) fn finish_lse<T: Element, S: Simd<T>, P: Pre<T, S>>(
     m: T,
     sum: f64,
 ) -> Lse {
-    let (f, f_lo) = p.factor();
-    let mf = m.to_f64() * f + m.to_f64() * f_lo;
+    let mf = times_factor(m, p.factor());
     if !mf.is_finite() {
         // -inf: every element -inf (or NaN); +inf: an element is +inf. NaN anywhere wins.
         let nan = mf.is_nan() || has_nan(x);
