@@ -9,30 +9,23 @@ use fastsoftmax::{
     logsumexp, logsumexp_scaled, softmax, softmax_scaled, Backend, Buf, ExactScale, Mode,
 };
 
-/// A small deterministic generator (xorshift64*), so the tests need no crates.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> f64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
-    }
-    fn normal(&mut self) -> f64 {
-        let (u, v) = (self.next().max(1e-300), self.next());
-        (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
-    }
-}
+mod common;
+use common::{log_softmax_hi_lo, two_sum, Rng};
 
-/// Temperatures (negative: softmin's scale `-1/T`).
-const TEMPS: [f64; 8] = [0.1, 0.3, 0.7, 1.7, 3.0, -0.1, -0.7, -1.7];
-
-/// `(a + b, error)` exactly (TwoSum).
-fn two_sum(a: f64, b: f64) -> (f64, f64) {
-    let t = a + b;
-    let bb = t - a;
-    (t, (a - (t - bb)) + (b - bb))
-}
+/// Temperatures (negative: softmin's scale `-1/T`); at 0.2446... a float32 `1/T` errs by 5.5e-8
+/// relative, which moved outputs near 1e-30 by 3.9e-6 before the scale's own rounding was carried.
+const TEMPS: [f64; 10] = [
+    0.05,
+    0.1,
+    0.3,
+    0.7,
+    1.7,
+    3.0,
+    0.2446193054257848,
+    -0.1,
+    -0.7,
+    -1.7,
+];
 
 /// How a kernel gets its scale, and the scale the reference uses.
 #[derive(Clone, Copy, Debug)]
@@ -85,19 +78,7 @@ fn reference(
             diff(a, b)
         })
         .collect();
-    let (mut sum, mut comp) = (0.0, 0.0);
-    for &(h, l) in &d {
-        let (t, e) = two_sum(sum, h.exp() * (1.0 + l));
-        (sum, comp) = (t, comp + e);
-    }
-    let ls = (sum + comp).ln();
-    let out = d
-        .iter()
-        .map(|&(h, l)| {
-            let (h2, l2) = two_sum(h, -ls);
-            (h2, l + l2)
-        })
-        .collect();
+    let (out, ls) = log_softmax_hi_lo(&d);
     (out, m + ls * inv)
 }
 
@@ -196,31 +177,28 @@ fn random<T: Element>(rng: &mut Rng, n: usize, spread: f64, offset: f64) -> Vec<
         .collect()
 }
 
-#[test]
-fn float32_temperatures_keep_the_bounds() {
-    let mut rng = Rng(0x7E3A_11CE_5EED_0001);
+/// Random matrices of every shape at `(spread, offset)` pairs, checked by [`check`].
+fn check_random<T: Element>(seed: u64, tol: f64, data: &[(f64, f64)]) {
+    let mut rng = Rng(seed);
     for b in Backend::supported() {
         for (rows, cols) in shapes() {
-            let x: Vec<f32> = random(&mut rng, rows * cols, 3.0, 0.0);
-            check(b, &x, cols, 2e-6, "3·randn");
-            let x: Vec<f32> = random(&mut rng, rows * cols, 1.0, 100.0);
-            check(b, &x, cols, 2e-6, "100 + randn");
+            for &(spread, offset) in data {
+                let x: Vec<T> = random(&mut rng, rows * cols, spread, offset);
+                check(b, &x, cols, tol, &format!("{offset} + {spread}·randn"));
+            }
         }
     }
 }
 
 #[test]
+fn float32_temperatures_keep_the_bounds() {
+    check_random::<f32>(0x7E3A_11CE_5EED_0001, 2e-6, &[(3.0, 0.0), (1.0, 100.0)]);
+}
+
+#[test]
 fn float64_temperatures_keep_the_bounds() {
-    let mut rng = Rng(0x7E3A_11CE_5EED_0002);
-    for b in Backend::supported() {
-        for (rows, cols) in shapes() {
-            let x: Vec<f64> = random(&mut rng, rows * cols, 3.0, 0.0);
-            check(b, &x, cols, 1e-14, "3·randn");
-            // x / T rounded in float64 would lose 2e-12 here: the difference comes first.
-            let x: Vec<f64> = random(&mut rng, rows * cols, 3.0, 1e4);
-            check(b, &x, cols, 1e-14, "1e4 + 3·randn");
-        }
-    }
+    // At 1e4, x / T rounded in float64 would lose 2e-12: the difference comes first.
+    check_random::<f64>(0x7E3A_11CE_5EED_0002, 1e-14, &[(3.0, 0.0), (3.0, 1e4)]);
 }
 
 /// Huge `|x|`: a rounded `x · s` is off by up to half an ulp of it (512 at 1e10 in float32), which
