@@ -26,8 +26,8 @@ pub(crate) trait Pre<T: Element, S: Simd<T>>: Copy {
         (1.0, 0.0)
     }
     /// The key maximum `k` of a row as the kernels use it: `±inf` where the mapped value `k · factor`
-    /// overflows `T` (docs/api.md evaluates `x / T` as `x · (1/T)` in the compute precision, so such
-    /// a row holds an infinity).
+    /// overflows `T` (docs/api.md §1: `x / T` has the special values of `x · (1/T)` in the compute
+    /// precision, so such a row holds an infinity).
     #[inline(always)]
     fn clamp_max(&self, k: T) -> T {
         k
@@ -41,11 +41,12 @@ pub(crate) trait Pre<T: Element, S: Simd<T>>: Copy {
     #[inline(always)]
     fn peak(&self, s: S, k: S::V) -> Peak<S::V> {
         let neg_k = s.sub(s.splat(T::ZERO), k);
+        // `neg_m` and `neg_dm` serve only a `Scale`.
         Peak {
             k,
             neg_k,
             neg_m: neg_k,
-            neg_dm: neg_k,
+            neg_dm: s.splat(T::ZERO),
         }
     }
     /// `p(x) - max p` rounded (a few ulp): the exponent of the sums and of the log-softmax.
@@ -78,9 +79,9 @@ pub(crate) trait Pre<T: Element, S: Simd<T>>: Copy {
 pub(crate) struct Peak<V> {
     /// `K`.
     pub k: V,
-    /// `-K`.
+    /// `-K`; for a [`Scale`] `-M`, `M = sign · K` the row's extreme input (`M · s = K · |s|`).
     pub neg_k: V,
-    /// `-fl(M · s)` for a [`Scale`] (`M` the extreme input, `M · s = K · |s|`); else `-K`.
+    /// `-fl(M · s)` for a [`Scale`].
     neg_m: V,
     /// `-(M · s - fl(M · s))`, exact, for a [`Scale`] (0 at `K = +inf`, NaN at `K = -inf`).
     neg_dm: V,
@@ -99,7 +100,9 @@ pub(crate) fn two_sum<T: Element, S: Simd<T>>(s: S, a: S::V, b: S::V) -> (S::V, 
 /// for their 1e-14 relative bound; float32 needs `hi`'s rounding to float32 carried.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ExactScale {
+    /// The scale rounded to float64.
     pub hi: f64,
+    /// The exact scale minus `hi`.
     pub lo: f64,
 }
 
@@ -131,7 +134,7 @@ pub(crate) struct Scale<T> {
     sign: T,
     /// `|scale|` rounded to `T`.
     hi: T,
-    /// `(|scale| - hi) / hi`: the scale's own rounding, relative (0 when `T` holds the scale).
+    /// `(|scale| - hi) / hi` with the exact scale: its rounding to `T` and its own `lo`, relative.
     rho: T,
     /// `sign · hi`.
     signed_hi: T,
