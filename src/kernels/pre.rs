@@ -32,6 +32,12 @@ pub(crate) trait Pre<T: Element, S: Simd<T>>: Copy {
     fn clamp_max(&self, k: T) -> T {
         k
     }
+    /// `k · factor + v` in `T`, lane by lane: the tile path's log-sum-exp from a key maximum `k` and
+    /// `v = log Σ` (the factor's `lo` is below `T`'s bounds there).
+    #[inline(always)]
+    fn max_plus(&self, s: S, k: S::V, v: S::V) -> S::V {
+        s.add(k, v)
+    }
     /// [`Pre::clamp_max`] lane by lane (the tile path's maxima, one row per lane).
     #[inline(always)]
     fn clamp_max_v(&self, _s: S, k: S::V) -> S::V {
@@ -249,6 +255,10 @@ impl<T: Element, S: Simd<T>> Pre<T, S> for Scale<T> {
         } else {
             k
         }
+    }
+    #[inline(always)]
+    fn max_plus(&self, s: S, k: S::V, v: S::V) -> S::V {
+        s.mul_add(k, s.splat(self.hi), v)
     }
     #[inline(always)]
     fn clamp_max_v(&self, s: S, k: S::V) -> S::V {

@@ -4,7 +4,7 @@
 //! `LANES` rows and every row reduction becomes a lane-wise vector operation: no horizontal
 //! reductions, no scalar `exp`/`log`, no per-row branches.
 
-use super::row::{exp_diff_mapped, finish_lse, max_sum, times_factor, Pre, MAX_LANES};
+use super::row::{exp_diff_mapped, finish_lse, max_sum, Pre, MAX_LANES};
 use super::SendPtr;
 use crate::simd::{Element, Simd};
 
@@ -134,12 +134,11 @@ pub(crate) unsafe fn tile_rows<T: Element, S: Simd<T>, P: Pre<T, S>>(
                 );
                 s.store(&mut mb[..l], m);
                 s.store(&mut sb[..l], sum);
-                s.store(&mut lb[..l], s.ln(sum));
+                s.store(&mut lb[..l], p.max_plus(s, m, s.ln(sum)));
                 for r in 0..k {
                     let (mr, sr) = (mb[r], sb[r]);
                     let v = if mr.to_f64().is_finite() && !(T::REFINE_LSE && sr.to_f64() < 2.0) {
-                        // The key maximum times the map's factor: the row's largest mapped value.
-                        times_factor(mr, p.factor()) + lb[r].to_f64()
+                        lb[r].to_f64()
                     } else {
                         // Rare: infinite maxima, NaN, or float64's log1p refinement.
                         let row = src.slice((r0 + r) * cols, cols);
