@@ -17,6 +17,7 @@ pub use kernels::backward::{softmax_backward, Vjp, VjpBuf};
 pub use kernels::cross_entropy::{cross_entropy, CeOptions, Logits, Reduction, Target};
 pub use kernels::entropy::{entropy, Input as EntropyInput};
 pub use kernels::logsumexp::{logsumexp, logsumexp_scaled, logsumexp_weighted};
+pub use kernels::pre::ExactScale;
 pub use kernels::softmax::{softmax, softmax_scaled, Mode};
 pub use kernels::Buf;
 pub use simd::Backend;

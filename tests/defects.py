@@ -25,7 +25,7 @@ DEFECTS = {
 }
 
 #: defects not fixed yet in this tree; the fix of defect N removes N
-OPEN: frozenset[int] = frozenset({3})
+OPEN: frozenset[int] = frozenset()
 
 
 def is_open(n: int) -> bool:

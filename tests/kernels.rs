@@ -8,20 +8,8 @@ use fastsoftmax::{
     Reduction, Target,
 };
 
-/// A small deterministic generator (xorshift64*), so the Rust tests need no crates.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> f64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
-    }
-    fn normal(&mut self) -> f64 {
-        let (u, v) = (self.next().max(1e-300), self.next());
-        (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
-    }
-}
+mod common;
+use common::Rng;
 
 const COLS: [usize; 12] = [1, 2, 3, 7, 15, 16, 17, 31, 33, 1000, 2049, 4097];
 

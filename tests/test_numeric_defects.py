@@ -4,7 +4,9 @@
   online (max, sum) pass and the 65536-element segments of split rows.
 - Cross-entropy with label mass on a ``-inf`` logit is ``+inf`` (PyTorch), and finite without mass.
 - ``logsumexp`` with ``b`` over ``+inf`` entries of both signs is NaN (SciPy: inf - inf).
-- A temperature keeps the float32 accuracy bounds (softmax 2e-6 relative for outputs >= 1e-30).
+- A temperature keeps the accuracy bounds (float32: softmax 2e-6 relative for outputs >= 1e-30;
+  float64: 1e-14) on every path, for softmin too, and for huge inputs (1e10 in float32, 1e300 in
+  float64), whose rounded ``x / T`` is off by more than the whole range of ``exp``.
 - ``softcap`` >= 32 keeps a confident row's float32 loss within 2e-6 of the float64 reference.
 """
 
@@ -14,7 +16,7 @@ import numpy as np
 import pytest
 
 import fastsoftmax as fs
-from defects import is_open
+from reference import assert_log_close, assert_prob_close
 
 BLOCK = 2048
 SEGMENT = 65536
@@ -147,7 +149,6 @@ def test_weighted_logsumexp_over_inf_of_both_signs(b, expected):
 @pytest.mark.parametrize("shape", [(9, 31), (40, 64), (3, 1000), (2, 4099), (1, 131075)])
 # 0.2446...: 1/T in float32 errs by 5.5e-8 relative, enough to break the bound unless carried.
 @pytest.mark.parametrize("temperature", [0.1, 0.05, 0.3, 0.7, 3.0, 0.2446193054257848])
-@pytest.mark.xfail(is_open(3), reason="defect 3 is open: a temperature's 1/T is rounded", strict=False)
 def test_temperature_keeps_the_float32_bounds(each_backend, rng, shape, temperature):
     x = (3.0 * rng.standard_normal(shape)).astype(np.float32)
     x64 = x.astype(np.float64) / temperature
@@ -170,7 +171,6 @@ def test_temperature_keeps_the_float32_bounds(each_backend, rng, shape, temperat
     assert (np.abs(got_lse - ref_t) / np.maximum(1, np.abs(ref_t))).max() <= 2e-6
 
 
-@pytest.mark.xfail(is_open(3), reason="defect 3 is open: a temperature's 1/T is rounded", strict=False)
 def test_temperature_float32_bound_at_random_temperatures(each_backend, rng):
     for t in np.exp(rng.uniform(np.log(0.02), np.log(5.0), 60)):
         x = (3.0 * rng.standard_normal((4, 200))).astype(np.float32)
@@ -181,6 +181,61 @@ def test_temperature_float32_bound_at_random_temperatures(each_backend, rng):
         big = ref >= 1e-30
         rel = (np.abs(got - ref)[big] / ref[big]).max()
         assert rel <= 2e-6, (t, rel)
+
+
+# Tile path (<= 64 columns), whole rows past a 2048-element block, a split row (>= 131072 columns).
+TEMPERATURE_SHAPES = [(37, 7), (40, 64), (5, 65), (3, 2049), (1, 131075)]
+
+
+def _temperature_data(rng, shape, dtype, kind: str) -> np.ndarray:
+    """``3·randn``, or huge neighbours a few ulp apart (1e10 in float32, 1e300 in float64) with a few
+    of the other sign."""
+    if kind == "randn":
+        return (3.0 * rng.standard_normal(shape)).astype(dtype)
+    big = 1e10 if dtype == np.float32 else 1e300
+    x = np.full(shape, big, dtype) + (rng.integers(-3, 4, shape) * np.spacing(dtype(big))).astype(dtype)
+    x[rng.random(shape) < 0.1] = -big
+    return x
+
+
+def _temperature_refs(x: np.ndarray, t: float, sign: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """softmax, log-softmax and ``T·logsumexp`` of ``sign·x / T`` in extended precision, the
+    difference to the row's extreme taken first (a rounded ``x / T`` would be the error itself)."""
+    y = sign * x.astype(np.longdouble)
+    m = y.max(-1, keepdims=True)
+    d = (y - m) / t
+    ls = np.log(np.exp(d).sum(-1, keepdims=True))
+    lse = (m + t * ls)[:, 0]
+    return np.exp(d - ls).astype(np.float64), (d - ls).astype(np.float64), lse.astype(np.float64)
+
+
+@pytest.mark.parametrize("kind", ["randn", "huge"])
+@pytest.mark.parametrize("shape", TEMPERATURE_SHAPES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_temperature_keeps_the_bounds_on_every_path(each_backend, rng, dtype, shape, kind):
+    x = _temperature_data(rng, shape, dtype, kind)
+    for t in [0.1, 0.3, 0.7, 1.7, 3.0]:
+        ctx = f"{np.dtype(dtype)} {shape} {kind} T={t} on {each_backend}"
+        p, logp, lse = _temperature_refs(x, t, 1.0)
+        assert_prob_close(fs.softmax(x, temperature=t), p, dtype, f"softmax {ctx}")
+        assert_log_close(fs.log_softmax(x, temperature=t), logp, dtype, f"log_softmax {ctx}")
+        assert_log_close(fs.logsumexp(x, axis=-1, temperature=t), lse, dtype, f"logsumexp {ctx}")
+        p_min, _, _ = _temperature_refs(x, t, -1.0)
+        assert_prob_close(fs.softmin(x, temperature=t), p_min, dtype, f"softmin {ctx}")
+
+
+@pytest.mark.parametrize("dtype, big", [(np.float32, 1e10), (np.float64, 1e300)])
+def test_temperature_of_huge_ties_is_exact(each_backend, dtype, big):
+    # A rounded x·(1/T) errs by up to 512 at 1e10 in float32: carried against the maximum's own
+    # product it once overflowed exp (inf), and NaN in float64.
+    x = np.array([[big, big], [-big, -big]], dtype)
+    rtol = 2e-6 if dtype == np.float32 else 1e-14
+    for t in [0.1, 0.7, 1.7]:
+        np.testing.assert_allclose(fs.log_softmax(x, temperature=t), -np.log(2.0), rtol=rtol)
+        np.testing.assert_allclose(fs.softmax(x, temperature=t), 0.5, rtol=rtol)
+        np.testing.assert_allclose(fs.softmin(x, temperature=t), 0.5, rtol=rtol)
+        want = np.array([big, -big]) + t * np.log(2.0)
+        np.testing.assert_allclose(fs.logsumexp(x, axis=-1, temperature=t), want, rtol=rtol)
 
 
 def _softcap_ce_ref(x: np.ndarray, y: np.ndarray, c: float) -> np.ndarray:

@@ -54,7 +54,7 @@ def _out(be: ModuleType, out: Any, shape: Tuple[int, ...], dtype: np.dtype) -> A
 def _softmax(x: Any, axis: Axis, temperature: Any, out: Any, sign: float, log: bool) -> Any:
     if type(x) is np.ndarray and type(axis) is int and axis == -1:
         try:
-            return _cpu.softmax_plain(x, out, sign * _checks.inv_temperature(temperature), log)
+            return _cpu.softmax_plain(x, out, _checks.inv_temperature(temperature, sign), log)
         except _cpu.LayoutError:
             pass  # not the kernels' layout: the general path makes it
     dk = _dask(x)
@@ -64,7 +64,7 @@ def _softmax(x: Any, axis: Axis, temperature: Any, out: Any, sign: float, log: b
     be = _backend(x)
     x = be.asarray(x)
     rdt = _checks.result_dtype(x.dtype)
-    scale = sign * _checks.inv_temperature(temperature)
+    scale = _checks.inv_temperature(temperature, sign)
     axes = _checks.axes(axis, x.ndim) if x.ndim else (0,)
     out = _out(be, out, x.shape, rdt)
     if x.ndim == 0:

@@ -140,17 +140,31 @@ def one_axis(a: Any, ndim: int) -> int:
     return int(a) % ndim
 
 
-def inv_temperature(temperature: Any) -> float:
-    """``1 / T`` for a temperature ``T``, which must be a finite number > 0."""
+class InvTemperature(float):
+    """``sign / T`` rounded to float64 that remembers ``T``: the native kernels take the rounding of
+    ``1 / T`` into their exponents (float64's 1e-14 bound at exponents of hundreds needs it); any
+    other consumer sees a plain float."""
+
+    temperature: float
+
+    def __new__(cls, temperature: float, sign: float) -> InvTemperature:
+        self = super().__new__(cls, sign / temperature)
+        self.temperature = temperature
+        return self
+
+
+def inv_temperature(temperature: Any, sign: float = 1.0) -> float:
+    """``sign / T`` for a temperature ``T``, which must be a finite number > 0 (``sign`` is -1 for
+    softmin)."""
     if type(temperature) is float and temperature == 1.0:
-        return 1.0
+        return sign
     try:
         t = float(temperature)
     except (TypeError, ValueError):
         raise TypeError(f"temperature must be a real number, got {temperature!r}") from None
     if not (t > 0.0 and math.isfinite(t)):
         raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
-    return 1.0 / t
+    return InvTemperature(t, sign)
 
 
 def base_scale(base: Any) -> float:

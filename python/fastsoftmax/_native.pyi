@@ -16,7 +16,8 @@ __version__: str
 
 def softmax(x: _Array, out: Optional[_Array], scale: float, log: bool) -> _Array:
     """``softmax(x * scale)`` (``log=True``: log-softmax) over the last axis, into `out` (which
-    may be `x`) or a new array; returns the result."""
+    may be `x`) or a new array; returns the result. A `scale` that remembers its temperature
+    (``_checks.InvTemperature``) is taken as the exact ``±1/T``."""
 
 def softmax_backward(g: _Array, y: _Array, out: Optional[_Array], log: bool) -> _Array:
     """Vector-Jacobian product over the last axis of two arrays of one shape and dtype:
@@ -25,7 +26,7 @@ def softmax_backward(g: _Array, y: _Array, out: Optional[_Array], log: bool) -> 
 
 def logsumexp(x: _Array, out: Optional[_Array], scale: float) -> _Array:
     """``logsumexp(x * scale) / scale`` over the last axis, into `out` (shape ``x.shape[:-1]``)
-    or a new array; returns the result."""
+    or a new array; returns the result (`scale` as in :func:`softmax`)."""
 
 def logsumexp_b(x: _Array, b: _Array) -> Tuple[_Array, _Array]:
     """SciPy's weighted logsumexp over the last axis: ``(log|sum(b * exp(x))|,

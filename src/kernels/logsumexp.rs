@@ -4,7 +4,9 @@
 use std::ops::Range;
 
 use super::driver::{self, Kernel, PerRow, Rows};
-use super::row::{finish_lse, finish_lse_on, max_sum, merge_max_sum, with_scale, Acc, Pre, Scale};
+use super::row::{
+    finish_lse, finish_lse_on, max_sum, merge_max_sum, with_scale, Acc, ExactScale, Pre, Scale,
+};
 use super::tile::{tile_rows, TileOp};
 use super::SendPtr;
 use crate::parallel::{chunk_rows, for_ranges};
@@ -23,16 +25,16 @@ pub fn logsumexp<T: Element>(
     run(backend, x, cols, Scale::exact(scale), out)
 }
 
-/// [`logsumexp`] with a float64 `scale`, rounded to `T` today (as in
+/// [`logsumexp`] with a float64 `scale`, whose rounding to `T` is carried (as in
 /// [`crate::kernels::softmax::softmax_scaled`]).
 pub fn logsumexp_scaled<T: Element>(
     backend: Backend,
     x: &[T],
     cols: usize,
-    scale: f64,
+    scale: impl Into<ExactScale>,
     out: &mut [T],
 ) -> Result<(), KernelError> {
-    run(backend, x, cols, Scale::of(scale), out)
+    run(backend, x, cols, Scale::of(scale.into()), out)
 }
 
 fn run<T: Element>(
@@ -114,7 +116,7 @@ impl<T: Element> Kernel<T> for LogSumExp<'_, T> {
     }
 
     fn finish(&self, backend: Backend, row: usize, parts: &[(T, f64)]) {
-        let (m, sum) = merge_max_sum(parts);
+        let (m, sum) = merge_max_sum(parts, self.scale.abs());
         let lse = finish_lse_on(backend, self.row(row), self.scale, m, sum);
         // SAFETY: split rows are finished one at a time, on the calling thread.
         unsafe { self.out.put(row, lse.value()) };

@@ -7,7 +7,7 @@
 //! sits in L1, so the row is read once from memory); pass 2, when the kernel writes an output,
 //! re-reads the row (now in L2) and writes each element once.
 
-pub(crate) use super::pre::{with_scale, One, Pre, Scale, SoftCap};
+pub(crate) use super::pre::{two_sum, with_scale, ExactScale, One, Peak, Pre, Scale, SoftCap};
 use crate::simd::{Backend, Element, Isa, Simd, WithSimd};
 
 /// `dst[i] = f(src[i])` vector by vector over `len` elements, `src` possibly equal to `dst`: each
@@ -132,7 +132,8 @@ pub(crate) fn load_tail_mapped<T: Element, S: Simd<T>, P: Pre<T, S>>(
     s.load(&buf)
 }
 
-/// `max(p(x))` over a slice; NaN may or may not win (the sum catches NaN).
+/// The key maximum of a slice ([`Pre::apply`], clamped by [`Pre::clamp_max`]); NaN may or may not
+/// win (the sum catches NaN).
 #[inline(always)]
 pub(crate) fn max_mapped<T: Element, S: Simd<T>, P: Pre<T, S>>(s: S, p: &P, x: &[T]) -> T {
     let l = S::LANES;
@@ -153,7 +154,7 @@ pub(crate) fn max_mapped<T: Element, S: Simd<T>, P: Pre<T, S>>(s: S, p: &P, x: &
     if !tail.is_empty() {
         m1 = s.max(m1, load_tail_mapped(s, p, tail, T::NEG_INFINITY));
     }
-    s.reduce_max(s.max(s.max(m0, m1), s.max(m2, m3)))
+    p.clamp_max(s.reduce_max(s.max(s.max(m0, m1), s.max(m2, m3))))
 }
 
 /// Vector additions per accumulator lane before a partial sum is moved to f64: 16 float32 additions
@@ -161,8 +162,8 @@ pub(crate) fn max_mapped<T: Element, S: Simd<T>, P: Pre<T, S>>(s: S, p: &P, x: &
 /// meets softmax's 2e-6 bound, while the reduction costs ~1% on wide vectors.
 pub(crate) const SUM_RUN: usize = 16;
 
-/// `Σ exp(p(x) - m)` over a slice: partial sums in `T` (four vector accumulators, emptied into f64
-/// every [`SUM_RUN`] additions), added up in f64.
+/// `Σ exp(p(x) - max p)` over a slice, `m` the key maximum: partial sums in `T` (four vector
+/// accumulators, emptied into f64 every [`SUM_RUN`] additions), added up in f64.
 #[inline(always)]
 pub(crate) fn sum_exp_mapped<T: Element, S: Simd<T>, P: Pre<T, S>>(
     s: S,
@@ -170,13 +171,13 @@ pub(crate) fn sum_exp_mapped<T: Element, S: Simd<T>, P: Pre<T, S>>(
     x: &[T],
     m: T,
 ) -> f64 {
-    let (l, mv) = (S::LANES, s.splat(-m));
+    let (l, pk) = (S::LANES, p.peak(s, s.splat(m)));
     let mut total = 0.0f64;
     let mut runs = x.chunks_exact(4 * l * SUM_RUN);
     for run in &mut runs {
         let mut a = [s.splat(T::ZERO); 4];
         for c in run.chunks_exact(4 * l) {
-            add_exp4(s, p, c, mv, &mut a);
+            add_exp4(s, p, c, &pk, &mut a);
         }
         total += s
             .reduce_sum(s.add(s.add(a[0], a[1]), s.add(a[2], a[3])))
@@ -185,34 +186,52 @@ pub(crate) fn sum_exp_mapped<T: Element, S: Simd<T>, P: Pre<T, S>>(
     let mut a = [s.splat(T::ZERO); 4];
     let mut quads = runs.remainder().chunks_exact(4 * l);
     for c in &mut quads {
-        add_exp4(s, p, c, mv, &mut a);
+        add_exp4(s, p, c, &pk, &mut a);
     }
     let mut singles = quads.remainder().chunks_exact(l);
     for c in &mut singles {
-        a[0] = s.add(a[0], s.exp(p.sub_max(s, s.load(c), mv)));
+        a[0] = s.add(a[0], s.exp(p.sub_max(s, s.load(c), &pk)));
     }
     let tail = singles.remainder();
     if !tail.is_empty() {
-        a[1] = s.add(a[1], s.exp(tail_sub_max(s, p, tail, mv)));
+        a[1] = s.add(a[1], s.exp(tail_sub_max(s, p, tail, &pk)));
     }
     total
         + s.reduce_sum(s.add(s.add(a[0], a[1]), s.add(a[2], a[3])))
             .to_f64()
 }
 
-/// Adds `exp(p(x) - m)` of the four vectors of `c` to the four accumulators (`neg_m = -m`).
+/// Adds `exp(p(x) - max p)` of the four vectors of `c` to the four accumulators.
 #[inline(always)]
 fn add_exp4<T: Element, S: Simd<T>, P: Pre<T, S>>(
     s: S,
     p: &P,
     c: &[T],
-    neg_m: S::V,
+    pk: &Peak<S::V>,
     a: &mut [S::V; 4],
 ) {
     let l = S::LANES;
     for (k, acc) in a.iter_mut().enumerate() {
-        let d = p.sub_max(s, s.load(&c[k * l..(k + 1) * l]), neg_m);
+        let d = p.sub_max(s, s.load(&c[k * l..(k + 1) * l]), pk);
         *acc = s.add(*acc, s.exp(d));
+    }
+}
+
+/// A row tail (`x.len() < LANES`) loaded so that the lanes past it have the key `-inf`.
+#[derive(Clone, Copy)]
+pub(crate) enum Tail<V> {
+    /// The inputs, the lanes past the tail filled with [`Pre::preimage_of_neg_inf`].
+    Raw(V),
+    /// The keys, for a map without such a preimage (the soft cap, whose factor is 1).
+    Key(V),
+}
+
+/// Loads a row tail as a [`Tail`].
+#[inline(always)]
+pub(crate) fn load_tail<T: Element, S: Simd<T>, P: Pre<T, S>>(s: S, p: &P, x: &[T]) -> Tail<S::V> {
+    match p.preimage_of_neg_inf() {
+        Some(pre) => Tail::Raw(s.load_partial(x, pre)),
+        None => Tail::Key(load_tail_mapped(s, p, x, T::NEG_INFINITY)),
     }
 }
 
@@ -222,11 +241,11 @@ pub(crate) fn tail_sub_max<T: Element, S: Simd<T>, P: Pre<T, S>>(
     s: S,
     p: &P,
     x: &[T],
-    neg_m: S::V,
+    pk: &Peak<S::V>,
 ) -> S::V {
-    match p.preimage_of_neg_inf() {
-        Some(pre) => p.sub_max(s, s.load_partial(x, pre), neg_m),
-        None => s.add(load_tail_mapped(s, p, x, T::NEG_INFINITY), neg_m),
+    match load_tail(s, p, x) {
+        Tail::Raw(v) => p.sub_max(s, v, pk),
+        Tail::Key(k) => s.add(k, pk.neg_k),
     }
 }
 
@@ -237,7 +256,7 @@ pub(crate) fn max_sum<T: Element, S: Simd<T>, P: Pre<T, S>>(s: S, p: &P, x: &[T]
     let mut m = T::NEG_INFINITY;
     let mut acc = Acc::default();
     for block in x.chunks(BLOCK) {
-        if !next_max(&mut m, &mut acc, max_mapped(s, p, block), block) {
+        if !next_max(&mut m, &mut acc, max_mapped(s, p, block), block, p.factor()) {
             continue;
         }
         if m.is_nan() {
@@ -248,8 +267,8 @@ pub(crate) fn max_sum<T: Element, S: Simd<T>, P: Pre<T, S>>(s: S, p: &P, x: &[T]
     (m, acc.value())
 }
 
-/// Folds a block's maximum `bm` into the running maximum `m` of the online pass, rescaling the sum
-/// `acc` to the new maximum; returns whether the block's exponentials are to be summed (false while
+/// Folds a block's key maximum `bm` into the running one `m` of the online pass, rescaling the sum
+/// `acc` to the new maximum (`f` the map's [`Pre::factor`]); returns whether the block's exponentials are to be summed (false while
 /// everything so far is `-inf`: `exp(-inf - -inf)` would be NaN, and the block adds nothing).
 ///
 /// A NaN makes `m` NaN, which poisons the sum and every output: a NaN `bm` fails `bm > m`, so
@@ -257,10 +276,16 @@ pub(crate) fn max_sum<T: Element, S: Simd<T>, P: Pre<T, S>>(s: S, p: &P, x: &[T]
 /// also drop a NaN lane; that NaN still reaches the block's exp-sum, except while `m` is `-inf`
 /// (the block is not summed), so only then, on that rare path, is the block searched for NaN.
 #[inline(always)]
-pub(crate) fn next_max<T: Element>(m: &mut T, acc: &mut Acc, bm: T, block: &[T]) -> bool {
+pub(crate) fn next_max<T: Element>(
+    m: &mut T,
+    acc: &mut Acc,
+    bm: T,
+    block: &[T],
+    f: (f64, f64),
+) -> bool {
     if bm > *m {
         if *m != T::NEG_INFINITY {
-            acc.scale((*m - bm).to_f64().exp());
+            acc.scale(rescale(*m, bm, f));
         }
         *m = bm;
     } else if bm.is_nan() || (*m == T::NEG_INFINITY && has_nan(block)) {
@@ -269,12 +294,14 @@ pub(crate) fn next_max<T: Element>(m: &mut T, acc: &mut Acc, bm: T, block: &[T])
     *m != T::NEG_INFINITY
 }
 
-/// Merges partial `(max, sum)` pairs of segments of one row, in order.
-pub(crate) fn merge_max_sum<T: Element>(parts: &[(T, f64)]) -> (T, f64) {
+/// Merges partial `(key max, sum)` pairs of segments of one row, in order (`f` the map's
+/// [`Pre::factor`]).
+pub(crate) fn merge_max_sum<T: Element>(parts: &[(T, f64)], f: (f64, f64)) -> (T, f64) {
     let mut m = T::NEG_INFINITY;
     for &(pm, ps) in parts {
-        if pm.is_nan() || ps.is_nan() {
-            // A NaN in any segment makes the row NaN (`pm > m` would skip it).
+        // A NaN in any segment makes the row NaN (`pm > m` would skip it); a segment holding
+        // `+inf` has the sum NaN (`inf - inf`) with or without one.
+        if pm.is_nan() || (ps.is_nan() && pm != T::INFINITY) {
             return (T::NAN, f64::NAN);
         }
         if pm > m {
@@ -284,14 +311,47 @@ pub(crate) fn merge_max_sum<T: Element>(parts: &[(T, f64)]) -> (T, f64) {
     if m == T::NEG_INFINITY {
         return (m, 0.0);
     }
+    if m == T::INFINITY {
+        // No sum: the finish looks for a NaN in the row itself (docs/api.md §3).
+        return (m, f64::NAN);
+    }
     let mut acc = Acc::default();
     for &(pm, ps) in parts {
         if pm == T::NEG_INFINITY {
             continue;
         }
-        acc.add(ps * (pm - m).to_f64().exp());
+        acc.add(ps * rescale(pm, m, f));
     }
     (m, acc.value())
+}
+
+/// `exp((k - k_max) · f)` (`f = hi + lo`): the factor that moves a sum taken against the key
+/// maximum `k` to `k_max`. The difference and its product are carried (TwoSum, FMA): a block's
+/// outputs near 1e-300 keep float64's 1e-14 through a rescale by `exp(-690)`.
+#[inline(always)]
+pub(crate) fn rescale<T: Element>(k: T, k_max: T, (f, f_lo): (f64, f64)) -> f64 {
+    let (a, b) = (k.to_f64(), -k_max.to_f64());
+    let d = a + b;
+    let e = d * f;
+    if !e.is_finite() {
+        return e.exp();
+    }
+    let bb = d - a;
+    let err = (a - (d - bb)) + (b - bb);
+    let lo = d.mul_add(f, -e) + err * f + d * f_lo;
+    let x = e.exp();
+    x + x * lo
+}
+
+/// `k · (hi + lo)` in float64: a key maximum as the mapped value (an infinite `k` stays infinite).
+#[inline(always)]
+pub(crate) fn times_factor<T: Element>(k: T, (hi, lo): (f64, f64)) -> f64 {
+    let v = k.to_f64() * hi;
+    if v.is_finite() && lo != 0.0 {
+        v + k.to_f64() * lo
+    } else {
+        v
+    }
 }
 
 /// Whether any element is NaN (only on the rare paths: rows whose max is infinite).
@@ -309,18 +369,18 @@ pub(crate) fn sum_exp_rest<T: Element, S: Simd<T>, P: Pre<T, S>>(
     m: T,
 ) -> f64 {
     let l = S::LANES;
-    let (mv, neg_m) = (s.splat(m), s.splat(-m));
+    let pk = p.peak(s, s.splat(m));
     let zero = s.splat(T::ZERO);
     let one = s.splat(T::ONE);
-    // `v` the mapped value, `d = p(x) - m` rounded once: an element equal to `m` adds
-    // `exp(d) - 1 ≈ d` (the rounding error of `p(x)`, 0 unless `p` rounds), so the rest stays
-    // consistent with the differences the log-softmax writes.
+    // `v` the key, `d = p(x) - max p` ([`Pre::sub_max`]): an element whose key is the maximum adds
+    // `exp(d) - 1 ≈ d` (0: its exponent is exact), so the rest stays consistent with the
+    // differences the log-softmax writes.
     // A macro, not a closure: a closure would not inherit the caller's instruction set.
     macro_rules! step {
         ($a:ident, $n:ident, $v:expr, $d:expr) => {{
             let (v, d) = ($v, $d);
-            $a = s.add($a, s.select_eq(v, mv, d, s.exp(d)));
-            $n = s.add($n, s.select_eq(v, mv, one, zero));
+            $a = s.add($a, s.select_eq(v, pk.k, d, s.exp(d)));
+            $n = s.add($n, s.select_eq(v, pk.k, one, zero));
         }};
     }
     let mut acc = Acc::default();
@@ -330,19 +390,13 @@ pub(crate) fn sum_exp_rest<T: Element, S: Simd<T>, P: Pre<T, S>>(
         let mut singles = block.chunks_exact(l);
         for c in &mut singles {
             let x = s.load(c);
-            step!(a, n, p.apply(s, x), p.sub_max(s, x, neg_m));
+            step!(a, n, p.apply(s, x), p.sub_max(s, x, &pk));
         }
         let tail = singles.remainder();
         if !tail.is_empty() {
-            let (v, d) = match p.preimage_of_neg_inf() {
-                Some(pre) => {
-                    let x = s.load_partial(tail, pre);
-                    (p.apply(s, x), p.sub_max(s, x, neg_m))
-                }
-                None => {
-                    let v = load_tail_mapped(s, p, tail, T::NEG_INFINITY);
-                    (v, s.add(v, neg_m))
-                }
+            let (v, d) = match load_tail(s, p, tail) {
+                Tail::Raw(x) => (p.apply(s, x), p.sub_max(s, x, &pk)),
+                Tail::Key(v) => (v, s.add(v, pk.neg_k)),
             };
             step!(a, n, v, d);
         }
@@ -378,7 +432,7 @@ impl Lse {
     }
 }
 
-/// `log Σ exp(p(x))` from the row's `(m, sum)`, with the special values of docs/api.md §3 (NaN
+/// `log Σ exp(p(x))` from the row's `(m, sum)` (`m` the key maximum), with the special values of docs/api.md §3 (NaN
 /// anywhere wins; all `-inf` gives `-inf`; `+inf` gives `+inf`) and, for types that ask for it,
 /// SciPy's `log1p` refinement.
 #[inline(always)]
@@ -389,7 +443,7 @@ pub(crate) fn finish_lse<T: Element, S: Simd<T>, P: Pre<T, S>>(
     m: T,
     sum: f64,
 ) -> Lse {
-    let mf = m.to_f64();
+    let mf = times_factor(m, p.factor());
     if !mf.is_finite() {
         // -inf: every element -inf (or NaN); +inf: an element is +inf. NaN anywhere wins.
         let nan = mf.is_nan() || has_nan(x);
@@ -408,30 +462,17 @@ pub(crate) fn finish_lse<T: Element, S: Simd<T>, P: Pre<T, S>>(
     Lse { m: mf, log_sum }
 }
 
-/// `exp(y - m)` with the rounding error of `y - m` put back (TwoSum): the float32 difference of a far
-/// element and the maximum loses up to half an ulp of |y - m| (up to 4e-6 relative at outputs near
-/// 1e-30), which would break softmax's 2e-6 relative bound (docs/api.md §4).
-#[inline(always)]
-pub(crate) fn exp_diff<T: Element, S: Simd<T>>(s: S, y: S::V, neg_m: S::V) -> S::V {
-    exp_diff_err(s, y, None, neg_m)
-}
-
-/// `exp(p(x) - m)` for a raw vector `x`, with the rounding errors of both `p(x)` (when `p` rounds)
-/// and the difference carried: [`exp_diff`] of the mapped value.
+/// `exp(p(x) - max p)` for a raw vector `x`, with the exponent carried as `hi + lo`
+/// ([`Pre::sub_max_exact`]): a float32 exponent near -69 rounds to half an ulp (4e-6), which would
+/// break softmax's 2e-6 relative bound at outputs near 1e-30 (docs/api.md §4).
 #[inline(always)]
 pub(crate) fn exp_diff_mapped<T: Element, S: Simd<T>, P: Pre<T, S>>(
     s: S,
     p: &P,
     x: S::V,
-    neg_m: S::V,
+    pk: &Peak<S::V>,
 ) -> S::V {
-    let y = p.apply(s, x);
-    let ey = if P::ROUNDS {
-        Some(p.apply_err(s, x, y))
-    } else {
-        None
-    };
-    exp_diff_err(s, y, ey, neg_m)
+    exp_hi_lo(s, p.sub_max_exact(s, x, pk))
 }
 
 /// [`exp_diff_mapped`] of a row tail (`x.len() < LANES`); the lanes past it give 0.
@@ -440,28 +481,21 @@ pub(crate) fn tail_exp_diff<T: Element, S: Simd<T>, P: Pre<T, S>>(
     s: S,
     p: &P,
     x: &[T],
-    neg_m: S::V,
+    pk: &Peak<S::V>,
 ) -> S::V {
-    match p.preimage_of_neg_inf() {
-        Some(pre) => exp_diff_mapped(s, p, s.load_partial(x, pre), neg_m),
-        None => exp_diff(s, load_tail_mapped(s, p, x, T::NEG_INFINITY), neg_m),
+    match load_tail(s, p, x) {
+        Tail::Raw(v) => exp_diff_mapped(s, p, v, pk),
+        Tail::Key(k) => exp_hi_lo(s, two_sum(s, k, pk.neg_k)),
     }
 }
 
-/// `exp(y + ey - m)` with the rounding error of `y - m` put back; `ey` (when given) is the error of
-/// `y` itself.
+/// `exp(hi + lo)` as `e + e·lo` (`lo` small against `hi`).
 #[inline(always)]
-fn exp_diff_err<T: Element, S: Simd<T>>(s: S, y: S::V, ey: Option<S::V>, neg_m: S::V) -> S::V {
-    let d = s.add(y, neg_m);
-    let bb = s.sub(d, y);
-    let mut err = s.add(s.sub(y, s.sub(d, bb)), s.sub(neg_m, bb));
-    if let Some(ey) = ey {
-        err = s.add(err, ey);
-    }
-    let e = s.exp(d);
-    // y = -inf makes `err` NaN; its output is exactly 0.
+fn exp_hi_lo<T: Element, S: Simd<T>>(s: S, (hi, lo): (S::V, S::V)) -> S::V {
+    let e = s.exp(hi);
+    // An exponent of -inf makes `lo` NaN; its output is exactly 0.
     let zero = s.splat(T::ZERO);
-    s.select_eq(e, zero, zero, s.mul_add(e, err, e))
+    s.select_eq(e, zero, zero, s.mul_add(e, lo, e))
 }
 
 /// [`finish_lse`] with the plain scale map, dispatched to the instruction set: the finish of a split

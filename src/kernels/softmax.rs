@@ -5,7 +5,7 @@ use std::ops::Range;
 use super::driver::{self, Kernel, Rows};
 use super::row::{
     exp_diff_mapped, finish_lse, finish_lse_on, map_row, max_mapped, max_sum, merge_max_sum,
-    next_max, tail_exp_diff, with_scale, Acc, Pre, Scale, BLOCK, SUM_RUN,
+    next_max, rescale, tail_exp_diff, with_scale, Acc, ExactScale, Pre, Scale, BLOCK, SUM_RUN,
 };
 use super::tile::{tile_rows, TileOp};
 use super::{Buf, SendPtr};
@@ -34,16 +34,16 @@ pub fn softmax<T: Element>(
     run(backend, buf, cols, Scale::exact(scale), mode)
 }
 
-/// [`softmax`] with a float64 `scale` (e.g. `1/T` of a float64 temperature), rounded to `T` today;
-/// the entry where carrying its low part (an open accuracy item, see `Scale::of`) will go.
+/// [`softmax`] with a float64 `scale` (e.g. `1/T` of a float64 temperature): the exponents carry
+/// the scale's rounding to `T` as well as their own (docs/api.md §4 holds at any temperature).
 pub fn softmax_scaled<T: Element>(
     backend: Backend,
     buf: Buf<'_, T>,
     cols: usize,
-    scale: f64,
+    scale: impl Into<ExactScale>,
     mode: Mode,
 ) -> Result<(), KernelError> {
-    run(backend, buf, cols, Scale::of(scale), mode)
+    run(backend, buf, cols, Scale::of(scale.into()), mode)
 }
 
 fn run<T: Element>(
@@ -157,7 +157,7 @@ impl<T: Element> Kernel<T> for Softmax<T> {
 
     fn finish(&self, backend: Backend, row: usize, parts: &[Part<T>]) -> (T, f64) {
         let stats: Vec<(T, f64)> = parts.iter().map(|p| (p.m, p.sum)).collect();
-        let (m, sum) = merge_max_sum(&stats);
+        let (m, sum) = merge_max_sum(&stats, self.scale.abs());
         match self.mode {
             Mode::Softmax => (m, 1.0 / sum),
             Mode::LogSoftmax => {
@@ -182,7 +182,9 @@ impl<T: Element> Kernel<T> for Softmax<T> {
         let (src, dst) = (self.src.add(off), self.dst.add(off));
         // SAFETY: each segment is written by one task only.
         match self.mode {
-            Mode::Softmax => unsafe { scale_pass(s, dst, seg.len(), &part.block_m, m, f) },
+            Mode::Softmax => unsafe {
+                scale_pass(s, dst, seg.len(), &part.block_m, m, f, self.scale.abs())
+            },
             Mode::LogSoftmax => with_scale!(self.scale, |p| unsafe {
                 write_log_softmax(s, &p, src, dst, seg.len(), m, T::from_f64(f))
             }),
@@ -204,12 +206,12 @@ unsafe fn write_log_softmax<T: Element, S: Simd<T>, P: Pre<T, S>>(
     m: T,
     log_sum: T,
 ) {
-    let neg_m = s.splat(-m);
+    let pk = p.peak(s, s.splat(m));
     let ls = s.splat(log_sum);
     // `map_row!` rather than a closure: a closure is a function of its own that does not inherit
     // the caller's `#[target_feature]`s, so vector intrinsics inside it would not inline.
     map_row!(T, S, s, src, dst, len, |v, _i| s
-        .sub(p.sub_max(s, v, neg_m), ls));
+        .sub(p.sub_max(s, v, &pk), ls));
 }
 
 /// Blocks in the longest row that is not split across threads (longer ones are split in segments).
@@ -230,7 +232,7 @@ unsafe fn softmax_row<T: Element, S: Simd<T>, P: Pre<T, S>>(
 ) {
     let mut block_m = [T::NEG_INFINITY; MAX_ROW_BLOCKS];
     let (m, sum) = exp_pass(s, p, src, dst, len, &mut block_m);
-    scale_pass(s, dst, len, &block_m, m, 1.0 / sum);
+    scale_pass(s, dst, len, &block_m, m, 1.0 / sum, p.factor());
 }
 
 /// Softmax pass 1 over `len` elements: block by block, find the block's maximum, write
@@ -257,7 +259,7 @@ unsafe fn exp_pass<T: Element, S: Simd<T>, P: Pre<T, S>>(
         let n = BLOCK.min(len - start);
         let block = src.slice(start, n);
         // A NaN makes `m` NaN: then every exponential, the sum and pass 2's factors are NaN.
-        let summed = next_max(&mut m, &mut acc, max_mapped(s, p, block), block);
+        let summed = next_max(&mut m, &mut acc, max_mapped(s, p, block), block, p.factor());
         block_m[bi] = m;
         let (bsrc, bdst) = (src.add(start), dst.add(start));
         if !summed {
@@ -266,12 +268,12 @@ unsafe fn exp_pass<T: Element, S: Simd<T>, P: Pre<T, S>>(
             map_row!(T, S, s, bsrc, bdst, n, |_v, _i| zero);
             continue;
         }
-        let neg_m = s.splat(-m);
+        let pk = p.peak(s, s.splat(m));
         let l = S::LANES;
         let (mut run, mut count, mut block_sum) = (zero, 0, 0.0f64);
         let mut i = 0;
         while i + l <= n {
-            let e = exp_diff_mapped(s, p, s.load(bsrc.slice(i, l)), neg_m);
+            let e = exp_diff_mapped(s, p, s.load(bsrc.slice(i, l)), &pk);
             s.store(std::slice::from_raw_parts_mut(bdst.0.add(i), l), e);
             run = s.add(run, e);
             count += 1;
@@ -283,7 +285,7 @@ unsafe fn exp_pass<T: Element, S: Simd<T>, P: Pre<T, S>>(
         }
         if i < n {
             // Lanes past the tail hold -inf, so they add exp(-inf) = 0 to the sum.
-            let e = tail_exp_diff(s, p, bsrc.slice(i, n - i), neg_m);
+            let e = tail_exp_diff(s, p, bsrc.slice(i, n - i), &pk);
             s.store_partial(std::slice::from_raw_parts_mut(bdst.0.add(i), n - i), e);
             run = s.add(run, e);
         }
@@ -292,7 +294,8 @@ unsafe fn exp_pass<T: Element, S: Simd<T>, P: Pre<T, S>>(
     (m, acc.value())
 }
 
-/// Softmax pass 2: scales each block of `dst` by `exp(m_b - m) · inv_sum`.
+/// Softmax pass 2: scales each block of `dst` by `exp((m_b - m) · f) · inv_sum` (`f` the map's
+/// [`Pre::factor`]: the maxima are keys).
 ///
 /// # Safety
 /// `dst` valid for `len` elements and owned by the caller's task.
@@ -304,11 +307,11 @@ unsafe fn scale_pass<T: Element, S: Simd<T>>(
     block_m: &[T],
     m: T,
     inv_sum: f64,
+    f: (f64, f64),
 ) {
-    let mf = m.to_f64();
     for (bi, start) in (0..len).step_by(BLOCK).enumerate() {
         let n = BLOCK.min(len - start);
-        let f = s.splat(T::from_f64((block_m[bi].to_f64() - mf).exp() * inv_sum));
+        let f = s.splat(T::from_f64(rescale(block_m[bi], m, f) * inv_sum));
         let d = dst.add(start);
         map_row!(T, S, s, d, d, n, |v, _i| s.mul(v, f));
     }

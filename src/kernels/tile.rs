@@ -75,20 +75,21 @@ pub(crate) unsafe fn tile_rows<T: Element, S: Simd<T>, P: Pre<T, S>>(
         for col in scratch.chunks_exact(l) {
             m = s.max(m, p.apply(s, s.load(col)));
         }
+        let m = p.clamp_max_v(s, m);
         // An all -inf row gives NaN here (-inf - -inf), which is its softmax and log-softmax;
         // logsumexp fixes such rows below.
-        let neg_m = s.sub(s.splat(T::ZERO), m);
+        let pk = p.peak(s, m);
         let mut sum = s.splat(T::ZERO);
         if op == TileOp::Softmax {
             // One exp per element: keep exp(y - m) in the scratch and scale it afterwards.
             for col in scratch.chunks_exact_mut(l) {
-                let e = exp_diff_mapped(s, p, s.load(col), neg_m);
+                let e = exp_diff_mapped(s, p, s.load(col), &pk);
                 sum = s.add(sum, e);
                 s.store(col, e);
             }
         } else {
             for col in scratch.chunks_exact(l) {
-                sum = s.add(sum, s.exp(p.sub_max(s, s.load(col), neg_m)));
+                sum = s.add(sum, s.exp(p.sub_max(s, s.load(col), &pk)));
             }
         }
         match op {
@@ -101,7 +102,7 @@ pub(crate) unsafe fn tile_rows<T: Element, S: Simd<T>, P: Pre<T, S>>(
                 } else {
                     let log_sum = s.ln(sum);
                     for col in scratch.chunks_exact_mut(l) {
-                        let d = p.sub_max(s, s.load(col), neg_m);
+                        let d = p.sub_max(s, s.load(col), &pk);
                         s.store(col, s.sub(d, log_sum));
                     }
                 }
@@ -126,7 +127,6 @@ pub(crate) unsafe fn tile_rows<T: Element, S: Simd<T>, P: Pre<T, S>>(
                 }
             }
             TileOp::Lse { unscale } => {
-                let lse = s.add(m, s.ln(sum));
                 let (mut mb, mut sb, mut lb) = (
                     [T::ZERO; MAX_LANES],
                     [T::ZERO; MAX_LANES],
@@ -134,7 +134,7 @@ pub(crate) unsafe fn tile_rows<T: Element, S: Simd<T>, P: Pre<T, S>>(
                 );
                 s.store(&mut mb[..l], m);
                 s.store(&mut sb[..l], sum);
-                s.store(&mut lb[..l], lse);
+                s.store(&mut lb[..l], p.max_plus(s, m, s.ln(sum)));
                 for r in 0..k {
                     let (mr, sr) = (mb[r], sb[r]);
                     let v = if mr.to_f64().is_finite() && !(T::REFINE_LSE && sr.to_f64() < 2.0) {

@@ -16,8 +16,9 @@ pub(super) fn logsumexp<'py>(
     py: Python<'py>,
     x: &Bound<'py, PyAny>,
     out: Option<&Bound<'py, PyAny>>,
-    scale: f64,
+    scale: &Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, PyAny>> {
+    let scale = super::scale_of(scale)?;
     dispatch!(x, T => {
         let x = array::<T>(x, "x")?;
         let shape = x.shape();

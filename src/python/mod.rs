@@ -11,9 +11,10 @@ mod logsumexp;
 mod softmax;
 
 use crate::simd::{self, Backend};
-use crate::KernelError;
+use crate::{ExactScale, KernelError};
 use pyo3::exceptions::{PyIndexError, PyValueError};
 use pyo3::prelude::*;
+use pyo3::types::PyFloat;
 
 pyo3::create_exception!(
     _native,
@@ -50,6 +51,21 @@ fn run<R: Send>(
         f()
     };
     Ok(r?)
+}
+
+/// The scale the Python layer passes: a float, or for a temperature `T` a float that also carries
+/// `temperature` (`_checks.InvTemperature`), whose exact reciprocal the kernels then use.
+fn scale_of(scale: &Bound<'_, PyAny>) -> PyResult<ExactScale> {
+    let hi: f64 = scale.extract()?;
+    if scale.is_exact_instance_of::<PyFloat>() {
+        return Ok(hi.into());
+    }
+    let Ok(t) = scale.getattr(pyo3::intern!(scale.py(), "temperature")) else {
+        return Ok(hi.into());
+    };
+    let exact = ExactScale::of_temperature(t.extract()?, hi.signum());
+    // Only a scale that is `±1/T` rounded gets `1/T`'s remainder.
+    Ok(if exact.hi == hi { exact } else { hi.into() })
 }
 
 /// Sets the number of threads the kernels use.

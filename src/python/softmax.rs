@@ -16,10 +16,11 @@ pub(super) fn softmax<'py>(
     py: Python<'py>,
     x: &Bound<'py, PyAny>,
     out: Option<&Bound<'py, PyAny>>,
-    scale: f64,
+    scale: &Bound<'py, PyAny>,
     log: bool,
 ) -> PyResult<Bound<'py, PyAny>> {
     let mode = if log { Mode::LogSoftmax } else { Mode::Softmax };
+    let scale = super::scale_of(scale)?;
     dispatch!(x, T => {
         let x = array::<T>(x, "x")?;
         let o = output::<T>(py, x.shape(), out, "out")?;
@@ -27,7 +28,7 @@ pub(super) fn softmax<'py>(
             let c = cols(x);
             with_buf(x, &o, |buf| {
                 let n = buf.len();
-                // The scale stays float64: its low part is carried into the exponent.
+                // The scale stays float64 (and `1/T`'s remainder): carried into the exponent.
                 run(py, n, || sm::softmax_scaled(simd::active(), buf, c, scale, mode))
             })?;
         }

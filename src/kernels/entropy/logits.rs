@@ -6,7 +6,7 @@ use std::ops::Range;
 
 use super::WEIGHTED_VECTORS;
 use crate::kernels::driver::{self, Kernel, PerRow, Rows, Segments};
-use crate::kernels::row::{finish_lse, finish_lse_on, max_mapped, Lse, Scale, Total};
+use crate::kernels::row::{finish_lse, finish_lse_on, max_mapped, Lse, One, Scale, Total};
 use crate::simd::{Backend, Element, Simd};
 
 /// Rows of logits `o` (and `r` for a divergence), `cols` each.
@@ -52,8 +52,8 @@ impl<T: Element> Kernel<T> for Logits<'_, T> {
     #[inline(always)]
     fn part<S: Simd<T>>(&self, s: S, row: usize, seg: Range<usize>) -> (T, T) {
         let (o, r) = self.rows_of(row, seg);
-        let mr = r.map_or(T::NEG_INFINITY, |r| max_mapped(s, &Scale::exact(T::ONE), r));
-        (max_mapped(s, &Scale::exact(T::ONE), o), mr)
+        let mr = r.map_or(T::NEG_INFINITY, |r| max_mapped(s, &One, r));
+        (max_mapped(s, &One, o), mr)
     }
 
     fn finish(&self, backend: Backend, row: usize, parts: &[(T, T)]) {
@@ -142,7 +142,7 @@ fn finish_logits(lo: Lse, lr: Option<Lse>, sums: Sums) -> f64 {
 /// `H[softmax(o)]` of one row.
 #[inline(always)]
 fn entropy_logits<T: Element, S: Simd<T>>(s: S, o: &[T]) -> f64 {
-    let p = Scale::exact(T::ONE);
+    let p = One;
     let Some((mo, _)) = maxima(max_mapped(s, &p, o), None) else {
         return f64::NAN;
     };
@@ -153,7 +153,7 @@ fn entropy_logits<T: Element, S: Simd<T>>(s: S, o: &[T]) -> f64 {
 /// `KL(softmax(o) ‖ softmax(r))` of one row pair.
 #[inline(always)]
 fn kl_logits<T: Element, S: Simd<T>>(s: S, o: &[T], r: &[T]) -> f64 {
-    let p = Scale::exact(T::ONE);
+    let p = One;
     let Some((mo, mr)) = maxima(max_mapped(s, &p, o), Some(max_mapped(s, &p, r))) else {
         return f64::NAN;
     };
