@@ -49,7 +49,9 @@ pub(super) fn half_to_f32(
         s.as_slice().map_err(borrow_err)?,
         d.as_slice_mut().map_err(borrow_err)?,
     );
-    run(py, s.len(), || convert::half_to_f32(s, d, kind(bf16)))
+    run(py, s.len(), || {
+        convert::half_to_f32(crate::simd::active(), s, d, kind(bf16))
+    })
 }
 
 /// `dst[...] = src` rounded to nearest even: `src` float32, `dst` the uint16 words of float16 (or
@@ -71,5 +73,7 @@ pub(super) fn f32_to_half(
         s.as_slice().map_err(borrow_err)?,
         d.as_slice_mut().map_err(borrow_err)?,
     );
-    run(py, s.len(), || convert::f32_to_half(s, d, kind(bf16)))
+    run(py, s.len(), || {
+        convert::f32_to_half(crate::simd::active(), s, d, kind(bf16))
+    })
 }
