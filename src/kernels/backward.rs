@@ -43,7 +43,7 @@ pub enum VjpBuf<'a, T> {
 }
 
 impl<T> VjpBuf<'_, T> {
-    fn lens(&self) -> (usize, usize, usize) {
+    pub(crate) fn lens(&self) -> (usize, usize, usize) {
         match self {
             VjpBuf::Separate { g, y, out } => (g.len(), y.len(), out.len()),
             VjpBuf::IntoGrad { g, y } => (g.len(), y.len(), g.len()),
@@ -53,7 +53,7 @@ impl<T> VjpBuf<'_, T> {
     }
 
     /// `(g, y, out)` as raw pointers (some equal when in place).
-    fn ptrs(&mut self) -> (SendPtr<T>, SendPtr<T>, SendPtr<T>) {
+    pub(crate) fn ptrs(&mut self) -> (SendPtr<T>, SendPtr<T>, SendPtr<T>) {
         let ro = |s: &[T]| SendPtr(s.as_ptr() as *mut T);
         match self {
             VjpBuf::Separate { g, y, out } => (ro(g), ro(y), SendPtr(out.as_mut_ptr())),

@@ -9,6 +9,7 @@ pub mod backward;
 pub mod cross_entropy;
 pub(crate) mod driver;
 pub mod entropy;
+pub mod half;
 pub mod logsumexp;
 pub(crate) mod pre;
 pub(crate) mod row;

@@ -22,7 +22,8 @@ fn contiguous<'a, 'py, T: numpy::Element>(
     Ok(a)
 }
 
-fn kind(bf16: bool) -> Half {
+/// The half type of the 16-bit words: bfloat16 or float16.
+pub(super) fn kind(bf16: bool) -> Half {
     if bf16 {
         Half::BF16
     } else {
