@@ -186,7 +186,7 @@ def softmax(
 
     def call(dst: Optional[np.ndarray]) -> np.ndarray:
         if not half:
-            return _native.softmax(lay.xk, dst, scale, log)  # type: ignore[no-any-return]
+            return _native.softmax(lay.xk, dst, scale, log)
         res = _half_out(dst, lay.xk)
         _native.half_softmax(_words(lay.xk), _words(res), scale, log, is_bf16(rdt))
         return res
@@ -295,7 +295,7 @@ def softmax_backward(
 
     def call(dst: Optional[np.ndarray]) -> np.ndarray:
         if not half:
-            return _native.softmax_backward(lg.xk, yk, dst, log)  # type: ignore[no-any-return]
+            return _native.softmax_backward(lg.xk, yk, dst, log)
         res = _half_out(dst, lg.xk)
         _native.half_softmax_backward(_words(lg.xk), _words(yk), _words(res), log, is_bf16(rdt))
         return res
