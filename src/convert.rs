@@ -1,8 +1,9 @@
 //! Conversions between float32 and the half types (IEEE float16, bfloat16). The CPU kernels compute
 //! half-precision inputs in float32; these bring the 16-bit words in and out, in registers:
 //!
-//! - AVX-512: `vcvtph2ps`/`vcvtps2ph` on 16 lanes; bfloat16 by a shift (in) and an integer
-//!   round-to-nearest-even (out) that the compiler vectorises for the enabled instruction set;
+//! - AVX-512: `vcvtph2ps`/`vcvtps2ph` on 16 lanes; bfloat16 by a shift in (a loop the compiler
+//!   vectorises) and an integer round-to-nearest-even out (not `vcvtneps2bf16`, which flushes
+//!   float32 subnormals to zero);
 //! - AVX2 with F16C: the same on 8 lanes;
 //! - NEON: the `half` crate's slice conversions (the `fcvt` instructions where the CPU has them);
 //! - scalar: integer code, exact, round to nearest even with subnormals, on any CPU.
@@ -159,7 +160,7 @@ pub fn f32_to_bf16(x: f32) -> u16 {
 mod x86 {
     //! The x86-64 paths; each checks its instructions at run time and declines (`None`) without
     //! them, so the caller falls back to the scalar loops.
-    use super::{f32_to_bf16, f32_to_f16, narrow_loop, widen_loop, Half};
+    use super::{f32_to_bf16, f32_to_f16, widen_loop, Half};
     use crate::simd::Backend;
     use std::arch::x86_64::*;
 
@@ -233,7 +234,17 @@ mod x86 {
                 let h = _mm512_cvtps_ph::<RNE_512>(_mm512_loadu_ps(s.as_ptr()));
                 _mm256_storeu_si256(d.as_mut_ptr().cast(), h);
             }),
-            Half::BF16 => narrow_loop(src, dst, f32_to_bf16),
+            Half::BF16 => by_vectors!(16, src, dst, f32_to_bf16, |s, d| {
+                let u = _mm512_castps_si512(_mm512_loadu_ps(s.as_ptr()));
+                let lsb = _mm512_and_si512(_mm512_srli_epi32::<16>(u), _mm512_set1_epi32(1));
+                let bias = _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff));
+                let rounded = _mm512_srli_epi32::<16>(_mm512_add_epi32(u, bias));
+                let abs = _mm512_and_si512(u, _mm512_set1_epi32(0x7fff_ffff));
+                let nan = _mm512_cmpgt_epi32_mask(abs, _mm512_set1_epi32(0x7f80_0000));
+                let quiet = _mm512_or_si512(_mm512_srli_epi32::<16>(u), _mm512_set1_epi32(0x40));
+                let h = _mm512_cvtepi32_epi16(_mm512_mask_blend_epi32(nan, rounded, quiet));
+                _mm256_storeu_si256(d.as_mut_ptr().cast(), h);
+            }),
         }
     }
 
@@ -255,7 +266,21 @@ mod x86 {
                 let h = _mm256_cvtps_ph::<RNE_256>(_mm256_loadu_ps(s.as_ptr()));
                 _mm_storeu_si128(d.as_mut_ptr().cast(), h);
             }),
-            Half::BF16 => narrow_loop(src, dst, f32_to_bf16),
+            Half::BF16 => by_vectors!(8, src, dst, f32_to_bf16, |s, d| {
+                let u = _mm256_castps_si256(_mm256_loadu_ps(s.as_ptr()));
+                let lsb = _mm256_and_si256(_mm256_srli_epi32::<16>(u), _mm256_set1_epi32(1));
+                let bias = _mm256_add_epi32(lsb, _mm256_set1_epi32(0x7fff));
+                let rounded = _mm256_srli_epi32::<16>(_mm256_add_epi32(u, bias));
+                let abs = _mm256_and_si256(u, _mm256_set1_epi32(0x7fff_ffff));
+                let nan = _mm256_cmpgt_epi32(abs, _mm256_set1_epi32(0x7f80_0000));
+                let quiet = _mm256_or_si256(_mm256_srli_epi32::<16>(u), _mm256_set1_epi32(0x40));
+                let words = _mm256_blendv_epi8(rounded, quiet, nan);
+                // Each word is below 2^16, so the signed-saturating pack keeps it; then the two
+                // 128-bit halves' results side by side.
+                let packed = _mm256_packus_epi32(words, words);
+                let h = _mm256_permute4x64_epi64::<0b1000>(packed);
+                _mm_storeu_si128(d.as_mut_ptr().cast(), _mm256_castsi256_si128(h));
+            }),
         }
     }
 }
