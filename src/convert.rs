@@ -35,7 +35,7 @@ pub fn widen(backend: Backend, kind: Half, src: &[u16], dst: &mut [f32]) {
     }
     #[cfg(target_arch = "aarch64")]
     if backend == Backend::Neon && kind == Half::F16 {
-        use half::slice::HalfBitsSliceExt;
+        use half::slice::{HalfBitsSliceExt, HalfFloatSliceExt};
         return src
             .reinterpret_cast::<half::f16>()
             .convert_to_f32_slice(dst);
@@ -56,7 +56,7 @@ pub fn narrow(backend: Backend, kind: Half, src: &[f32], dst: &mut [u16]) {
     }
     #[cfg(target_arch = "aarch64")]
     if backend == Backend::Neon && kind == Half::F16 {
-        use half::slice::HalfFloatSliceExt;
+        use half::slice::{HalfBitsSliceExt, HalfFloatSliceExt};
         return dst
             .reinterpret_cast_mut::<half::f16>()
             .convert_from_f32_slice(src);
