@@ -216,6 +216,26 @@ mod x86 {
         }};
     }
 
+    /// bfloat16 rounding of the float32 bit patterns `u`, on one vector width (`_mm512` or
+    /// `_mm256`): `(u + 0x7fff + lsb) >> 16` rounded to nearest even, the quiet NaN `(u >> 16) |
+    /// 0x40`, and `|u|` (a NaN is above `0x7f80_0000`), as 32-bit lanes, as `f32_to_bf16` does.
+    macro_rules! bf16_words {
+        ($u:ident, _mm512) => {
+            bf16_words!($u; _mm512_set1_epi32, _mm512_and_si512, _mm512_srli_epi32,
+                        _mm512_add_epi32, _mm512_or_si512)
+        };
+        ($u:ident, _mm256) => {
+            bf16_words!($u; _mm256_set1_epi32, _mm256_and_si256, _mm256_srli_epi32,
+                        _mm256_add_epi32, _mm256_or_si256)
+        };
+        ($u:ident; $set1:ident, $and:ident, $srli:ident, $add:ident, $or:ident) => {{
+            let lsb = $and($srli::<16>($u), $set1(1));
+            let rounded = $srli::<16>($add($u, $add(lsb, $set1(0x7fff))));
+            let quiet = $or($srli::<16>($u), $set1(0x40));
+            (rounded, quiet, $and($u, $set1(0x7fff_ffff)))
+        }};
+    }
+
     #[target_feature(enable = "avx512f,avx512bw,avx2,f16c")]
     unsafe fn widen_512(kind: Half, src: &[u16], dst: &mut [f32]) {
         match kind {
@@ -236,12 +256,8 @@ mod x86 {
             }),
             Half::BF16 => by_vectors!(16, src, dst, f32_to_bf16, |s, d| {
                 let u = _mm512_castps_si512(_mm512_loadu_ps(s.as_ptr()));
-                let lsb = _mm512_and_si512(_mm512_srli_epi32::<16>(u), _mm512_set1_epi32(1));
-                let bias = _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff));
-                let rounded = _mm512_srli_epi32::<16>(_mm512_add_epi32(u, bias));
-                let abs = _mm512_and_si512(u, _mm512_set1_epi32(0x7fff_ffff));
+                let (rounded, quiet, abs) = bf16_words!(u, _mm512);
                 let nan = _mm512_cmpgt_epi32_mask(abs, _mm512_set1_epi32(0x7f80_0000));
-                let quiet = _mm512_or_si512(_mm512_srli_epi32::<16>(u), _mm512_set1_epi32(0x40));
                 let h = _mm512_cvtepi32_epi16(_mm512_mask_blend_epi32(nan, rounded, quiet));
                 _mm256_storeu_si256(d.as_mut_ptr().cast(), h);
             }),
@@ -268,12 +284,8 @@ mod x86 {
             }),
             Half::BF16 => by_vectors!(8, src, dst, f32_to_bf16, |s, d| {
                 let u = _mm256_castps_si256(_mm256_loadu_ps(s.as_ptr()));
-                let lsb = _mm256_and_si256(_mm256_srli_epi32::<16>(u), _mm256_set1_epi32(1));
-                let bias = _mm256_add_epi32(lsb, _mm256_set1_epi32(0x7fff));
-                let rounded = _mm256_srli_epi32::<16>(_mm256_add_epi32(u, bias));
-                let abs = _mm256_and_si256(u, _mm256_set1_epi32(0x7fff_ffff));
+                let (rounded, quiet, abs) = bf16_words!(u, _mm256);
                 let nan = _mm256_cmpgt_epi32(abs, _mm256_set1_epi32(0x7f80_0000));
-                let quiet = _mm256_or_si256(_mm256_srli_epi32::<16>(u), _mm256_set1_epi32(0x40));
                 let words = _mm256_blendv_epi8(rounded, quiet, nan);
                 // Each word is below 2^16, so the signed-saturating pack keeps it; then the two
                 // 128-bit halves' results side by side.

@@ -188,7 +188,7 @@ def softmax(
         if not half:
             return _native.softmax(lay.xk, dst, scale, log)
         res = _half_out(dst, lay.xk)
-        _native.half_softmax(_words(lay.xk), _words(res), scale, log, is_bf16(rdt))
+        _native.half_softmax(is_bf16(rdt), _words(lay.xk), _words(res), scale, log)
         return res
 
     return _rowwise(lay, out, rdt, call)
@@ -297,7 +297,7 @@ def softmax_backward(
         if not half:
             return _native.softmax_backward(lg.xk, yk, dst, log)
         res = _half_out(dst, lg.xk)
-        _native.half_softmax_backward(_words(lg.xk), _words(yk), _words(res), log, is_bf16(rdt))
+        _native.half_softmax_backward(is_bf16(rdt), log, _words(lg.xk), _words(yk), _words(res))
         return res
 
     return _rowwise(lg, out, rdt, call, in_place=(yk,))

@@ -61,12 +61,12 @@ def f32_to_half(src: _Array, dst: _Array, bf16: bool) -> None:
     """``dst[...] = src`` rounded to nearest even into the uint16 words of float16 (bfloat16 when
     `bf16`); both C-contiguous and of one size."""
 
-def half_softmax(x: _Array, out: _Array, scale: float, log: bool, bf16: bool) -> None:
+def half_softmax(bf16: bool, x: _Array, out: _Array, scale: float, log: bool) -> None:
     """``softmax(x * scale)`` (log-softmax when `log`) over the last axis of a half array given as
     its uint16 words (bfloat16 when `bf16`), into `out` (same shape; may be `x`), computed in
     float32 block by block."""
 
-def half_softmax_backward(g: _Array, y: _Array, out: _Array, log: bool, bf16: bool) -> None:
+def half_softmax_backward(bf16: bool, log: bool, g: _Array, y: _Array, out: _Array) -> None:
     """The softmax (log-softmax when `log`) vector-Jacobian product of half arrays given as their
     uint16 words, into `out` (may be `g` or `y`)."""
 

@@ -107,11 +107,9 @@ pub fn softmax(
     scale: f64,
     mode: Mode,
 ) -> Result<(), KernelError> {
-    buf.check()?;
-    let Some(rows) = driver::matrix_rows(buf.len(), cols)? else {
+    let Some((rows, src, dst)) = buf.matrix(cols)? else {
         return Ok(());
     };
-    let (src, dst) = buf.ptrs();
     // SAFETY: `buf` is `rows × cols` and borrowed for the call; `dst` is `src` or apart from it.
     unsafe {
         blocks(backend, kind, (rows, cols), &[src], Some(dst), |_, s| {
@@ -129,16 +127,9 @@ pub fn softmax_backward(
     cols: usize,
     vjp: Vjp,
 ) -> Result<(), KernelError> {
-    let (ng, ny, no) = buf.lens();
-    if ng != ny || ng != no {
-        return Err(KernelError::Shape(format!(
-            "grad_output has {ng} elements, y has {ny}, out has {no}"
-        )));
-    }
-    let Some(rows) = driver::matrix_rows(ng, cols)? else {
+    let Some((rows, (g, y, dst))) = buf.matrix(cols)? else {
         return Ok(());
     };
-    let (g, y, dst) = buf.ptrs();
     // SAFETY: as in `softmax`; `VjpBuf` lets `dst` be `g` and/or `y` only.
     unsafe {
         blocks(backend, kind, (rows, cols), &[g, y], Some(dst), |_, s| {
@@ -158,6 +149,16 @@ impl RowsOut {
     /// `range` is in bounds of the output and belongs to the caller's block alone.
     unsafe fn rows<'a>(self, range: Range<usize>) -> &'a mut [f32] {
         self.0.add(range.start).slice_mut(range.len())
+    }
+}
+
+/// An error naming the first `(what, length, expected length)` that is off.
+fn lengths(checks: &[(&str, usize, usize)]) -> Result<(), KernelError> {
+    match checks.iter().find(|(_, n, want)| n != want) {
+        Some((what, n, want)) => Err(KernelError::Shape(format!(
+            "{what} has {n} elements, expected {want}"
+        ))),
+        None => Ok(()),
     }
 }
 
@@ -203,14 +204,7 @@ pub fn logsumexp_weighted(
     (out, sign): (&mut [f32], &mut [f32]),
 ) -> Result<(), KernelError> {
     let rows = reduced(x, cols, out.len())?;
-    if b.len() != x.len() || sign.len() != rows {
-        return Err(KernelError::Shape(format!(
-            "b has {} elements and sign {} for {} elements in {rows} rows",
-            b.len(),
-            sign.len(),
-            x.len()
-        )));
-    }
+    lengths(&[("b", b.len(), x.len()), ("sign", sign.len(), rows)])?;
     if cols == 0 || rows == 0 {
         return lse::logsumexp_weighted::<f32>(&[], &[], cols, out, sign);
     }
@@ -243,13 +237,7 @@ pub fn entropy(
     out: &mut [f32],
 ) -> Result<(), KernelError> {
     let rows = reduced(p, cols, out.len())?;
-    if q.is_some_and(|q| q.len() != p.len()) {
-        return Err(KernelError::Shape(format!(
-            "p has {} elements, q has {}",
-            p.len(),
-            q.map_or(0, <[u16]>::len)
-        )));
-    }
+    lengths(&[("q", q.map_or(p.len(), <[u16]>::len), p.len())])?;
     if cols == 0 || rows == 0 {
         return ent::entropy::<f32>(backend, &[], cols, input, scale, out);
     }

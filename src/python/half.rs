@@ -25,17 +25,16 @@ fn per_row<'py>(py: Python<'py>, x: &Bound<'py, PyArrayDyn<u16>>) -> PyResult<F3
     output::<f32>(py, &shape[..shape.len() - 1], None, "out")
 }
 
-/// `softmax(x · scale)` (`log=True`: log-softmax) over the last axis of the half array `x` into
-/// `out` (its shape and type; may be `x` itself).
+/// `softmax(x · scale)` (`log=True`: log-softmax) over the last axis of the half array `x` (bfloat16
+/// when `bf16`) into `out` (its shape and type; may be `x` itself).
 #[pyfunction]
-#[pyo3(signature = (x, out, scale, log, bf16))]
 pub(super) fn half_softmax(
     py: Python<'_>,
+    bf16: bool,
     x: &Bound<'_, PyAny>,
     out: &Bound<'_, PyAny>,
     scale: f64,
     log: bool,
-    bf16: bool,
 ) -> PyResult<()> {
     let mode = if log { Mode::LogSoftmax } else { Mode::Softmax };
     let x = array::<u16>(x, "x")?;
@@ -55,14 +54,13 @@ pub(super) fn half_softmax(
 /// The vector-Jacobian product of softmax (or log-softmax) of half arrays `g` and `y` (one shape
 /// and type) into `out` (which may be `g` or `y`).
 #[pyfunction]
-#[pyo3(signature = (g, y, out, log, bf16))]
 pub(super) fn half_softmax_backward(
     py: Python<'_>,
+    bf16: bool,
+    log: bool,
     g: &Bound<'_, PyAny>,
     y: &Bound<'_, PyAny>,
     out: &Bound<'_, PyAny>,
-    log: bool,
-    bf16: bool,
 ) -> PyResult<()> {
     let vjp = if log { Vjp::LogSoftmax } else { Vjp::Softmax };
     let (g, y) = (array::<u16>(g, "grad_output")?, array::<u16>(y, "y")?);
@@ -85,7 +83,6 @@ pub(super) fn half_softmax_backward(
 
 /// `logsumexp(x · scale) / scale` over the last axis of the half array `x`, as a new float32 array.
 #[pyfunction]
-#[pyo3(signature = (x, scale, bf16))]
 pub(super) fn half_logsumexp<'py>(
     py: Python<'py>,
     x: &Bound<'py, PyAny>,
@@ -108,7 +105,6 @@ pub(super) fn half_logsumexp<'py>(
 /// SciPy's weighted logsumexp of `x · scale` (the product rounded to float32) with weights `b`
 /// (half arrays of one shape and type) over the last axis: new float32 arrays `(log|Σ|, sign)`.
 #[pyfunction]
-#[pyo3(signature = (x, b, scale, bf16))]
 pub(super) fn half_logsumexp_b<'py>(
     py: Python<'py>,
     x: &Bound<'py, PyAny>,
