@@ -15,7 +15,7 @@ pub mod simd;
 pub use error::KernelError;
 pub use kernels::backward::{softmax_backward, Vjp, VjpBuf};
 pub use kernels::cross_entropy::{cross_entropy, CeOptions, Logits, Reduction, Target};
-pub use kernels::entropy::{entropy, kl_divergence, Input as EntropyInput};
+pub use kernels::entropy::{entropy, Input as EntropyInput};
 pub use kernels::logsumexp::{logsumexp, logsumexp_scaled, logsumexp_weighted};
 pub use kernels::softmax::{softmax, softmax_scaled, Mode};
 pub use kernels::Buf;

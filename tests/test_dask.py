@@ -422,7 +422,7 @@ def test_bad_label_raises_at_compute_time_naming_it(rng, chunks):
 @pytest.mark.parametrize("module", ["_dask_ce", "_dask_linear", "_dask"])
 def test_backend_modules_import_in_any_order(module):
     # A worker process may unpickle a function of any of them first.
-    code = f"import fastsoftmax.{module} as m; import fastsoftmax._dask as d; d.ce, d.softmax"
+    code = f"import fastsoftmax.{module} as m; import fastsoftmax._dask_ce as c, fastsoftmax._dask as d; c.ce, d.softmax"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

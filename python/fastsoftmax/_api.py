@@ -218,10 +218,11 @@ def _ce(
             return _cpu.ce_plain(logits, target, opts, want_grad, out)
         except _cpu.LayoutError:
             pass  # not the kernels' layout: the general path makes it
-    dk = _dask(logits, target)
-    if dk is not None:
+    if _dask(logits, target) is not None:
+        from . import _dask_ce  # the cross-entropy family's Dask adapter
+
         kind = "loss" if not want_grad else ("both" if with_loss else "grad")
-        r = dk.ce(kind, logits, target, axis, weight, ignore_index, reduction, label_smoothing,
+        r = _dask_ce.ce(kind, logits, target, axis, weight, ignore_index, reduction, label_smoothing,
                   z_loss, softcap, out)
         return (r, None) if kind == "loss" else ((None, r) if kind == "grad" else r)
     be = _backend(logits)
@@ -242,16 +243,9 @@ def _ce(
 
 
 def cross_entropy(
-    logits: Any,
-    target: Any,
-    *,
-    axis: int = -1,
-    weight: Any = None,
-    ignore_index: int = -100,
-    reduction: Reduction = "mean",
-    label_smoothing: float = 0.0,
-    z_loss: float = 0.0,
-    softcap: Optional[float] = None,
+    logits: Any, target: Any, *, axis: int = -1, weight: Any = None,
+    ignore_index: int = -100, reduction: Reduction = "mean", label_smoothing: float = 0.0,
+    z_loss: float = 0.0, softcap: Optional[float] = None,
 ) -> Any:
     r"""Cross-entropy loss: per row :math:`l = \mathrm{logsumexp}(o) - o_y` (hard labels) or
     :math:`l = -\sum_j q_j \log \mathrm{softmax}(o)_j` (soft labels), reduced over the rows.
@@ -275,51 +269,10 @@ def cross_entropy(
     )[0]
 
 
-def cross_entropy_grad(
-    logits: Any,
-    target: Any,
-    *,
-    axis: int = -1,
-    weight: Any = None,
-    ignore_index: int = -100,
-    reduction: Reduction = "mean",
-    label_smoothing: float = 0.0,
-    z_loss: float = 0.0,
-    softcap: Optional[float] = None,
-    out: Any = None,
-) -> Any:
-    r"""Gradient of :func:`cross_entropy` with respect to the logits:
-    :math:`\partial l/\partial o = \mathrm{softmax}(o) - \mathrm{onehot}(y)` per row (soft labels:
-    :math:`\mathrm{softmax}(o) \sum_j q_j - q`), divided by `N` for ``reduction="mean"`` without
-    options; "none" gives the gradient of the sum.
-
-    Returns an array of the logits' shape and result dtype (as :func:`cross_entropy`);
-    ``out=logits`` writes it in place.
-
-    >>> import numpy as np, fastsoftmax as fs
-    >>> o = np.array([[2.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
-    >>> fs.cross_entropy_grad(o, np.array([0, 2])).round(4)
-    array([[-0.1065,  0.0533,  0.0533],
-           [ 0.1667,  0.1667, -0.3333]])
-    """
-    return _ce(
-        logits, target, axis, weight, ignore_index, reduction, label_smoothing, z_loss, softcap,
-        True, out, False,
-    )[1]
-
-
 def cross_entropy_with_grad(
-    logits: Any,
-    target: Any,
-    *,
-    axis: int = -1,
-    weight: Any = None,
-    ignore_index: int = -100,
-    reduction: Reduction = "mean",
-    label_smoothing: float = 0.0,
-    z_loss: float = 0.0,
-    softcap: Optional[float] = None,
-    out: Any = None,
+    logits: Any, target: Any, *, axis: int = -1, weight: Any = None,
+    ignore_index: int = -100, reduction: Reduction = "mean", label_smoothing: float = 0.0,
+    z_loss: float = 0.0, softcap: Optional[float] = None, out: Any = None,
 ) -> Tuple[Any, Any]:
     r"""``(loss, grad)`` of :func:`cross_entropy` and :func:`cross_entropy_grad`, computed in one
     pass over each row of `logits` (:math:`l = \mathrm{logsumexp}(o) - o_y`,
@@ -338,6 +291,29 @@ def cross_entropy_with_grad(
         logits, target, axis, weight, ignore_index, reduction, label_smoothing, z_loss, softcap,
         True, out,
     )
+
+
+@_checks.same_parameters(cross_entropy_with_grad)
+def cross_entropy_grad(logits: Any, target: Any, **options: Any) -> Any:
+    r"""Gradient of :func:`cross_entropy` with respect to the logits:
+    :math:`\partial l/\partial o = \mathrm{softmax}(o) - \mathrm{onehot}(y)` per row (soft labels:
+    :math:`\mathrm{softmax}(o) \sum_j q_j - q`), divided by `N` for ``reduction="mean"`` without
+    options; "none" gives the gradient of the sum.
+
+    Returns an array of the logits' shape and result dtype (as :func:`cross_entropy`);
+    ``out=logits`` writes it in place.
+
+    >>> import numpy as np, fastsoftmax as fs
+    >>> o = np.array([[2.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+    >>> fs.cross_entropy_grad(o, np.array([0, 2])).round(4)
+    array([[-0.1065,  0.0533,  0.0533],
+           [ 0.1667,  0.1667, -0.3333]])
+    """
+    kw = _checks.keywords(_GRAD_DEFAULTS, options, "cross_entropy_grad")
+    return _ce(logits, target, want_grad=True, with_loss=False, **kw)[1]
+
+
+_GRAD_DEFAULTS = _checks.keyword_defaults(cross_entropy_with_grad)
 
 
 for _f in (cross_entropy, cross_entropy_grad, cross_entropy_with_grad):

@@ -7,9 +7,12 @@ raise the same errors with the same messages.
 
 from __future__ import annotations
 
+import inspect
 import math
 import operator
-from typing import Any, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import (
+    Any, Callable, Dict, NamedTuple, Optional, ParamSpec, Sequence, Tuple, TypeVar, Union,
+)
 
 import numpy as np
 
@@ -19,6 +22,40 @@ F16 = np.dtype(np.float16)
 F32 = np.dtype(np.float32)
 F64 = np.dtype(np.float64)
 REDUCTIONS = ("mean", "sum", "none")
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def same_parameters(model: Callable[P, Any]) -> Callable[[Callable[..., R]], Callable[P, R]]:
+    """Gives the decorated function `model`'s parameters: for `help`, `inspect` and type checkers,
+    while it receives the keyword options as ``**options`` (read with :func:`keywords`). A variant
+    (the gradient beside the loss and gradient) so states its options once, in `model`."""
+
+    def give(f: Callable[..., R]) -> Callable[P, R]:
+        own = inspect.signature(f).return_annotation
+        f.__signature__ = inspect.signature(model).replace(  # type: ignore[attr-defined]
+            return_annotation=own)
+        return f
+
+    return give
+
+
+def keyword_defaults(model: Callable[..., Any]) -> Dict[str, Any]:
+    """The keyword-only parameters of `model` with their defaults, for :func:`keywords`."""
+    return {
+        p.name: p.default for p in inspect.signature(model).parameters.values()
+        if p.kind is inspect.Parameter.KEYWORD_ONLY
+    }
+
+
+def keywords(defaults: Dict[str, Any], options: Dict[str, Any], fname: str) -> Dict[str, Any]:
+    """`defaults` updated by the caller's `options`; an unknown name is the TypeError Python raises
+    for a misspelt keyword."""
+    if not options.keys() <= defaults.keys():
+        bad = sorted(options.keys() - defaults.keys())[0]
+        raise TypeError(f"{fname}() got an unexpected keyword argument {bad!r}")
+    return {**defaults, **options}
 
 
 def is_bf16(dt: np.dtype) -> bool:

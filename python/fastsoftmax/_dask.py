@@ -22,17 +22,25 @@ from __future__ import annotations
 
 import importlib
 import operator
+import sys
 from typing import Any, Callable, Optional, Sequence, Tuple
 
 import numpy as np
 
-from . import _api, _checks
-from ._partial import _sign_of, _xp, logsumexp_stats, merge_logsumexp_stats
+from . import _checks
+from ._layout import sign_of, xp_of
 
 # Dask's type information is partial (many functions untyped): it is used through `Any`, so that the
 # strict type check still covers this module's own code. DArray stands for dask.array.Array.
 da: Any = importlib.import_module("dask.array")
 meta_from_array: Any = importlib.import_module("dask.array.utils").meta_from_array
+
+
+def api() -> Any:
+    """The package's public functions, which the adapters apply block by block. Looked up, not
+    imported: they route Dask arrays to the adapters, so an import would close a cycle, and the
+    package is always loaded before any of its modules runs."""
+    return sys.modules[__package__]
 DArray = Any
 
 F64 = np.dtype(np.float64)
@@ -140,14 +148,14 @@ def lse_from_softmax(x: Any, p: Any, axes: Tuple[int, ...], scale: float) -> Any
     from a softmax `p` of it: ``scale * x_0 - log(p_0)`` with the first element of each row, so the
     statistics cost no second pass over the block. Rows where ``p_0`` is tiny, NaN or the result
     is not finite (NaN, +inf, only -inf) are recomputed with ``logsumexp``."""
-    xp = _xp(x)
+    xp = xp_of(x)
     first = tuple(slice(0, 1) if i in axes else slice(None) for i in range(x.ndim))
     p0 = p[first].astype(F64)
     with np.errstate(divide="ignore", invalid="ignore"):
         lse = x[first].astype(F64) * scale - xp.log(p0)
     bad = ~(p0 >= SOFTMAX_LOG_FLOOR) | ~xp.isfinite(lse)
     if bool(bad.any()):
-        exact = _api.logsumexp(x.astype(F64) * scale, axes, keepdims=True)
+        exact = api().logsumexp(x.astype(F64) * scale, axes, keepdims=True)
         lse = xp.where(bad, exact, lse)
     return lse
 
@@ -156,7 +164,7 @@ def scale_rows(p: Any, factor: Any, empty: Any) -> Any:
     """``p * factor`` in place (`p` is an intermediate of this graph that no other task reads
     after this one), and 0 where `empty` (rows of a block that holds only -inf while the row does
     not: their own softmax is NaN)."""
-    xp = _xp(p)
+    xp = xp_of(p)
     xp.multiply(p, factor, out=p)
     if bool(empty.any()):
         xp.copyto(p, p.dtype.type(0), where=xp.broadcast_to(empty, p.shape))
@@ -213,11 +221,11 @@ def stack_fields(xp: Any, *fields: Any) -> Any:
 def merge_lse_fields(a: Any, axis: Tuple[int, ...], n: int = 1) -> Tuple[Any, ...]:
     """Merges `n` (m, s) pairs held in fields (2i, 2i+1) of `a` along `axis`; returns the merged
     pairs and the weight ``exp(m_part - m_merged)`` of every part (0 for an empty part)."""
-    xp = _xp(a)
+    xp = xp_of(a)
     out = []
     for i in range(n):
         m, s = a[..., 2 * i], a[..., 2 * i + 1]
-        mm, ms = merge_logsumexp_stats(m, s, axis, keepdims=True)
+        mm, ms = api().merge_logsumexp_stats(m, s, axis, keepdims=True)
         mm, ms = xp.asarray(mm), xp.asarray(ms)
         with np.errstate(invalid="ignore"):
             w = xp.where(s == 0, 0.0, s * xp.exp(m - mm))
@@ -237,17 +245,17 @@ def _softmax_stats(xb: Any, *, axes: Tuple[int, ...], temperature: float, kind: 
                    kdt: np.dtype) -> Any:
     xk = xb.astype(kdt, copy=False)
     if kind == "log_softmax":  # its finishing needs no softmax: the statistics alone
-        m, s = logsumexp_stats(xk, axes, temperature=temperature, keepdims=True)
-        return stack_fields(_xp(xb), m, s), None
-    p = getattr(_api, kind)(xk, axes, temperature=temperature)
+        m, s = api().logsumexp_stats(xk, axes, temperature=temperature, keepdims=True)
+        return stack_fields(xp_of(xb), m, s), None
+    p = getattr(api(), kind)(xk, axes, temperature=temperature)
     scale = (-1.0 if kind == "softmin" else 1.0) / temperature
     m = lse_from_softmax(xk, p, axes, scale)
-    return stack_fields(_xp(xb), m, _sign_of(_xp(xb), m)), p
+    return stack_fields(xp_of(xb), m, sign_of(xp_of(xb), m)), p
 
 
 def _softmax_finish(xb: Any, merged: Any, pair: Any, *, axes: Tuple[int, ...],
                     temperature: float, kind: str, kdt: np.dtype, rdt: np.dtype) -> Any:
-    xp = _xp(xb)
+    xp = xp_of(xb)
     own, total = pair[0][..., 0], merged[..., 0]
     finite = xp.isfinite(total)  # NaN, +inf or nothing but -inf in the row: NaN, as unsharded
     if kind == "log_softmax":
@@ -262,7 +270,7 @@ def _softmax_finish(xb: Any, merged: Any, pair: Any, *, axes: Tuple[int, ...],
 
 def _softmax_family(x: Any, axis: Any, temperature: float, out: Any, kind: str) -> DArray:
     no_out(out)
-    fn = getattr(_api, kind)
+    fn = getattr(api(), kind)
     x = as_dask(x)
     rdt = np.asarray(fn(stand_in(x), axis, temperature=temperature)).dtype
     axes = axes_of(axis, x.ndim)
@@ -272,7 +280,7 @@ def _softmax_family(x: Any, axis: Any, temperature: float, out: Any, kind: str) 
     kdt = kernel_dtype(rdt)
     pairs, part = partials_with_blocks(_softmax_stats, x, axes, 2, axes=axes,
                                        temperature=temperature, kind=kind, kdt=kdt)
-    merged = merge(part, axes, lambda a, ax: stack_fields(_xp(a), *merge_lse_fields(a, ax)[:2]))
+    merged = merge(part, axes, lambda a, ax: stack_fields(xp_of(a), *merge_lse_fields(a, ax)[:2]))
     return finish(_softmax_finish, x, merged, rdt, pairs, inds(x.ndim), axes=axes,
                   temperature=temperature, kind=kind, kdt=kdt, rdt=rdt)
 
@@ -296,12 +304,12 @@ def softmin(x: Any, axis: Any = -1, *, temperature: float = 1.0, out: Any = None
 def _lse_stats(xb: Any, bb: Any = None, *, axes: Tuple[int, ...], temperature: float,
                kdt: np.dtype) -> Any:
     xk = xb.astype(kdt, copy=False)
-    m, s = logsumexp_stats(xk, axes, b=bb, temperature=temperature, keepdims=True)
-    return stack_fields(_xp(xb), m, s)
+    m, s = api().logsumexp_stats(xk, axes, b=bb, temperature=temperature, keepdims=True)
+    return stack_fields(xp_of(xb), m, s)
 
 
 def _lse_value(a: Any, *, temperature: float, return_sign: bool, rdt: np.dtype) -> Any:
-    xp = _xp(a)
+    xp = xp_of(a)
     m, s = a[..., 0], a[..., 1]
     lse = m * temperature if temperature != 1.0 else m
     if not return_sign:
@@ -322,7 +330,7 @@ def logsumexp(
         x = da.broadcast_to(x, shape) if x.shape != shape else x
         b = da.broadcast_to(b, shape).rechunk(x.chunks)
         probe_b = stand_in(b)
-    probe = _api.logsumexp(stand_in(x), axis, b=probe_b, return_sign=return_sign,
+    probe = api().logsumexp(stand_in(x), axis, b=probe_b, return_sign=return_sign,
                            temperature=temperature)
     rdt = np.asarray(probe[0] if return_sign else probe).dtype
     kdt = kernel_dtype(rdt)
@@ -336,7 +344,7 @@ def logsumexp(
     ix = inds(x.ndim)
     extra = () if b is None else (b, ix)
     part = partials(_lse_stats, x, axes, 2, *extra, axes=axes, temperature=temperature, kdt=kdt)
-    merged = merge(part, axes, lambda a, ax: stack_fields(_xp(a), *merge_lse_fields(a, ax)[:2]))
+    merged = merge(part, axes, lambda a, ax: stack_fields(xp_of(a), *merge_lse_fields(a, ax)[:2]))
     lse = rows(merged, axes, lambda a: _lse_value(a, temperature=temperature,
                                                   return_sign=return_sign, rdt=rdt), rdt, keepdims)
     if not return_sign:
@@ -359,12 +367,12 @@ def _pair(a: Any, b: Any, names: Tuple[str, str]) -> Tuple[DArray, DArray]:
 def _backward_stats(gb: Any, yb: Any, *, axis: int, log: bool, kdt: np.dtype) -> Any:
     g = gb.astype(kdt, copy=False)
     s = g if log else g * yb.astype(kdt, copy=False)
-    return stack_fields(_xp(gb), s.sum(axis=axis, keepdims=True, dtype=F64))
+    return stack_fields(xp_of(gb), s.sum(axis=axis, keepdims=True, dtype=F64))
 
 
 def _backward_finish(gb: Any, merged: Any, yb: Any, *, log: bool, kdt: np.dtype,
                      rdt: np.dtype) -> Any:
-    xp = _xp(gb)
+    xp = xp_of(gb)
     g, y = gb.astype(kdt, copy=False), yb.astype(kdt, copy=False)
     s = merged[..., 0].astype(kdt)
     r = g - xp.exp(y) * s if log else y * (g - s)
@@ -374,7 +382,7 @@ def _backward_finish(gb: Any, merged: Any, yb: Any, *, log: bool, kdt: np.dtype,
 def _backward(grad_output: Any, y: Any, axis: Any, out: Any, log: bool, yname: str) -> DArray:
     no_out(out)
     g, yy = _pair(grad_output, y, ("grad_output", yname))
-    fn = _api.log_softmax_backward if log else _api.softmax_backward
+    fn = api().log_softmax_backward if log else api().softmax_backward
     rdt = np.asarray(fn(stand_in(g), stand_in(yy), axis)).dtype
     if g.ndim == 0 or not is_split(g, axes_of(axis, g.ndim)):
         ix = inds(g.ndim)
@@ -408,20 +416,20 @@ def _expand(xp: Any, r: Any, axis: int) -> Any:
 
 def _entropy_stats(pb: Any, qb: Any = None, *, axis: int, from_logits: bool, kdt: np.dtype) -> Any:
     """Per block: the block's own (nats) entropy or KL, and with logits the (m, s) of each input."""
-    xp = _xp(pb)
+    xp = xp_of(pb)
     pk = pb.astype(kdt, copy=False)
     qk = None if qb is None else qb.astype(kdt, copy=False)
-    h = _api.entropy(pk, axis, from_logits=from_logits) if qk is None else _api.kl_divergence(
+    h = api().entropy(pk, axis, from_logits=from_logits) if qk is None else api().kl_divergence(
         pk, qk, axis, from_logits=from_logits)
-    fields = [] if not from_logits else list(logsumexp_stats(pk, axis, keepdims=True))
+    fields = [] if not from_logits else list(api().logsumexp_stats(pk, axis, keepdims=True))
     if from_logits and qk is not None:
-        fields += list(logsumexp_stats(qk, axis, keepdims=True))
+        fields += list(api().logsumexp_stats(qk, axis, keepdims=True))
     return stack_fields(xp, *fields, _expand(xp, h, axis))
 
 
 def _merge_entropy(a: Any, axis: Tuple[int, ...]) -> Any:
     """Grouping rule of the entropy: H = sum_b w_b (H_b - log w_b), w_b the block's share."""
-    xp = _xp(a)
+    xp = xp_of(a)
     m, s, w = merge_lse_fields(a, axis)
     with np.errstate(invalid="ignore"):
         h = xp.where(w > 0, w * (a[..., 2] - (a[..., 0] - m)), 0.0).sum(axis=axis, keepdims=True)
@@ -431,7 +439,7 @@ def _merge_entropy(a: Any, axis: Tuple[int, ...]) -> Any:
 def _merge_kl(a: Any, axis: Tuple[int, ...]) -> Any:
     """Grouping rule of KL(P||Q): sum_b w_b (KL_b + log w_b - log v_b), w and v the block shares
     of P and Q; a block where Q has no mass but P has gives +inf."""
-    xp = _xp(a)
+    xp = xp_of(a)
     mp, sp, w, mq, sq, v = merge_lse_fields(a, axis, 2)
     with np.errstate(invalid="ignore", divide="ignore"):
         term = w * (a[..., 4] + (a[..., 0] - mp) - (a[..., 2] - mq))
@@ -441,7 +449,7 @@ def _merge_kl(a: Any, axis: Tuple[int, ...]) -> Any:
 
 
 def _entropy_value(a: Any, *, from_logits: bool, pair: bool, scale: float, rdt: np.dtype) -> Any:
-    xp = _xp(a)
+    xp = xp_of(a)
     h = a[..., -1] * scale
     if from_logits:
         ok = xp.isfinite(a[..., 0])
@@ -455,9 +463,9 @@ def _row_reduce(p: DArray, q: Optional[DArray], axis: Any, base: Any, from_logit
                 rdt: np.dtype) -> DArray:
     fn: Callable[..., Any]
     if q is None:
-        fn = lambda pb, **kw: _api.entropy(pb, **kw)  # noqa: E731
+        fn = lambda pb, **kw: api().entropy(pb, **kw)  # noqa: E731
     else:
-        fn = lambda pb, qb, **kw: _api.kl_divergence(pb, qb, **kw)  # noqa: E731
+        fn = lambda pb, qb, **kw: api().kl_divergence(pb, qb, **kw)  # noqa: E731
     ix = inds(p.ndim)
     extra = () if q is None else (q, ix)
     if p.ndim == 0:
@@ -484,7 +492,7 @@ def _row_reduce(p: DArray, q: Optional[DArray], axis: Any, base: Any, from_logit
 
 def entropy(p: Any, axis: int = -1, *, base: Any = None, from_logits: bool = False) -> DArray:
     p = as_dask(p)
-    rdt = np.asarray(_api.entropy(stand_in(p), axis, base=base, from_logits=from_logits)).dtype
+    rdt = np.asarray(api().entropy(stand_in(p), axis, base=base, from_logits=from_logits)).dtype
     return _row_reduce(p, None, axis, base, from_logits, rdt)
 
 
@@ -493,38 +501,8 @@ def kl_divergence(
 ) -> DArray:
     p, q = as_dask(p), as_dask(q)
     shape = _checks.pair_shape(p.shape, q.shape)
-    rdt = np.asarray(_api.kl_divergence(stand_in(p), stand_in(q), axis, base=base,
+    rdt = np.asarray(api().kl_divergence(stand_in(p), stand_in(q), axis, base=base,
                                         from_logits=from_logits)).dtype
     p = da.broadcast_to(p, shape) if p.shape != shape else p
     q = (da.broadcast_to(q, shape) if q.shape != shape else q).rechunk(p.chunks)
     return _row_reduce(p, q, axis, base, from_logits, rdt)
-
-
-# --------------------------------------------------------------------------------------------------
-# the cross-entropy family and the linear head live in their own modules, which build on the
-# helpers above; they are imported on first use (a module-level import here would be circular when
-# a worker process unpickles one of their functions first)
-
-_CE_NAMES = ("ce", "cross_entropy", "cross_entropy_grad", "cross_entropy_with_grad")
-_LINEAR_NAMES = ("linear_cross_entropy", "linear_cross_entropy_with_grad")
-
-
-def __getattr__(name: str) -> Any:
-    if name in _CE_NAMES:
-        return getattr(importlib.import_module(f"{__package__}._dask_ce"), name)
-    if name in _LINEAR_NAMES:
-        return getattr(importlib.import_module(f"{__package__}._dask_linear"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-# (plus the names above, served by __getattr__)
-__all__ = [
-    "entropy",
-    "kl_divergence",
-    "log_softmax",
-    "log_softmax_backward",
-    "logsumexp",
-    "softmax",
-    "softmax_backward",
-    "softmin",
-]

@@ -22,8 +22,8 @@ from typing import Any, List, Optional, Tuple
 
 import numpy as np
 
-from . import _api
 from ._dask import (
+    api,
     F64,
     FIELD,
     DArray,
@@ -44,7 +44,7 @@ from ._dask import (
     stack_fields,
     stand_in,
 )
-from ._partial import _sign_of, _xp
+from ._layout import sign_of, xp_of
 
 PUBLIC = ("cross_entropy", "cross_entropy_grad", "cross_entropy_with_grad")
 NFIELDS = 5  # m, s, A = sum t, T = sum t o, V = the row counts (1 if not ignored)
@@ -66,7 +66,7 @@ class _Plan:
         soft = t.dtype.kind == "f" or t.dtype.name == "bfloat16"
         # The NumPy function on one-element stand-ins checks every option and dtype (and `axis`).
         st = np.zeros((1,) * (o.ndim if soft else max(o.ndim - 1, 0)), dtype=t.dtype)
-        probe = _api.cross_entropy(
+        probe = api().cross_entropy(
             stand_in(o), st, axis=axis, weight=None if w is None else np.ones(1, w.dtype),
             ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing,
             z_loss=z_loss, softcap=softcap)
@@ -144,7 +144,7 @@ def denominators(t: DArray, tix: Tuple[str, ...], weight: Optional[DArray], igno
 
 
 def _row_weight(tb: Any, w: Any, *, ignore: int) -> Any:
-    xp = _xp(tb)
+    xp = xp_of(tb)
     valid = tb != ignore
     idx = xp.where(valid & (tb >= 0) & (tb < w.shape[0]), tb, 0).astype(np.int64)
     return xp.where(valid, w[idx].astype(F64), 0.0)
@@ -182,22 +182,22 @@ def _fused(ob: Any, tb: Any, wb: Any, off: Any, d1: Any, d2: Any, *starts: Any, 
         check_labels(tb, starts, C=C, ignore=ignore, batch=batch)
     s1, s2 = scales(d1, d2)
     if reduction == "mean" and (wb is not None or s1 != 1.0):
-        xp = _xp(ob)
+        xp = xp_of(ob)
         base = xp.ones(C, dtype=kdt) if wb is None else wb.astype(kdt)
         with np.errstate(invalid="ignore"):
             wb = base * kdt.type(s1)
     opts = dict(axis=cax, weight=wb, ignore_index=ignore, label_smoothing=eps, z_loss=z * s2,
                 softcap=cap, reduction="none" if reduction == "none" else "sum")
     if kind == "grad":
-        return _api.cross_entropy_grad(ob, tb, **opts)
+        return api().cross_entropy_grad(ob, tb, **opts)
     if kind == "loss":
-        return _loss_block(_api.cross_entropy(ob, tb, **opts), reduction, len(batch))
-    loss, grad = _api.cross_entropy_with_grad(ob, tb, **opts)
+        return _loss_block(api().cross_entropy(ob, tb, **opts), reduction, len(batch))
+    loss, grad = api().cross_entropy_with_grad(ob, tb, **opts)
     return _loss_block(loss, reduction, len(batch)), grad
 
 
 def _loss_block(loss: Any, reduction: str, nbatch: int) -> Any:
-    xp = _xp(loss)
+    xp = xp_of(loss)
     loss = xp.asarray(loss)
     return loss if reduction == "none" else loss.reshape((1,) * nbatch)
 
@@ -284,7 +284,7 @@ class _Block:
     def __init__(self, ob: Any, tb: Any, wb: Any, off: Any, d1: Any, d2: Any, *, cax: int,
                  soft: bool, C: int, kdt: np.dtype, ignore: int, eps: float, z: float,
                  cap: Optional[float], reduction: str, **_: Any):
-        xp = self.xp = _xp(ob)
+        xp = self.xp = xp_of(ob)
         o = xp.moveaxis(ob, cax, -1).astype(kdt, copy=False)
         if cap is not None:
             o = kdt.type(cap) * xp.tanh(o * kdt.type(1.0 / cap))
@@ -344,26 +344,26 @@ def _ce_stats(ob: Any, tb: Any, wb: Any, off: Any, d1: Any, d2: Any, *starts: An
     if not blk.soft and blk.first:
         check_labels(tb, starts, C=kw["C"], ignore=kw["ignore"], batch=kw["batch"])
     if kw["want_grad"]:
-        p = _api.softmax(blk.o, -1)
+        p = api().softmax(blk.o, -1)
         m = lse_from_softmax(blk.o, p, (blk.o.ndim - 1,), 1.0)[..., 0]
     else:  # the loss alone needs the log-sum-exp only
-        p, m = None, xp.asarray(_api.logsumexp(blk.o, -1), dtype=F64)
+        p, m = None, xp.asarray(api().logsumexp(blk.o, -1), dtype=F64)
     a, t = blk.sums()
     v = blk.valid if blk.first else xp.zeros_like(blk.valid)
-    fields = xp.expand_dims(stack_fields(xp, m, _sign_of(xp, m), a, t, v), kw["cax"])
+    fields = xp.expand_dims(stack_fields(xp, m, sign_of(xp, m), a, t, v), kw["cax"])
     return fields, p
 
 
 def _merge_ce(a: Any, axis: Tuple[int, ...]) -> Any:
     m, s, _ = merge_lse_fields(a, axis)
     rest = a[..., 2:].sum(axis=axis, keepdims=True)
-    return _xp(a).concatenate([stack_fields(_xp(a), m, s), rest], axis=-1)
+    return xp_of(a).concatenate([stack_fields(xp_of(a), m, s), rest], axis=-1)
 
 
 def _row_loss(mb: Any, d1: Any, d2: Any, *, cax: int, z: float, reduction: str,
               rdt: np.dtype) -> Any:
     """Per-row losses (the mean's share for "mean") from merged statistics."""
-    xp = _xp(mb)
+    xp = xp_of(mb)
     r = xp.moveaxis(mb, cax, -2)[..., 0, :]
     L, a, t, v = r[..., 0], r[..., 2], r[..., 3], r[..., 4]
     s1, s2 = scales(d1, d2) if reduction == "mean" else (1.0, 1.0)

@@ -16,10 +16,9 @@ from typing import Any, Optional, Tuple
 
 import numpy as np
 
-from . import _linear
-from ._dask import DArray, as_dask, da, inds, meta
+from ._dask import DArray, api, as_dask, da, inds, meta
 from ._dask_ce import check_labels, denominators, scales, starts
-from ._partial import _xp
+from ._layout import xp_of
 
 # Positions of the parts in the (loss, grad_x, grad_classifier, grad_bias) tuple of one block.
 LOSS, GRAD_X, GRAD_W, GRAD_B = range(4)
@@ -33,13 +32,13 @@ def _block(xb: Any, tb: Any, W: Any, b: Any, w: Any, d1: Any, d2: Any, *starts_:
     s1, s2 = scales(d1, d2)
     if reduction == "mean" and (w is not None or s1 != 1.0):
         with np.errstate(invalid="ignore"):
-            w = (_xp(xb).ones(V) if w is None else w.astype(np.float64)) * s1
+            w = (xp_of(xb).ones(V) if w is None else w.astype(np.float64)) * s1
     opts = dict(bias=b, weight=w, ignore_index=ignore, label_smoothing=eps, z_loss=z * s2,
                 softcap=cap, chunk_size=chunk_size,
                 reduction="none" if reduction == "none" else "sum")
     if not want_grad:
-        return (_linear.linear_cross_entropy(xb, W, tb, **opts),)
-    return _linear.linear_cross_entropy_with_grad(xb, W, tb, **opts)
+        return (api().linear_cross_entropy(xb, W, tb, **opts),)
+    return api().linear_cross_entropy_with_grad(xb, W, tb, **opts)
 
 
 def _part(pairs: Any, i: int, nbatch: int) -> Any:
@@ -73,7 +72,7 @@ def _graph(x: Any, classifier: Any, target: Any, bias: Any, weight: Any, ignore_
     def one(a: Any, shape: Tuple[int, ...] = (1,)) -> Any:
         return None if a is None else np.ones(shape, a.dtype)
 
-    probe = _linear.linear_cross_entropy_with_grad(
+    probe = api().linear_cross_entropy_with_grad(
         one(x, (1, 1)), one(W, (1, 1)), np.zeros(1, t.dtype), bias=one(b), weight=one(w),
         ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing,
         z_loss=z_loss, softcap=softcap, chunk_size=chunk_size)

@@ -8,6 +8,7 @@ in as an `Xp` (a few functions each backend supplies), so this module imports no
 
 from __future__ import annotations
 
+import importlib
 import math
 from typing import Any, Callable, NamedTuple, Optional, Tuple
 
@@ -90,3 +91,15 @@ class Layout:
             if a is not None and xp.may_share(view, a):
                 return None
         return view
+
+
+def xp_of(a: Any) -> Any:
+    """The array module of `a`: CuPy for CuPy arrays (imported only then), else NumPy."""
+    if type(a).__module__.split(".", 1)[0] == "cupy":
+        return importlib.import_module("cupy")
+    return np
+
+
+def sign_of(xp: Any, lse: Any) -> Any:
+    """The sign of a sum of exponentials given its log: 1, or 0 for an empty sum, NaN for NaN."""
+    return xp.where(xp.isnan(lse), xp.nan, xp.where(lse == -xp.inf, 0.0, 1.0)).astype(lse.dtype)

@@ -23,6 +23,9 @@ from typing import Any, Optional, Tuple
 
 import numpy as np
 
+from . import _checks
+from ._api import cross_entropy, cross_entropy_with_grad
+
 _F16 = np.dtype(np.float16)
 _F32 = np.dtype(np.float32)
 _F64 = np.dtype(np.float64)
@@ -158,8 +161,6 @@ class _Call:
         self, x: Any, classifier: Any, target: Any, bias: Any, weight: Any, ignore_index: Any,
         reduction: Any, label_smoothing: Any, z_loss: Any, softcap: Any, chunk_size: Any,
     ):
-        from . import cross_entropy
-
         self.gpu = _is_cupy(x)
         if self.gpu:
             xp: Any = importlib.import_module("cupy")  # only when a CuPy array arrives
@@ -300,8 +301,6 @@ class _Call:
 
 
 def _run(call: _Call, want_grad: bool) -> Tuple[Any, Any, Any, Any]:
-    from . import cross_entropy, cross_entropy_with_grad
-
     xp, cdt, N, V, D = call.xp, call.cdt, call.N, call.V, call.D
     rdts = call.rdts
     x2 = _raw(call.x).reshape(N, D)
@@ -465,18 +464,9 @@ _DOC_COMMON = """
 
 
 def linear_cross_entropy(
-    x: Any,
-    classifier: Any,
-    target: Any,
-    *,
-    bias: Any = None,
-    weight: Any = None,
-    ignore_index: int = -100,
-    reduction: str = "mean",
-    label_smoothing: float = 0.0,
-    z_loss: float = 0.0,
-    softcap: Optional[float] = None,
-    chunk_size: Optional[int] = None,
+    x: Any, classifier: Any, target: Any, *, bias: Any = None, weight: Any = None,
+    ignore_index: int = -100, reduction: str = "mean", label_smoothing: float = 0.0,
+    z_loss: float = 0.0, softcap: Optional[float] = None, chunk_size: Optional[int] = None,
 ) -> Any:
     r"""Cross-entropy of a linear classifier head without materialising its logits:
     ``cross_entropy(x @ classifier.T + bias, target, ...)``, i.e. per row
@@ -491,31 +481,15 @@ def linear_cross_entropy(
     >>> round(float(fs.cross_entropy(x @ W.T, y)), 6)
     0.884328
     """
-    if (dk := _dask_backend(x)) is not None:
-        return dk.linear_cross_entropy(
-            x, classifier, target, bias=bias, weight=weight, ignore_index=ignore_index,
-            reduction=reduction, label_smoothing=label_smoothing, z_loss=z_loss, softcap=softcap,
-            chunk_size=chunk_size)
-    call = _Call(
-        x, classifier, target, bias, weight, ignore_index, reduction, label_smoothing, z_loss,
-        softcap, chunk_size,
+    return _entry(
+        False, x, classifier, target, bias, weight, ignore_index, reduction, label_smoothing,
+        z_loss, softcap, chunk_size,
     )
-    return _run(call, want_grad=False)[0]
 
 
+@_checks.same_parameters(linear_cross_entropy)
 def linear_cross_entropy_with_grad(
-    x: Any,
-    classifier: Any,
-    target: Any,
-    *,
-    bias: Any = None,
-    weight: Any = None,
-    ignore_index: int = -100,
-    reduction: str = "mean",
-    label_smoothing: float = 0.0,
-    z_loss: float = 0.0,
-    softcap: Optional[float] = None,
-    chunk_size: Optional[int] = None,
+    x: Any, classifier: Any, target: Any, **options: Any
 ) -> Tuple[Any, Any, Any, Any]:
     r"""``(loss, grad_x, grad_classifier, grad_bias)`` of :func:`linear_cross_entropy` in one
     chunked pass: with :math:`G = \partial l / \partial o` (``softmax(o) - onehot(y)`` per row,
@@ -533,8 +507,22 @@ def linear_cross_entropy_with_grad(
     >>> bool(np.allclose(gW, g.T @ x)) and bool(np.allclose(gx, g @ W))
     True
     """
+    kw = _checks.keywords(_DEFAULTS, options, "linear_cross_entropy_with_grad")
+    return _entry(True, x, classifier, target, **kw)  # type: ignore[no-any-return]
+
+
+_DEFAULTS = _checks.keyword_defaults(linear_cross_entropy)
+
+
+def _entry(
+    want_grad: bool, x: Any, classifier: Any, target: Any, bias: Any, weight: Any,
+    ignore_index: int, reduction: str, label_smoothing: float, z_loss: float,
+    softcap: Optional[float], chunk_size: Optional[int],
+) -> Any:
+    """Both public functions: Dask arrays go to their adapter, everything else to :func:`_run`."""
     if (dk := _dask_backend(x)) is not None:
-        return dk.linear_cross_entropy_with_grad(  # type: ignore[no-any-return]
+        f = dk.linear_cross_entropy_with_grad if want_grad else dk.linear_cross_entropy
+        return f(
             x, classifier, target, bias=bias, weight=weight, ignore_index=ignore_index,
             reduction=reduction, label_smoothing=label_smoothing, z_loss=z_loss, softcap=softcap,
             chunk_size=chunk_size)
@@ -542,7 +530,8 @@ def linear_cross_entropy_with_grad(
         x, classifier, target, bias, weight, ignore_index, reduction, label_smoothing, z_loss,
         softcap, chunk_size,
     )
-    return _run(call, want_grad=True)
+    r = _run(call, want_grad)
+    return r if want_grad else r[0]
 
 
 for _f in (linear_cross_entropy, linear_cross_entropy_with_grad):

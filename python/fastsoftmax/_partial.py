@@ -13,25 +13,13 @@ runs the CPU or the GPU kernels depending on the array type.
 
 from __future__ import annotations
 
-import importlib
 from typing import Any, Tuple
 
 import numpy as np
 
 from . import _api
 from ._checks import Axis
-
-
-def _xp(a: Any) -> Any:
-    """The array module of `a`: CuPy for CuPy arrays (imported only then), else NumPy."""
-    if type(a).__module__.split(".", 1)[0] == "cupy":
-        return importlib.import_module("cupy")
-    return np
-
-
-def _sign_of(xp: Any, lse: Any) -> Any:
-    """The sign of a sum of exponentials given its log: 1, or 0 for an empty sum, NaN for NaN."""
-    return xp.where(xp.isnan(lse), xp.nan, xp.where(lse == -xp.inf, 0.0, 1.0)).astype(lse.dtype)
+from ._layout import sign_of, xp_of
 
 
 def logsumexp_stats(
@@ -77,11 +65,11 @@ def logsumexp_stats(
     >>> bool(np.isclose(m, fs.logsumexp(x))), float(s)
     (True, 1.0)
     """
-    xp = _xp(x)
+    xp = xp_of(x)
     if b is None:
         lse = _api.logsumexp(x, axis, keepdims=keepdims, temperature=temperature)
         lse = xp.asarray(lse)
-        sign = _sign_of(xp, lse)
+        sign = sign_of(xp, lse)
     else:
         lse, sign = _api.logsumexp(
             x, axis, b=b, keepdims=keepdims, return_sign=True, temperature=temperature
@@ -131,7 +119,7 @@ def merge_logsumexp_stats(
     >>> fs.merge_logsumexp_stats(np.array([[2.0, -np.inf]]), np.array([[1.0, 0.0]]), axis=1)
     (array([2.]), array([1.]))
     """
-    xp = _xp(m)
+    xp = xp_of(m)
     m = xp.asarray(m)
     s = xp.asarray(s)
     if m.shape != s.shape:

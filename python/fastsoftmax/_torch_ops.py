@@ -19,7 +19,7 @@ into cached buffers (``_torch_pool``), so a training step does not page-fault a 
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Tuple
+from typing import Any, Callable, NamedTuple, Optional, Tuple, Type
 
 import torch
 from torch import Tensor
@@ -47,6 +47,16 @@ LINEAR_CHUNK_BYTES = 32 << 20
 _EMPTY_SHAPE = (0,)  # a custom op cannot return None: "no gradient computed" is an empty tensor
 
 
+class LossOptions(NamedTuple):
+    """The scalar loss options, in the order the custom ops' schemas list them (`_CE_ARGS`)."""
+
+    ignore_index: int
+    reduction: str
+    label_smoothing: float
+    z_loss: float
+    softcap: Optional[float]
+
+
 # --------------------------------------------------------------------------------------------------
 # kernels on tensors (real tensors only)
 
@@ -72,44 +82,22 @@ def softmax_backward_impl(g: Tensor, y: Tensor, dim: int, log: bool) -> Tensor:
 
 
 def ce_impl(
-    x: Tensor,
-    target: Tensor,
-    weight: Optional[Tensor],
-    ignore_index: int,
-    reduction: str,
-    label_smoothing: float,
-    z_loss: float,
-    softcap: Optional[float],
-    with_grad: bool,
+    x: Tensor, target: Tensor, weight: Optional[Tensor], opts: LossOptions, with_grad: bool
 ) -> Tuple[Tensor, Optional[Tensor]]:
     """(loss, gradient of the loss, or None): the gradient of the sum for reduction="none"."""
-    if x.is_cuda:
-        return on_device(x, lambda: _ce_arrays(
-            x, target, weight, ignore_index, reduction, label_smoothing, z_loss, softcap, with_grad
-        ))
-    return _ce_arrays(
-        x, target, weight, ignore_index, reduction, label_smoothing, z_loss, softcap, with_grad
-    )
 
+    def run() -> Tuple[Tensor, Optional[Tensor]]:
+        xa, ta = to_array(x), to_array(target)
+        wa = None if weight is None else to_array(weight)
+        axis = 1 if x.dim() > 2 else -1  # classes along dim 1; -1 is the fast path for (N, C), (C,)
+        kw: Any = opts._asdict()
+        if with_grad:
+            loss, grad = cross_entropy_with_grad(
+                xa, ta, axis=axis, weight=wa, out=out_like(xa), **kw)
+            return from_array(loss, x), from_array(grad, x)
+        return from_array(cross_entropy(xa, ta, axis=axis, weight=wa, **kw), x), None
 
-def _ce_arrays(
-    x: Tensor, target: Tensor, weight: Optional[Tensor], ignore_index: int, reduction: str,
-    label_smoothing: float, z_loss: float, softcap: Optional[float], with_grad: bool,
-) -> Tuple[Tensor, Optional[Tensor]]:
-    xa, ta = to_array(x), to_array(target)
-    wa = None if weight is None else to_array(weight)
-    axis = 1 if x.dim() > 2 else -1  # classes along dim 1; -1 is the fast path for (N, C), (C,)
-    if with_grad:
-        loss, grad = cross_entropy_with_grad(
-            xa, ta, axis=axis, weight=wa, ignore_index=ignore_index, reduction=reduction,  # type: ignore[arg-type]
-            label_smoothing=label_smoothing, z_loss=z_loss, softcap=softcap, out=out_like(xa),
-        )
-        return from_array(loss, x), from_array(grad, x)
-    loss = cross_entropy(
-        xa, ta, axis=axis, weight=wa, ignore_index=ignore_index, reduction=reduction,  # type: ignore[arg-type]
-        label_smoothing=label_smoothing, z_loss=z_loss, softcap=softcap,
-    )
-    return from_array(loss, x), None
+    return on_device(x, run) if x.is_cuda else run()
 
 
 def ce_loss_shape(x: Tensor, reduction: str) -> Tuple[int, ...]:
@@ -143,31 +131,23 @@ def linear_impl(
     target: Tensor,
     bias: Optional[Tensor],
     weight: Optional[Tensor],
-    ignore_index: int,
-    reduction: str,
-    label_smoothing: float,
-    z_loss: float,
-    softcap: Optional[float],
+    opts: LossOptions,
     chunk_size: Optional[int],
     with_grad: bool,
 ) -> Tuple[Tensor, Optional[Tensor], Optional[Tensor], Optional[Tensor]]:
     """(loss, grad_x, grad_classifier, grad_bias) of the fused linear head; grads None unless
     `with_grad`, grad_bias None without a bias."""
     def run() -> Tuple[Tensor, Optional[Tensor], Optional[Tensor], Optional[Tensor]]:
-        opts: dict[str, Any] = dict(
+        kw: Any = dict(
+            opts._asdict(),
             bias=None if bias is None else to_array(bias),
             weight=None if weight is None else to_array(weight),
-            ignore_index=ignore_index,
-            reduction=reduction,
-            label_smoothing=label_smoothing,
-            z_loss=z_loss,
-            softcap=softcap,
             chunk_size=chunk_size,
         )
         arrays = (to_array(x), to_array(classifier), to_array(target))
         if not with_grad:
-            return from_array(linear_cross_entropy(*arrays, **opts), x), None, None, None
-        loss, gx, gw, gb = linear_cross_entropy_with_grad(*arrays, **opts)
+            return from_array(linear_cross_entropy(*arrays, **kw), x), None, None, None
+        loss, gx, gw, gb = linear_cross_entropy_with_grad(*arrays, **kw)
         return (
             from_array(loss, x),
             from_array(gx, x),
@@ -316,13 +296,9 @@ _CE_ARGS = (
 )
 
 
-def _ce_op(
-    x: Tensor, target: Tensor, weight: Optional[Tensor], ignore_index: int, reduction: str,
-    label_smoothing: float, z_loss: float, softcap: Optional[float], with_grad: bool,
-) -> Tuple[Tensor, Tensor]:
-    loss, grad = ce_impl(
-        x, target, weight, ignore_index, reduction, label_smoothing, z_loss, softcap, with_grad
-    )
+def _ce_op(x: Tensor, target: Tensor, weight: Optional[Tensor], *args: Any) -> Tuple[Tensor, Tensor]:
+    """The op with the schema's flat arguments: the five options, then `with_grad`."""
+    loss, grad = ce_impl(x, target, weight, LossOptions(*args[:5]), args[5])
     return loss, _or_empty(grad, x)
 
 
@@ -335,7 +311,8 @@ def _ce_fake(x: Tensor, target: Tensor, *args: Any) -> Tuple[Tensor, Tensor]:
 def _linear_op(
     x: Tensor, classifier: Tensor, target: Tensor, bias: Optional[Tensor], *args: Any
 ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
-    loss, gx, gw, gb = linear_impl(x, classifier, target, bias, *args)
+    weight, opts, (chunk_size, with_grad) = args[0], LossOptions(*args[1:6]), args[6:]
+    loss, gx, gw, gb = linear_impl(x, classifier, target, bias, weight, opts, chunk_size, with_grad)
     return loss, _or_empty(gx, x), _or_empty(gw, x), _or_empty(gb, x)
 
 
@@ -443,25 +420,27 @@ class SoftmaxFunction(torch.autograd.Function):
         return _softmax_backward(ctx, g, ctx.log, True)
 
 
-class CrossEntropyFunction(torch.autograd.Function):
-    @staticmethod
+def _loss_function(
+    name: str, op: Callable[..., Any], setup: Callable[..., None], backward: Callable[..., Any],
+) -> Type[torch.autograd.Function]:
+    """An eager autograd Function for a loss op: forward runs `op` (the loss first, then what the
+    backward needs), `setup` saves it, `backward` turns the upstream gradient into the inputs'. Made
+    with the Function metaclass so the name is set before it names the backward node."""
+
     def forward(ctx: Any, *args: Any) -> Tensor:
-        out = _ce_op(*args)
-        _setup_ce(ctx, args, out)
-        return out[0]
+        out = op(*args)
+        setup(ctx, args, out)
+        return out[0]  # type: ignore[no-any-return]
 
-    @staticmethod
-    def backward(ctx: Any, up: Tensor) -> Tuple[Optional[Tensor], ...]:
-        return _ce_backward(ctx, up, True)
+    def backward_(ctx: Any, up: Tensor) -> Tuple[Optional[Tensor], ...]:
+        return backward(ctx, up, True)  # type: ignore[no-any-return]
+
+    namespace = {"forward": staticmethod(forward), "backward": staticmethod(backward_)}
+    meta: Any = type(torch.autograd.Function)
+    return meta(name, (torch.autograd.Function,), namespace)  # type: ignore[no-any-return]
 
 
-class LinearCrossEntropyFunction(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx: Any, *args: Any) -> Tensor:
-        out = _linear_op(*args)
-        _setup_linear(ctx, args, out)
-        return out[0]
-
-    @staticmethod
-    def backward(ctx: Any, up: Tensor) -> Tuple[Optional[Tensor], ...]:
-        return _linear_backward(ctx, up, True)
+CrossEntropyFunction = _loss_function("CrossEntropyFunction", _ce_op, _setup_ce, _ce_backward)
+LinearCrossEntropyFunction = _loss_function(
+    "LinearCrossEntropyFunction", _linear_op, _setup_linear, _linear_backward
+)

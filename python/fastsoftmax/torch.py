@@ -39,6 +39,7 @@ from ._torch_ops import (
     CrossEntropyFunction,
     LinearCrossEntropyFunction,
     SoftmaxFunction,
+    LossOptions,
     ce_impl,
     linear_impl,
     softmax_impl,
@@ -148,7 +149,7 @@ def _float(v: Any, what: str) -> float:
 
 def _options(
     ignore_index: Any, reduction: Any, label_smoothing: Any, z_loss: Any, softcap: Any
-) -> tuple[int, str, float, float, Optional[float]]:
+) -> LossOptions:
     """The scalar options as the custom ops take them; their ranges are checked by the kernels'
     own validation (ValueError) before any work."""
     try:
@@ -161,7 +162,7 @@ def _options(
     if not 0.0 <= eps <= 1.0:
         raise ValueError(f"label_smoothing must be between 0.0 and 1.0. Got: {label_smoothing}")
     cap = None if softcap is None else _float(softcap, "softcap")
-    return int(ignore), str(reduction), eps, _float(z_loss, "z_loss"), cap
+    return LossOptions(int(ignore), str(reduction), eps, _float(z_loss, "z_loss"), cap)
 
 
 def _check_weight(weight: Any, x: Tensor, classes: int) -> Optional[Tensor]:
@@ -250,15 +251,9 @@ def log_softmax(input: Tensor, dim: int = -1) -> Tensor:
 
 
 def cross_entropy(
-    input: Tensor,
-    target: Tensor,
-    weight: Optional[Tensor] = None,
-    ignore_index: int = -100,
-    reduction: Reduction = "mean",
-    label_smoothing: float = 0.0,
-    *,
-    z_loss: float = 0.0,
-    softcap: Optional[float] = None,
+    input: Tensor, target: Tensor, weight: Optional[Tensor] = None,
+    ignore_index: int = -100, reduction: Reduction = "mean", label_smoothing: float = 0.0,
+    *, z_loss: float = 0.0, softcap: Optional[float] = None,
 ) -> Tensor:
     r"""Cross-entropy loss, as ``torch.nn.functional.cross_entropy`` (plus `z_loss` and `softcap`).
 
@@ -306,22 +301,14 @@ def cross_entropy(
         return loss  # type: ignore[no-any-return]
     if with_grad:
         return CrossEntropyFunction.apply(x, t, w, *opts, True)  # type: ignore[no-any-return]
-    return ce_impl(x, t, w, *opts, False)[0]
+    return ce_impl(x, t, w, opts, False)[0]
 
 
 def linear_cross_entropy(
-    input: Tensor,
-    classifier: Tensor,
-    target: Tensor,
-    bias: Optional[Tensor] = None,
+    input: Tensor, classifier: Tensor, target: Tensor, bias: Optional[Tensor] = None,
     weight: Optional[Tensor] = None,
-    ignore_index: int = -100,
-    reduction: Reduction = "mean",
-    label_smoothing: float = 0.0,
-    *,
-    z_loss: float = 0.0,
-    softcap: Optional[float] = None,
-    chunk_size: Optional[int] = None,
+    ignore_index: int = -100, reduction: Reduction = "mean", label_smoothing: float = 0.0,
+    *, z_loss: float = 0.0, softcap: Optional[float] = None, chunk_size: Optional[int] = None,
 ) -> Tensor:
     r"""The classifier head fused with its loss:
     ``cross_entropy(input @ classifier.T + bias, target, ...)`` without ever holding all the logits.
@@ -390,7 +377,7 @@ def linear_cross_entropy(
         return torch.ops.fastsoftmax.linear_cross_entropy(*args, with_grad)[0]  # type: ignore[no-any-return]
     if _needs_grad(x, w, b):
         return LinearCrossEntropyFunction.apply(*args, with_grad)  # type: ignore[no-any-return]
-    return linear_impl(*args, False)[0]
+    return linear_impl(x, w, t, b, cw, opts, chunk_size, False)[0]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -411,16 +398,9 @@ class CrossEntropyLoss(torch.nn.CrossEntropyLoss):
     """
 
     def __init__(
-        self,
-        weight: Optional[Tensor] = None,
-        size_average: Optional[bool] = None,
-        ignore_index: int = -100,
-        reduce: Optional[bool] = None,
-        reduction: str = "mean",
-        label_smoothing: float = 0.0,
-        *,
-        z_loss: float = 0.0,
-        softcap: Optional[float] = None,
+        self, weight: Optional[Tensor] = None, size_average: Optional[bool] = None,
+        ignore_index: int = -100, reduce: Optional[bool] = None, reduction: str = "mean",
+        label_smoothing: float = 0.0, *, z_loss: float = 0.0, softcap: Optional[float] = None,
     ) -> None:
         super().__init__(weight, size_average, ignore_index, reduce, reduction, label_smoothing)
         _options(ignore_index, self.reduction, label_smoothing, z_loss, softcap)
@@ -452,16 +432,9 @@ class LinearCrossEntropyLoss(torch.nn.modules.loss._WeightedLoss):
     """
 
     def __init__(
-        self,
-        weight: Optional[Tensor] = None,
-        size_average: Optional[bool] = None,
-        ignore_index: int = -100,
-        reduce: Optional[bool] = None,
-        reduction: str = "mean",
-        label_smoothing: float = 0.0,
-        *,
-        z_loss: float = 0.0,
-        softcap: Optional[float] = None,
+        self, weight: Optional[Tensor] = None, size_average: Optional[bool] = None,
+        ignore_index: int = -100, reduce: Optional[bool] = None, reduction: str = "mean",
+        label_smoothing: float = 0.0, *, z_loss: float = 0.0, softcap: Optional[float] = None,
         chunk_size: Optional[int] = None,
     ) -> None:
         super().__init__(weight, size_average, reduce, reduction)

@@ -31,27 +31,22 @@ pub(super) fn entropy<'py>(
         if o.len() == 0 {
             return Ok(o.into_any());
         }
+        let q = q.map(|q| array::<T>(q, "q")).transpose()?;
+        if let Some(q) = q.as_ref().filter(|q| q.shape() != p.shape()) {
+            let msg = format!("q has shape {:?}, p has {:?}", q.shape(), p.shape());
+            return Err(LayoutError::new_err(msg));
+        }
         let c = cols(p);
-        let b = simd::active();
         with_slice(p, |ps| {
-            with_slice_mut(&o, |os| match q {
-                None => run(py, ps.len(), || ent::entropy(b, ps, c, input, scale, os)),
-                Some(q) => {
-                    let q = array::<T>(q, "q")?;
-                    if q.shape() != p.shape() {
-                        return Err(LayoutError::new_err(format!(
-                            "q has shape {:?}, p has {:?}",
-                            q.shape(),
-                            p.shape()
-                        )));
-                    }
-                    with_slice(q, |qs| {
-                        run(py, ps.len(), || {
-                            ent::kl_divergence(b, ps, qs, c, input, scale, os)
-                        })
-                    })
-                }
-            })
+            let job = |qs: Option<&[T]>| {
+                with_slice_mut(&o, |os| {
+                    run(py, ps.len(), || ent::entropy(simd::active(), ps, qs, c, input, scale, os))
+                })
+            };
+            match q {
+                None => job(None),
+                Some(q) => with_slice(q, |qs| job(Some(qs))),
+            }
         })?;
         Ok(o.into_any())
     })

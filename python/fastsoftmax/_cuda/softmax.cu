@@ -101,6 +101,35 @@ template <typename T, int VEC> union fs_pack {
     T e[VEC];
 };
 
+// Stores VEC computed values at dst as T: one 16-byte store when VEC > 1 (dst is then aligned).
+template <typename T, int VEC, typename A>
+__device__ __forceinline__ void fs_store(T* dst, const A (&o)[VEC]) {
+    if (VEC == 1) {
+        dst[0] = Cvt<T>::st(o[0]);
+        return;
+    }
+    fs_pack<T, VEC> p;
+#pragma unroll
+    for (int j = 0; j < VEC; ++j) p.e[j] = Cvt<T>::st(o[j]);
+    *reinterpret_cast<fs_v16*>(dst) = p.v;
+}
+
+// Writes this thread's part of a row chunk held in registers v: the element of column idx, loaded
+// as u, becomes f(u, idx), and each vector is one store.
+template <typename T, int TPR, int VPT, int VEC, typename A, int N, typename F>
+__device__ __forceinline__ void fs_write(T* yr, fs_i64 beg, fs_i64 end, int t, const A (&v)[N], F f) {
+#pragma unroll
+    for (int k = 0; k < VPT; ++k) {
+        const fs_i64 i0 = beg + ((fs_i64)k * TPR + t) * VEC;
+        if (i0 < end) {
+            A o[VEC];
+#pragma unroll
+            for (int j = 0; j < VEC; ++j) o[j] = f(v[k * VEC + j], i0 + j);
+            fs_store<T, VEC>(yr + i0, o);
+        }
+    }
+}
+
 // Reduce NV values over the TPR threads of a group.  For TPR <= 32 the group lives inside one warp
 // (shuffles only); for TPR > 32 the group is the whole block (shuffles, then shared memory).
 // Every thread of the block must call this (no divergent early exits).
@@ -348,27 +377,10 @@ fs_rows(const T* x,                    // (rows, cols) C-contiguous
     T* yr = y + row * cols;
     if (MODE == MODE_SOFTMAX || MODE == MODE_LOGSOFTMAX) {
         if (!active) return;
-#pragma unroll
-        for (int k = 0; k < VPT; ++k) {
-            const fs_i64 i0 = beg + ((fs_i64)k * TPR + t) * VEC;
-            if (i0 < end) {
-                A o[VEC];
-#pragma unroll
-                for (int j = 0; j < VEC; ++j) {
-                    const A u = v[k * VEC + j];
-                    if (MODE == MODE_SOFTMAX) o[j] = u * factor;
-                    else o[j] = (M == fs_inf<A>()) ? fs_nan<A>() : fs_sd(u, M, unit, it) - off;
-                }
-                if (VEC == 1) {
-                    yr[i0] = Cvt<T>::st(o[0]);
-                } else {
-                    fs_pack<T, VEC> p;
-#pragma unroll
-                    for (int j = 0; j < VEC; ++j) p.e[j] = Cvt<T>::st(o[j]);
-                    *reinterpret_cast<fs_v16*>(yr + i0) = p.v;
-                }
-            }
-        }
+        fs_write<T, TPR, VPT, VEC>(yr, beg, end, t, v, [&](A u, fs_i64) {
+            if (MODE == MODE_SOFTMAX) return u * factor;
+            return (M == fs_inf<A>()) ? fs_nan<A>() : fs_sd(u, M, unit, it) - off;
+        });
         return;
     }
 
@@ -400,44 +412,23 @@ fs_rows(const T* x,                    // (rows, cols) C-contiguous
     if (lead) rowout[row] = loss;
     if (!write_out || !active) return;
     const A fill = status == 2 ? fs_nan<A>() : (A)0;
-#pragma unroll
-    for (int k = 0; k < VPT; ++k) {
-        const fs_i64 i0 = beg + ((fs_i64)k * TPR + t) * VEC;
-        if (i0 < end) {
-            A o[VEC];
-#pragma unroll
-            for (int j = 0; j < VEC; ++j) {
-                if (status != 0) {
-                    o[j] = fill;
-                    continue;
-                }
-                const fs_i64 idx = i0 + j;
-                const A u = v[k * VEC + j];
-                const A p = (keep_v ? fs_exp(u - shift) : u) * factor;  // CE: unit scale
-                A gr = alpha * p;
-                if (q != 0) {
-                    const A qq = ((A)1 - eps) * q[row * cols + idx] + eps / C;
-                    gr -= inv_ce * (w != 0 ? w[idx] : (A)1) * qq;
-                } else {
-                    if (eps > (A)0) gr -= beps * (w != 0 ? w[idx] : (A)1);
-                    if (idx == yl) gr -= gy;
-                }
-                if (cap > (A)0) {
-                    const A tc = u / cap;
-                    gr *= (A)1 - tc * tc;
-                }
-                o[j] = gr;
-            }
-            if (VEC == 1) {
-                yr[i0] = Cvt<T>::st(o[0]);
-            } else {
-                fs_pack<T, VEC> p;
-#pragma unroll
-                for (int j = 0; j < VEC; ++j) p.e[j] = Cvt<T>::st(o[j]);
-                *reinterpret_cast<fs_v16*>(yr + i0) = p.v;
-            }
+    fs_write<T, TPR, VPT, VEC>(yr, beg, end, t, v, [&](A u, fs_i64 idx) {
+        if (status != 0) return fill;
+        const A p = (keep_v ? fs_exp(u - shift) : u) * factor;  // CE: unit scale
+        A gr = alpha * p;
+        if (q != 0) {
+            const A qq = ((A)1 - eps) * q[row * cols + idx] + eps / C;
+            gr -= inv_ce * (w != 0 ? w[idx] : (A)1) * qq;
+        } else {
+            if (eps > (A)0) gr -= beps * (w != 0 ? w[idx] : (A)1);
+            if (idx == yl) gr -= gy;
         }
-    }
+        if (cap > (A)0) {
+            const A tc = u / cap;
+            gr *= (A)1 - tc * tc;
+        }
+        return gr;
+    });
 }
 
 // Cross-entropy coefficients on the device (no host synchronisation):

@@ -1,4 +1,4 @@
-//! The logits paths of [`entropy`](super::entropy) and [`kl_divergence`](super::kl_divergence): the
+//! The logits paths of [`entropy`](super::entropy) and its KL divergence: the
 //! row's maximum (pass 1), then `Σ exp(o − m)` and the weighted sum in one more pass while the row is
 //! in cache (see the family's module doc).
 

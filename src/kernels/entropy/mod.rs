@@ -5,9 +5,9 @@
 //! - `entropy`, logits `o`: `H[softmax(o)] = lse(o) − Σ p·o`, formed as `log_sum + Σ e_j (m − o_j) / sum`
 //!   with `e_j = exp(o_j − m)`: two non-negative terms, so nothing cancels, and `log_sum` keeps
 //!   SciPy's `log1p` refinement for float64 (a row with one dominant entry has a tiny entropy).
-//! - `kl_divergence`, probabilities: `Σ p log(p/q)` with SciPy's `rel_entr` convention (`p = 0, q ≥ 0 →
+//! - with `q`, the KL divergence, probabilities: `Σ p log(p/q)` with SciPy's `rel_entr` convention (`p = 0, q ≥ 0 →
 //!   0`; `p > 0, q = 0 → +inf`; a negative entry → `+inf`).
-//! - `kl_divergence`, logits `o`, `r`: `Σ p_o (log p_o − log q_r)` =
+//! - with `q`, the KL divergence, logits `o`, `r`: `Σ p_o (log p_o − log q_r)` =
 //!   `Σ e_j ((o_j − m_o) − (r_j − m_r)) / sum_o + (log_sum_r − log_sum_o)`.
 //!
 //! The logits paths are generic over the SIMD layer (pass 1: the row's maximum; pass 2 while the row
@@ -37,48 +37,24 @@ pub enum Input {
     Logits,
 }
 
-/// `out[r] = scale · H(x[r, :])` for the `rows × cols` matrix `x` (`out.len()` rows). An empty row
-/// (`cols == 0`) has entropy 0 (an empty sum).
+/// `out[r] = scale · H(p[r, :])` for the `rows × cols` matrix `p` (`out.len()` rows), or with `q` (a
+/// second `rows × cols` matrix) `scale · KL(p[r, :] ‖ q[r, :])`. An empty row (`cols == 0`) gives 0
+/// (an empty sum).
 pub fn entropy<T: Element>(
     backend: Backend,
-    x: &[T],
-    cols: usize,
-    input: Input,
-    scale: f64,
-    out: &mut [T],
-) -> Result<(), KernelError> {
-    let rows = driver::reduced_rows(x.len(), cols, out.len())?;
-    run(backend, x, None, rows, cols, input, PerRow::new(out, scale));
-    Ok(())
-}
-
-/// `out[r] = scale · KL(p[r, :] ‖ q[r, :])` for two `rows × cols` matrices. An empty row gives 0.
-pub fn kl_divergence<T: Element>(
-    backend: Backend,
     p: &[T],
-    q: &[T],
+    q: Option<&[T]>,
     cols: usize,
     input: Input,
     scale: f64,
     out: &mut [T],
 ) -> Result<(), KernelError> {
-    if p.len() != q.len() {
-        return Err(KernelError::Shape(format!(
-            "p has {} elements, q has {}",
-            p.len(),
-            q.len()
-        )));
+    if let Some(q) = q.filter(|q| q.len() != p.len()) {
+        let msg = format!("p has {} elements, q has {}", p.len(), q.len());
+        return Err(KernelError::Shape(msg));
     }
     let rows = driver::reduced_rows(p.len(), cols, out.len())?;
-    run(
-        backend,
-        p,
-        Some(q),
-        rows,
-        cols,
-        input,
-        PerRow::new(out, scale),
-    );
+    run(backend, p, q, rows, cols, input, PerRow::new(out, scale));
     Ok(())
 }
 
@@ -190,13 +166,13 @@ mod tests {
                         );
                     }
                 };
-                entropy(b, &o, cols, Input::Logits, 1.0, &mut out).unwrap();
+                entropy(b, &o, None, cols, Input::Logits, 1.0, &mut out).unwrap();
                 cmp(&out, &h_ref, "H logits");
-                kl_divergence(b, &o, &r, cols, Input::Logits, 1.0, &mut out).unwrap();
+                entropy(b, &o, Some(&r), cols, Input::Logits, 1.0, &mut out).unwrap();
                 cmp(&out, &kl_ref, "KL logits");
-                entropy(b, &p, cols, Input::Probs, 1.0, &mut out).unwrap();
+                entropy(b, &p, None, cols, Input::Probs, 1.0, &mut out).unwrap();
                 cmp(&out, &hp_ref, "H probs");
-                kl_divergence(b, &p, &q, cols, Input::Probs, 1.0, &mut out).unwrap();
+                entropy(b, &p, Some(&q), cols, Input::Probs, 1.0, &mut out).unwrap();
                 cmp(&out, &klp_ref, "KL probs");
             }
         }
@@ -233,7 +209,7 @@ mod tests {
                         let kl_ref = rel_entr_exact(&p, &q);
                         for b in Backend::supported() {
                             let mut out = [T::ZERO];
-                            entropy(b, &p, cols, Input::Probs, 1.0, &mut out).unwrap();
+                            entropy(b, &p, None, cols, Input::Probs, 1.0, &mut out).unwrap();
                             let got = out[0].to_f64();
                             let same = |g: f64, w: f64| {
                                 (g.is_nan() && w.is_nan())
@@ -241,7 +217,7 @@ mod tests {
                                     || (g - w).abs() <= 1e-6 * w.abs().max(1e-30)
                             };
                             assert!(same(got, h_ref), "{b:?} H {p:?}: {got} vs {h_ref}");
-                            kl_divergence(b, &p, &q, cols, Input::Probs, 1.0, &mut out).unwrap();
+                            entropy(b, &p, Some(&q), cols, Input::Probs, 1.0, &mut out).unwrap();
                             let got = out[0].to_f64();
                             assert!(same(got, kl_ref), "{b:?} KL {p:?} {q:?}: {got} vs {kl_ref}");
                         }
@@ -267,11 +243,12 @@ mod tests {
         assert_eq!(rel_entr(-1.0, 1.0), f64::INFINITY);
         assert!(rel_entr(f64::NAN, 1.0).is_nan());
         let mut out = [1.0f64; 2];
-        entropy(Backend::Scalar, &[], 0, Input::Logits, 1.0, &mut out).unwrap();
+        entropy(Backend::Scalar, &[], None, 0, Input::Logits, 1.0, &mut out).unwrap();
         assert_eq!(out, [0.0, 0.0]);
         assert!(entropy(
             Backend::Scalar,
             &[0.0f64; 5],
+            None,
             2,
             Input::Probs,
             1.0,

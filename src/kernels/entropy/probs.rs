@@ -1,4 +1,4 @@
-//! The probability paths of [`entropy`](super::entropy) and [`kl_divergence`](super::kl_divergence):
+//! The probability paths of [`entropy`](super::entropy) and its KL divergence:
 //! SciPy's `entr` and `rel_entr` per element, summed per row (see the family's module doc).
 
 use std::ops::Range;
