@@ -226,7 +226,7 @@ pub fn logsumexp_weighted(
     Ok(())
 }
 
-/// [`ent::entropy`] of `p`, or with `q` [`ent::kl_divergence`], 16-bit words holding `kind`, into
+/// [`ent::entropy`] of `p` (with `q`: the KL divergence), 16-bit words holding `kind`, into
 /// float32 `out` (one per row).
 pub fn entropy(
     backend: Backend,
@@ -239,7 +239,7 @@ pub fn entropy(
     let rows = reduced(p, cols, out.len())?;
     lengths(&[("q", q.map_or(p.len(), <[u16]>::len), p.len())])?;
     if cols == 0 || rows == 0 {
-        return ent::entropy::<f32>(backend, &[], cols, input, scale, out);
+        return ent::entropy::<f32>(backend, &[], None, cols, input, scale, out);
     }
     let o = RowsOut(SendPtr(out.as_mut_ptr()));
     let ins: Vec<SendPtr<u16>> = std::iter::once(p)
@@ -249,11 +249,9 @@ pub fn entropy(
     // SAFETY: as in `logsumexp`.
     unsafe {
         blocks(backend, kind, (rows, cols), &ins, None, |r, s| {
-            if ins.len() == 1 {
-                return ent::entropy(backend, s, cols, input, scale, o.rows(r));
-            }
-            let (ps, qs) = s.split_at(s.len() / 2);
-            ent::kl_divergence(backend, ps, qs, cols, input, scale, o.rows(r))
+            let (ps, qs) = s.split_at(s.len() / ins.len());
+            let qs = (ins.len() == 2).then_some(qs);
+            ent::entropy(backend, ps, qs, cols, input, scale, o.rows(r))
         })?;
     }
     Ok(())
