@@ -2,8 +2,11 @@
 
 Every function receives arguments `_api` has already checked (axes normalised, options parsed,
 `out` of the right shape and dtype), builds one `Layout` per input, calls the one native entry of
-the operation, and places the result where the caller wants it. Half-precision inputs are computed
-in float32 and rounded back to their own dtype at the end.
+the operation, and places the result where the caller wants it. Half-precision inputs (float16,
+bfloat16) are computed in float32: the softmax family, its backward pass, logsumexp, entropy and KL
+hand the 16-bit words to the kernels, which widen them block by block into a float32 scratch that
+stays in cache and narrow row-shaped results straight into the output (one pass over the half-size
+memory); cross-entropy still widens the whole input first and rounds its results back at the end.
 """
 
 from __future__ import annotations
@@ -48,6 +51,32 @@ def _cast(y: Any, rdt: np.dtype) -> np.ndarray:
         _native.f32_to_half(np.ascontiguousarray(y), res.view(_U16), is_bf16(rdt))
         return res
     return y.astype(rdt)  # type: ignore[no-any-return]
+
+
+def _half(rdt: np.dtype, *inputs: Optional[np.ndarray]) -> bool:
+    """Whether the blocked half route takes these inputs: the result dtype is a half type and every
+    input holds values exact in it (that type in any byte order, or bools and bytes), so reading
+    them as that type first changes no answer."""
+    if not is_half(rdt):
+        return False
+    for a in inputs:
+        if a is None:
+            continue
+        dt = a.dtype
+        if not (dt == rdt or (dt.kind in "biu" and dt.itemsize == 1)
+                or (dt.kind == "f" and dt.newbyteorder("=") == rdt)):
+            return False
+    return True
+
+
+def _words(a: np.ndarray) -> np.ndarray:
+    """A C-contiguous half array as the 16-bit words the kernels take."""
+    return a.view(_U16)
+
+
+def _half_out(dst: Optional[np.ndarray], like: np.ndarray) -> np.ndarray:
+    """Where a half kernel writes a result shaped like `like`: `dst`, or a new array."""
+    return np.empty(like.shape, like.dtype) if dst is None else dst
 
 
 def _address(a: np.ndarray) -> int:
@@ -150,10 +179,19 @@ def softmax(
     x: np.ndarray, axes: Tuple[int, ...], scale: float, log: bool, out: Optional[np.ndarray],
     rdt: np.dtype,
 ) -> Any:
-    lay = Layout(x, axes, compute_dtype(rdt), XP)
+    half = _half(rdt, x)
+    lay = Layout(x, axes, rdt if half else compute_dtype(rdt), XP)
     if lay.rows * lay.cols == 0:
         return out if out is not None else np.empty(x.shape, dtype=rdt)
-    return _rowwise(lay, out, rdt, lambda dst: _native.softmax(lay.xk, dst, scale, log))
+
+    def call(dst: Optional[np.ndarray]) -> np.ndarray:
+        if not half:
+            return _native.softmax(lay.xk, dst, scale, log)
+        res = _half_out(dst, lay.xk)
+        _native.half_softmax(is_bf16(rdt), _words(lay.xk), _words(res), scale, log)
+        return res
+
+    return _rowwise(lay, out, rdt, call)
 
 
 def logsumexp(
@@ -164,15 +202,23 @@ def logsumexp(
     given. Without `b` every term is positive and the sign is None; with it, a negative sum gives
     NaN unless `return_sign`."""
     kdt = compute_dtype(rdt)
-    lay = Layout(x, axes, kdt, XP)
+    half = _half(rdt, x, b)
+    lay = Layout(x, axes, rdt if half else kdt, XP)
     if b is None:
+        if half:
+            res = _native.half_logsumexp(_words(lay.xk), inv_t, is_bf16(rdt))
+            return _finish(res, res_shape, out, rdt), None
         if out is not None and out.dtype == kdt and out.flags.c_contiguous and out.flags.aligned:
             _native.logsumexp(lay.xk, out.reshape(lay.xk.shape[:-1]), inv_t)
             return out, None
         return _finish(_native.logsumexp(lay.xk, None, inv_t), res_shape, out, rdt), None
-    bk = Layout(b, axes, kdt, XP).xk
-    xk = lay.xk if inv_t == 1.0 else _contig(lay.xk * kdt.type(inv_t), kdt)
-    res, sign = _native.logsumexp_b(xk, bk)
+    bk = Layout(b, axes, rdt if half else kdt, XP).xk
+    if half:
+        # `x / T` is rounded to float32 in the kernels, as the float32 route below does it.
+        res, sign = _native.half_logsumexp_b(_words(lay.xk), _words(bk), inv_t, is_bf16(rdt))
+    else:
+        xk = lay.xk if inv_t == 1.0 else _contig(lay.xk * kdt.type(inv_t), kdt)
+        res, sign = _native.logsumexp_b(xk, bk)
     if inv_t != 1.0:
         res *= kdt.type(1.0 / inv_t)
     if not return_sign:
@@ -240,24 +286,37 @@ def cross_entropy(
 def softmax_backward(
     g: np.ndarray, y: np.ndarray, ax: int, log: bool, out: Optional[np.ndarray], rdt: np.dtype
 ) -> Any:
-    kdt = compute_dtype(rdt)
+    half = _half(rdt, g, y)
+    kdt = rdt if half else compute_dtype(rdt)
     lg = Layout(g, (ax,), kdt, XP)
     yk = Layout(y, (ax,), kdt, XP).xk
     if lg.rows * lg.cols == 0:
         return out if out is not None else np.empty(g.shape, dtype=rdt)
-    return _rowwise(
-        lg, out, rdt, lambda dst: _native.softmax_backward(lg.xk, yk, dst, log), in_place=(yk,)
-    )
+
+    def call(dst: Optional[np.ndarray]) -> np.ndarray:
+        if not half:
+            return _native.softmax_backward(lg.xk, yk, dst, log)
+        res = _half_out(dst, lg.xk)
+        _native.half_softmax_backward(is_bf16(rdt), log, _words(lg.xk), _words(yk), _words(res))
+        return res
+
+    return _rowwise(lg, out, rdt, call, in_place=(yk,))
 
 
 def entropy(
     p: np.ndarray, q: Optional[np.ndarray], ax: int, from_logits: bool, scale: float,
     rdt: np.dtype,
 ) -> Any:
-    kdt = compute_dtype(rdt)
+    half = _half(rdt, p, q)
+    kdt = rdt if half else compute_dtype(rdt)
     lp = Layout(p, (ax,), kdt, XP)
     qk = None if q is None else Layout(q, (ax,), kdt, XP).xk
-    return _finish(_native.entropy(lp.xk, qk, from_logits, scale), lp.batch_shape, None, rdt)
+    if half:
+        qw = None if qk is None else _words(qk)
+        r = _native.half_entropy(_words(lp.xk), qw, from_logits, scale, is_bf16(rdt))
+    else:
+        r = _native.entropy(lp.xk, qk, from_logits, scale)
+    return _finish(r, lp.batch_shape, None, rdt)
 
 
 def broadcast_to(a: np.ndarray, shape: Tuple[int, ...]) -> np.ndarray:

@@ -62,6 +62,29 @@ def f32_to_half(src: _Array, dst: _Array, bf16: bool) -> None:
     """``dst[...] = src`` rounded to nearest even into the uint16 words of float16 (bfloat16 when
     `bf16`); both C-contiguous and of one size."""
 
+def half_softmax(bf16: bool, x: _Array, out: _Array, scale: float, log: bool) -> None:
+    """``softmax(x * scale)`` (log-softmax when `log`) over the last axis of a half array given as
+    its uint16 words (bfloat16 when `bf16`), into `out` (same shape; may be `x`), computed in
+    float32 block by block."""
+
+def half_softmax_backward(bf16: bool, log: bool, g: _Array, y: _Array, out: _Array) -> None:
+    """The softmax (log-softmax when `log`) vector-Jacobian product of half arrays given as their
+    uint16 words, into `out` (may be `g` or `y`)."""
+
+def half_logsumexp(x: _Array, scale: float, bf16: bool) -> _Array:
+    """``logsumexp(x * scale) / scale`` over the last axis of a half array given as its uint16
+    words: a new float32 array of shape ``x.shape[:-1]``."""
+
+def half_logsumexp_b(x: _Array, b: _Array, scale: float, bf16: bool) -> Tuple[_Array, _Array]:
+    """SciPy's weighted logsumexp of ``x * scale`` (rounded to float32) with weights `b`, half
+    arrays given as their uint16 words: new float32 arrays ``(log|sum|, sign)``."""
+
+def half_entropy(
+    p: _Array, q: Optional[_Array], from_logits: bool, scale: float, bf16: bool
+) -> _Array:
+    """``scale * H(p)``, or with `q` ``scale * KL(p || q)``, over the last axis of half arrays
+    given as their uint16 words: a new float32 array of shape ``p.shape[:-1]``."""
+
 def set_num_threads(n: int) -> None:
     """Sets the number of worker threads (``ValueError`` if `n` < 1)."""
 
@@ -89,6 +112,11 @@ __all__ = [
     "entropy",
     "half_to_f32",
     "f32_to_half",
+    "half_softmax",
+    "half_softmax_backward",
+    "half_logsumexp",
+    "half_logsumexp_b",
+    "half_entropy",
     "set_num_threads",
     "get_num_threads",
     "simd_backend",

@@ -26,6 +26,9 @@ pub enum Vjp {
     LogSoftmax,
 }
 
+/// Where `g`, `y` and the output are (some equal when in place).
+type Ptrs<T> = (SendPtr<T>, SendPtr<T>, SendPtr<T>);
+
 /// The two inputs (upstream gradient `g` and forward output `y`) and where the result goes.
 pub enum VjpBuf<'a, T> {
     /// Read `g` and `y`, write `out` (all the same length).
@@ -43,6 +46,18 @@ pub enum VjpBuf<'a, T> {
 }
 
 impl<T> VjpBuf<'_, T> {
+    /// Checks the three buffers hold rows of `cols` alike: their number and the `(g, y, out)`
+    /// pointers, or `None` when there is nothing to do.
+    pub(crate) fn matrix(&mut self, cols: usize) -> Result<Option<(usize, Ptrs<T>)>, KernelError> {
+        let (ng, ny, no) = self.lens();
+        if ng != ny || ng != no {
+            return Err(KernelError::Shape(format!(
+                "grad_output has {ng} elements, y has {ny}, out has {no}"
+            )));
+        }
+        Ok(driver::matrix_rows(ng, cols)?.map(|rows| (rows, self.ptrs())))
+    }
+
     fn lens(&self) -> (usize, usize, usize) {
         match self {
             VjpBuf::Separate { g, y, out } => (g.len(), y.len(), out.len()),
@@ -53,7 +68,7 @@ impl<T> VjpBuf<'_, T> {
     }
 
     /// `(g, y, out)` as raw pointers (some equal when in place).
-    fn ptrs(&mut self) -> (SendPtr<T>, SendPtr<T>, SendPtr<T>) {
+    fn ptrs(&mut self) -> Ptrs<T> {
         let ro = |s: &[T]| SendPtr(s.as_ptr() as *mut T);
         match self {
             VjpBuf::Separate { g, y, out } => (ro(g), ro(y), SendPtr(out.as_mut_ptr())),
@@ -80,16 +95,9 @@ pub fn softmax_backward<T: Element>(
     cols: usize,
     kind: Vjp,
 ) -> Result<(), KernelError> {
-    let (ng, ny, no) = buf.lens();
-    if ng != ny || ng != no {
-        return Err(KernelError::Shape(format!(
-            "grad_output has {ng} elements, y has {ny}, out has {no}"
-        )));
-    }
-    let Some(rows) = driver::matrix_rows(ng, cols)? else {
+    let Some((rows, (g, y, dst))) = buf.matrix(cols)? else {
         return Ok(());
     };
-    let (g, y, dst) = buf.ptrs();
     let k = Backward {
         g,
         y,

@@ -9,11 +9,15 @@ pub mod backward;
 pub mod cross_entropy;
 pub(crate) mod driver;
 pub mod entropy;
+pub mod half;
 pub mod logsumexp;
 pub(crate) mod pre;
 pub(crate) mod row;
 pub mod softmax;
 pub mod tile;
+
+/// A checked matrix: its rows, and where it is read and written.
+pub(crate) type RowsAt<T> = (usize, SendPtr<T>, SendPtr<T>);
 
 /// An input matrix and where the result goes.
 pub enum Buf<'a, T> {
@@ -44,6 +48,17 @@ impl<'a, T> Buf<'a, T> {
             }
         }
         Ok(())
+    }
+
+    /// Checks the buffer holds rows of `cols`: their number and the raw source and destination
+    /// pointers, or `None` when there is nothing to do.
+    pub(crate) fn matrix(&mut self, cols: usize) -> Result<Option<RowsAt<T>>, crate::KernelError> {
+        self.check()?;
+        let Some(rows) = driver::matrix_rows(self.len(), cols)? else {
+            return Ok(None);
+        };
+        let (src, dst) = self.ptrs();
+        Ok(Some((rows, src, dst)))
     }
 
     /// Raw source and destination pointers (equal when in place).

@@ -53,11 +53,9 @@ fn run<T: Element>(
     scale: Scale<T>,
     mode: Mode,
 ) -> Result<(), KernelError> {
-    buf.check()?;
-    let Some(rows) = driver::matrix_rows(buf.len(), cols)? else {
+    let Some((rows, src, dst)) = buf.matrix(cols)? else {
         return Ok(());
     };
-    let (src, dst) = buf.ptrs();
     let k = Softmax {
         src,
         dst,

@@ -10,8 +10,13 @@ use crate::simd::Element;
 use numpy::{IxDyn, PyArrayDyn, PyArrayMethods, PyUntypedArrayMethods};
 use pyo3::prelude::*;
 
+/// The element types the layout helpers below borrow: the floats, and the 16-bit words of the half
+/// types (which reach the kernels as `uint16` views).
+pub(crate) trait Stored: numpy::Element + Copy {}
+impl<T: numpy::Element + Copy> Stored for T {}
+
 /// The element types the kernels take from NumPy.
-pub(crate) trait Float: Element + numpy::Element {}
+pub(crate) trait Float: Element + Stored {}
 impl Float for f32 {}
 impl Float for f64 {}
 
@@ -50,7 +55,7 @@ fn aligned<T>(p: *const T) -> bool {
 }
 
 /// `a` as an array the kernels can read in place: `T`, C-contiguous, aligned, at least 1-D.
-pub(crate) fn array<'a, 'py, T: Float>(
+pub(crate) fn array<'a, 'py, T: Stored>(
     a: &'a Bound<'py, PyAny>,
     what: &str,
 ) -> PyResult<&'a Bound<'py, PyArrayDyn<T>>> {
@@ -69,12 +74,12 @@ pub(crate) fn array<'a, 'py, T: Float>(
 }
 
 /// The length of the last (reduced) axis.
-pub(crate) fn cols<T: Float>(a: &Bound<'_, PyArrayDyn<T>>) -> usize {
+pub(crate) fn cols<T: Stored>(a: &Bound<'_, PyArrayDyn<T>>) -> usize {
     *a.shape().last().expect("arrays are at least 1-D")
 }
 
 /// The result array of `shape`: `out` when given (checked), else a new one the kernel fills.
-pub(crate) fn output<'py, T: Float>(
+pub(crate) fn output<'py, T: Stored>(
     py: Python<'py>,
     shape: &[usize],
     out: Option<&Bound<'py, PyAny>>,
@@ -138,7 +143,7 @@ fn prefault(py: Python<'_>, ptr: *mut u8, len: usize) {
 
 /// Whether `out` is the very memory of `x` (in place). Memory shared any other way cannot be
 /// written while `x` is read, so it is refused; the Python layer goes through a temporary then.
-pub(crate) fn same_memory<T: Float>(
+pub(crate) fn same_memory<T: Stored>(
     x: &Bound<'_, PyArrayDyn<T>>,
     out: &Bound<'_, PyArrayDyn<T>>,
     what: &str,
@@ -157,7 +162,7 @@ pub(crate) fn same_memory<T: Float>(
 }
 
 /// Whether two arrays' memory overlaps at all.
-pub(crate) fn overlaps<T: Float>(
+pub(crate) fn overlaps<T: Stored>(
     a: &Bound<'_, PyArrayDyn<T>>,
     b: &Bound<'_, PyArrayDyn<T>>,
 ) -> bool {
@@ -167,13 +172,13 @@ pub(crate) fn overlaps<T: Float>(
 }
 
 /// Whether two arrays' memory overlaps without being the very same buffer.
-fn partial_overlap<T: Float>(a: &Bound<'_, PyArrayDyn<T>>, b: &Bound<'_, PyArrayDyn<T>>) -> bool {
+fn partial_overlap<T: Stored>(a: &Bound<'_, PyArrayDyn<T>>, b: &Bound<'_, PyArrayDyn<T>>) -> bool {
     overlaps(a, b) && !(a.data() == b.data() && a.len() == b.len())
 }
 
 /// Calls `f` with `x` and `out` as a [`Buf`]: in place when they are the same memory, from a
 /// copy of `x` when they overlap otherwise (so any `out` gives the answer of a separate one).
-pub(crate) fn with_buf<T: Float, R>(
+pub(crate) fn with_buf<T: Stored, R>(
     x: &Bound<'_, PyArrayDyn<T>>,
     out: &Bound<'_, PyArrayDyn<T>>,
     f: impl FnOnce(Buf<'_, T>) -> PyResult<R>,
@@ -197,7 +202,7 @@ pub(crate) fn with_buf<T: Float, R>(
 }
 
 /// Calls `f` with `a`'s elements, read-only.
-pub(crate) fn with_slice<T: Float, R>(
+pub(crate) fn with_slice<T: Stored, R>(
     a: &Bound<'_, PyArrayDyn<T>>,
     f: impl FnOnce(&[T]) -> PyResult<R>,
 ) -> PyResult<R> {
@@ -206,7 +211,7 @@ pub(crate) fn with_slice<T: Float, R>(
 }
 
 /// Calls `f` with `a`'s elements, writable.
-pub(crate) fn with_slice_mut<T: Float, R>(
+pub(crate) fn with_slice_mut<T: Stored, R>(
     a: &Bound<'_, PyArrayDyn<T>>,
     f: impl FnOnce(&mut [T]) -> PyResult<R>,
 ) -> PyResult<R> {

@@ -22,7 +22,8 @@ fn contiguous<'a, 'py, T: numpy::Element>(
     Ok(a)
 }
 
-fn kind(bf16: bool) -> Half {
+/// The half type of the 16-bit words: bfloat16 or float16.
+pub(super) fn kind(bf16: bool) -> Half {
     if bf16 {
         Half::BF16
     } else {
@@ -49,7 +50,9 @@ pub(super) fn half_to_f32(
         s.as_slice().map_err(borrow_err)?,
         d.as_slice_mut().map_err(borrow_err)?,
     );
-    run(py, s.len(), || convert::half_to_f32(s, d, kind(bf16)))
+    run(py, s.len(), || {
+        convert::half_to_f32(crate::simd::active(), s, d, kind(bf16))
+    })
 }
 
 /// `dst[...] = src` rounded to nearest even: `src` float32, `dst` the uint16 words of float16 (or
@@ -71,5 +74,7 @@ pub(super) fn f32_to_half(
         s.as_slice().map_err(borrow_err)?,
         d.as_slice_mut().map_err(borrow_err)?,
     );
-    run(py, s.len(), || convert::f32_to_half(s, d, kind(bf16)))
+    run(py, s.len(), || {
+        convert::f32_to_half(crate::simd::active(), s, d, kind(bf16))
+    })
 }

@@ -7,6 +7,7 @@ mod arrays;
 mod convert;
 mod cross_entropy;
 mod entropy;
+mod half;
 mod logsumexp;
 mod softmax;
 
@@ -116,6 +117,11 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(entropy::entropy, m)?)?;
     m.add_function(wrap_pyfunction!(convert::half_to_f32, m)?)?;
     m.add_function(wrap_pyfunction!(convert::f32_to_half, m)?)?;
+    m.add_function(wrap_pyfunction!(half::half_softmax, m)?)?;
+    m.add_function(wrap_pyfunction!(half::half_softmax_backward, m)?)?;
+    m.add_function(wrap_pyfunction!(half::half_logsumexp, m)?)?;
+    m.add_function(wrap_pyfunction!(half::half_logsumexp_b, m)?)?;
+    m.add_function(wrap_pyfunction!(half::half_entropy, m)?)?;
     m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(get_num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(simd_backend, m)?)?;

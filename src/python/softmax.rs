@@ -1,6 +1,6 @@
 //! The softmax family and its vector-Jacobian products.
 
-use super::arrays::{array, cols, dispatch, output, same_memory, with_buf, Float};
+use super::arrays::{array, cols, dispatch, output, same_memory, with_buf, Stored};
 use super::run;
 use crate::kernels::backward::{self as bw, Vjp, VjpBuf};
 use crate::kernels::softmax::{self as sm, Mode};
@@ -60,22 +60,24 @@ pub(super) fn softmax_backward<'py>(
         }
         let o = output::<T>(py, g.shape(), out, "out")?;
         if g.len() > 0 {
-            write_vjp(py, g, y, &o, kind)?;
+            let (n, c) = (g.len(), cols(g));
+            write_vjp(g, y, &o, |buf| {
+                run(py, n, || bw::softmax_backward(simd::active(), buf, c, kind))
+            })?;
         }
         Ok(o.into_any())
     })
 }
 
-fn write_vjp<T: Float>(
-    py: Python<'_>,
+/// Calls `go` with `g`, `y` and `o` as a [`VjpBuf`] (in place when `o` is `g` and/or `y`); also
+/// for the 16-bit words of half arrays.
+pub(super) fn write_vjp<T: Stored>(
     g: &Bound<'_, PyArrayDyn<T>>,
     y: &Bound<'_, PyArrayDyn<T>>,
     o: &Bound<'_, PyArrayDyn<T>>,
-    kind: Vjp,
+    go: impl FnOnce(VjpBuf<'_, T>) -> PyResult<()>,
 ) -> PyResult<()> {
     use super::arrays::borrow_err as e;
-    let (n, c) = (g.len(), cols(g));
-    let go = |buf: VjpBuf<'_, T>| run(py, n, || bw::softmax_backward(simd::active(), buf, c, kind));
     // In place when `out` is `g` and/or `y`; any other overlap is refused by `same_memory`.
     match (same_memory(g, o, "out")?, same_memory(y, o, "out")?) {
         (true, true) => {
