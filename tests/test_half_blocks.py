@@ -72,7 +72,7 @@ def same(a, b, ctx=""):
 def test_every_half_value_widens_exactly(each_backend, dt):
     h = every_value(dt)
     wide = np.empty(h.shape, np.float32)
-    native.half_to_f32(h.view(U16), wide, dt.name == "bfloat16")
+    native.convert_half(h.view(U16), wide, dt.name == "bfloat16")
     same(wide, h.astype(np.float32), f"{dt} widen on {each_backend}")
 
 
@@ -80,7 +80,7 @@ def test_every_half_value_widens_exactly(each_backend, dt):
 def test_narrowing_rounds_like_numpy(each_backend, dt):
     x = probes(dt)
     h = np.empty(x.shape, dt)
-    native.f32_to_half(x, h.view(U16), dt.name == "bfloat16")
+    native.convert_half(x, h.view(U16), dt.name == "bfloat16")
     same(h, x.astype(dt), f"{dt} narrow on {each_backend}")
     # NaN stays NaN of its sign; finite values beyond the range become infinities of their sign.
     assert np.array_equal(np.signbit(h.astype(np.float32)), np.signbit(x))
@@ -149,7 +149,13 @@ def test_the_blocked_route_is_taken(monkeypatch, rng, dt):
                   "half_entropy"):
         real = getattr(native, entry)
         monkeypatch.setattr(native, entry, lambda *a, _r=real, _n=entry: calls.append(_n) or _r(*a))
-    monkeypatch.setattr(native, "half_to_f32", None)  # the whole-array widening is not used
+    real_convert = native.convert_half
+
+    def narrow_only(src, dst, bf16):  # the whole-array widening is not used
+        assert src.dtype != U16, "an input was widened whole"
+        real_convert(src, dst, bf16)
+
+    monkeypatch.setattr(native, "convert_half", narrow_only)
     x, y = _data(rng, dt, (6, 50)), _probs(rng, dt, (6, 50))
     for f in FUNCS.values():
         f(x, y)

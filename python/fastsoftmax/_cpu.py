@@ -34,7 +34,7 @@ def _contig(a: Any, dtype: np.dtype) -> np.ndarray:
     if dtype == F32 and is_half(a.dtype):
         # Widened by the kernels' own conversion (NumPy's is several times slower).
         dst = np.empty(a.shape, F32)
-        _native.half_to_f32(np.ascontiguousarray(a).view(_U16), dst, is_bf16(a.dtype))
+        _native.convert_half(np.ascontiguousarray(a).view(_U16), dst, is_bf16(a.dtype))
         return dst
     return np.require(a, dtype=dtype, requirements=("C", "A"))
 
@@ -48,7 +48,7 @@ def _cast(y: Any, rdt: np.dtype) -> np.ndarray:
         return y  # type: ignore[no-any-return]
     if y.dtype == F32 and is_half(rdt):
         res = np.empty(y.shape, rdt)
-        _native.f32_to_half(np.ascontiguousarray(y), res.view(_U16), is_bf16(rdt))
+        _native.convert_half(np.ascontiguousarray(y), res.view(_U16), is_bf16(rdt))
         return res
     return y.astype(rdt)  # type: ignore[no-any-return]
 

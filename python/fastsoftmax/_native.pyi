@@ -54,13 +54,10 @@ def entropy(p: _Array, q: Optional[_Array], from_logits: bool, scale: float) -> 
     ``scale * KL(p || q)``; `from_logits` uses the softmax of the rows. A new array of shape
     ``p.shape[:-1]``."""
 
-def half_to_f32(src: _Array, dst: _Array, bf16: bool) -> None:
-    """``dst[...] = src`` widened: `src` the uint16 words of float16 (bfloat16 when `bf16`), `dst`
-    float32 of the same size; both C-contiguous."""
-
-def f32_to_half(src: _Array, dst: _Array, bf16: bool) -> None:
-    """``dst[...] = src`` rounded to nearest even into the uint16 words of float16 (bfloat16 when
-    `bf16`); both C-contiguous and of one size."""
+def convert_half(src: _Array, dst: _Array, bf16: bool) -> None:
+    """``dst[...] = src`` converted: widened when `src` holds the uint16 words of float16 (bfloat16
+    when `bf16`) and `dst` is float32, rounded to nearest even the other way round; same size, both
+    C-contiguous."""
 
 def half_softmax(bf16: bool, x: _Array, out: _Array, scale: float, log: bool) -> None:
     """``softmax(x * scale)`` (log-softmax when `log`) over the last axis of a half array given as
@@ -110,8 +107,7 @@ __all__ = [
     "logsumexp_b",
     "cross_entropy",
     "entropy",
-    "half_to_f32",
-    "f32_to_half",
+    "convert_half",
     "half_softmax",
     "half_softmax_backward",
     "half_logsumexp",

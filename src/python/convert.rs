@@ -3,6 +3,7 @@
 use super::arrays::borrow_err;
 use super::{run, LayoutError};
 use crate::convert::{self, Half};
+use crate::KernelError;
 use numpy::{PyArrayDyn, PyArrayMethods, PyUntypedArrayMethods};
 use pyo3::prelude::*;
 
@@ -31,50 +32,37 @@ pub(super) fn kind(bf16: bool) -> Half {
     }
 }
 
-/// `dst[...] = src` widened: `src` the uint16 words of float16 (or bfloat16), `dst` float32 of the
-/// same size; both C-contiguous.
+/// `dst[...] = src` converted: widened when `src` holds the uint16 words of float16 (or bfloat16)
+/// and `dst` is float32, rounded to nearest even the other way round; same size, C-contiguous.
 #[pyfunction]
-pub(super) fn half_to_f32(
+pub(super) fn convert_half(
     py: Python<'_>,
     src: &Bound<'_, PyAny>,
     dst: &Bound<'_, PyAny>,
     bf16: bool,
 ) -> PyResult<()> {
-    let s = contiguous::<u16>(src, "src")?
-        .try_readonly()
-        .map_err(borrow_err)?;
-    let mut d = contiguous::<f32>(dst, "dst")?
-        .try_readwrite()
-        .map_err(borrow_err)?;
-    let (s, d) = (
-        s.as_slice().map_err(borrow_err)?,
-        d.as_slice_mut().map_err(borrow_err)?,
-    );
-    run(py, s.len(), || {
-        convert::half_to_f32(crate::simd::active(), s, d, kind(bf16))
-    })
+    let (half, b) = (kind(bf16), crate::simd::active());
+    if src.cast::<PyArrayDyn<u16>>().is_ok() {
+        convert_into::<u16, f32>(py, src, dst, |s, d| convert::half_to_f32(b, s, d, half))
+    } else {
+        convert_into::<f32, u16>(py, src, dst, |s, d| convert::f32_to_half(b, s, d, half))
+    }
 }
 
-/// `dst[...] = src` rounded to nearest even: `src` float32, `dst` the uint16 words of float16 (or
-/// bfloat16) of the same size; both C-contiguous.
-#[pyfunction]
-pub(super) fn f32_to_half(
+/// `f(src, dst)` on the elements of two C-contiguous arrays, the GIL released when they are large.
+fn convert_into<S: numpy::Element, D: numpy::Element>(
     py: Python<'_>,
     src: &Bound<'_, PyAny>,
     dst: &Bound<'_, PyAny>,
-    bf16: bool,
+    f: impl FnOnce(&[S], &mut [D]) -> Result<(), KernelError> + Send,
 ) -> PyResult<()> {
-    let s = contiguous::<f32>(src, "src")?
+    let s = contiguous::<S>(src, "src")?
         .try_readonly()
         .map_err(borrow_err)?;
-    let mut d = contiguous::<u16>(dst, "dst")?
+    let mut d = contiguous::<D>(dst, "dst")?
         .try_readwrite()
         .map_err(borrow_err)?;
-    let (s, d) = (
-        s.as_slice().map_err(borrow_err)?,
-        d.as_slice_mut().map_err(borrow_err)?,
-    );
-    run(py, s.len(), || {
-        convert::f32_to_half(crate::simd::active(), s, d, kind(bf16))
-    })
+    let s = s.as_slice().map_err(borrow_err)?;
+    let d = d.as_slice_mut().map_err(borrow_err)?;
+    run(py, s.len(), || f(s, d))
 }

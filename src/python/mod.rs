@@ -107,27 +107,32 @@ fn _set_simd_backend(name: &str) -> PyResult<()> {
     Ok(simd::set_active(b)?)
 }
 
+/// The extension module: one entry per operation (and per half-precision operation), the
+/// conversions, the thread and instruction-set controls.
 #[pymodule(gil_used = false)]
-fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_function(wrap_pyfunction!(softmax::softmax, m)?)?;
-    m.add_function(wrap_pyfunction!(softmax::softmax_backward, m)?)?;
-    m.add_function(wrap_pyfunction!(logsumexp::logsumexp, m)?)?;
-    m.add_function(wrap_pyfunction!(logsumexp::logsumexp_b, m)?)?;
-    m.add_function(wrap_pyfunction!(cross_entropy::cross_entropy, m)?)?;
-    m.add_function(wrap_pyfunction!(entropy::entropy, m)?)?;
-    m.add_function(wrap_pyfunction!(convert::half_to_f32, m)?)?;
-    m.add_function(wrap_pyfunction!(convert::f32_to_half, m)?)?;
-    m.add_function(wrap_pyfunction!(half::half_softmax, m)?)?;
-    m.add_function(wrap_pyfunction!(half::half_softmax_backward, m)?)?;
-    m.add_function(wrap_pyfunction!(half::half_logsumexp, m)?)?;
-    m.add_function(wrap_pyfunction!(half::half_logsumexp_b, m)?)?;
-    m.add_function(wrap_pyfunction!(half::half_entropy, m)?)?;
-    m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;
-    m.add_function(wrap_pyfunction!(get_num_threads, m)?)?;
-    m.add_function(wrap_pyfunction!(simd_backend, m)?)?;
-    m.add_function(wrap_pyfunction!(supported_backends, m)?)?;
-    m.add_function(wrap_pyfunction!(_set_simd_backend, m)?)?;
-    m.add("LayoutError", m.py().get_type::<LayoutError>())?;
-    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
-    Ok(())
+mod _native {
+    #[pymodule_export]
+    use super::convert::convert_half;
+    #[pymodule_export]
+    use super::cross_entropy::cross_entropy;
+    #[pymodule_export]
+    use super::entropy::entropy;
+    #[pymodule_export]
+    use super::half::{half_entropy, half_logsumexp, half_logsumexp_b};
+    #[pymodule_export]
+    use super::half::{half_softmax, half_softmax_backward};
+    #[pymodule_export]
+    use super::logsumexp::{logsumexp, logsumexp_b};
+    #[pymodule_export]
+    use super::softmax::{softmax, softmax_backward};
+    #[pymodule_export]
+    use super::{_set_simd_backend, get_num_threads, set_num_threads};
+    #[pymodule_export]
+    use super::{simd_backend, supported_backends, LayoutError};
+
+    #[pymodule_init]
+    fn init(m: &pyo3::Bound<'_, pyo3::types::PyModule>) -> pyo3::PyResult<()> {
+        use pyo3::types::PyModuleMethods;
+        m.add("__version__", env!("CARGO_PKG_VERSION"))
+    }
 }
