@@ -194,7 +194,9 @@ pub(crate) fn sum_exp_mapped<T: Element, S: Simd<T>, P: Pre<T, S>>(
     }
     let tail = singles.remainder();
     if !tail.is_empty() {
-        a[1] = s.add(a[1], s.exp(tail_sub_max(s, p, tail, &pk)));
+        // Lanes past the tail have the key -inf: they add exp(-inf) = 0.
+        let d = load_tail(s, p, tail).map(|v| p.sub_max(s, v, &pk), |k| s.add(k, pk.neg_k));
+        a[1] = s.add(a[1], s.exp(d));
     }
     total
         + s.reduce_sum(s.add(s.add(a[0], a[1]), s.add(a[2], a[3])))
@@ -226,26 +228,23 @@ pub(crate) enum Tail<V> {
     Key(V),
 }
 
+impl<V> Tail<V> {
+    /// `raw` of the inputs or `key` of the keys: one formula written for each form.
+    #[inline(always)]
+    pub(crate) fn map(self, raw: impl FnOnce(V) -> V, key: impl FnOnce(V) -> V) -> V {
+        match self {
+            Tail::Raw(v) => raw(v),
+            Tail::Key(k) => key(k),
+        }
+    }
+}
+
 /// Loads a row tail as a [`Tail`].
 #[inline(always)]
 pub(crate) fn load_tail<T: Element, S: Simd<T>, P: Pre<T, S>>(s: S, p: &P, x: &[T]) -> Tail<S::V> {
     match p.preimage_of_neg_inf() {
         Some(pre) => Tail::Raw(s.load_partial(x, pre)),
         None => Tail::Key(load_tail_mapped(s, p, x, T::NEG_INFINITY)),
-    }
-}
-
-/// [`Pre::sub_max`] of a row tail (`x.len() < LANES`), with the lanes past it `-inf`.
-#[inline(always)]
-pub(crate) fn tail_sub_max<T: Element, S: Simd<T>, P: Pre<T, S>>(
-    s: S,
-    p: &P,
-    x: &[T],
-    pk: &Peak<S::V>,
-) -> S::V {
-    match load_tail(s, p, x) {
-        Tail::Raw(v) => p.sub_max(s, v, pk),
-        Tail::Key(k) => s.add(k, pk.neg_k),
     }
 }
 
@@ -475,23 +474,9 @@ pub(crate) fn exp_diff_mapped<T: Element, S: Simd<T>, P: Pre<T, S>>(
     exp_hi_lo(s, p.sub_max_exact(s, x, pk))
 }
 
-/// [`exp_diff_mapped`] of a row tail (`x.len() < LANES`); the lanes past it give 0.
-#[inline(always)]
-pub(crate) fn tail_exp_diff<T: Element, S: Simd<T>, P: Pre<T, S>>(
-    s: S,
-    p: &P,
-    x: &[T],
-    pk: &Peak<S::V>,
-) -> S::V {
-    match load_tail(s, p, x) {
-        Tail::Raw(v) => exp_diff_mapped(s, p, v, pk),
-        Tail::Key(k) => exp_hi_lo(s, two_sum(s, k, pk.neg_k)),
-    }
-}
-
 /// `exp(hi + lo)` as `e + e·lo` (`lo` small against `hi`).
 #[inline(always)]
-fn exp_hi_lo<T: Element, S: Simd<T>>(s: S, (hi, lo): (S::V, S::V)) -> S::V {
+pub(crate) fn exp_hi_lo<T: Element, S: Simd<T>>(s: S, (hi, lo): (S::V, S::V)) -> S::V {
     let e = s.exp(hi);
     // An exponent of -inf makes `lo` NaN; its output is exactly 0.
     let zero = s.splat(T::ZERO);

@@ -4,8 +4,9 @@ use std::ops::Range;
 
 use super::driver::{self, Kernel, Rows};
 use super::row::{
-    exp_diff_mapped, finish_lse, finish_lse_on, map_row, max_mapped, max_sum, merge_max_sum,
-    next_max, rescale, tail_exp_diff, with_scale, Acc, ExactScale, Pre, Scale, BLOCK, SUM_RUN,
+    exp_diff_mapped, exp_hi_lo, finish_lse, finish_lse_on, load_tail, map_row, max_mapped, max_sum,
+    merge_max_sum, next_max, rescale, two_sum, with_scale, Acc, ExactScale, Pre, Scale, BLOCK,
+    SUM_RUN,
 };
 use super::tile::{tile_rows, TileOp};
 use super::{Buf, SendPtr};
@@ -283,7 +284,11 @@ unsafe fn exp_pass<T: Element, S: Simd<T>, P: Pre<T, S>>(
         }
         if i < n {
             // Lanes past the tail hold -inf, so they add exp(-inf) = 0 to the sum.
-            let e = tail_exp_diff(s, p, bsrc.slice(i, n - i), &pk);
+            // Lanes past the tail have the key -inf: they give 0.
+            let e = load_tail(s, p, bsrc.slice(i, n - i)).map(
+                |v| exp_diff_mapped(s, p, v, &pk),
+                |k| exp_hi_lo(s, two_sum(s, k, pk.neg_k)),
+            );
             s.store_partial(std::slice::from_raw_parts_mut(bdst.0.add(i), n - i), e);
             run = s.add(run, e);
         }
