@@ -11,7 +11,7 @@ memory); cross-entropy still widens the whole input first and rounds its results
 
 from __future__ import annotations
 
-from typing import Any, Optional, Tuple
+from typing import Any, Callable, Optional, Tuple
 
 import numpy as np
 
@@ -74,9 +74,14 @@ def _words(a: np.ndarray) -> np.ndarray:
     return a.view(_U16)
 
 
-def _half_out(dst: Optional[np.ndarray], like: np.ndarray) -> np.ndarray:
-    """Where a half kernel writes a result shaped like `like`: `dst`, or a new array."""
-    return np.empty(like.shape, like.dtype) if dst is None else dst
+def _half_into(
+    dst: Optional[np.ndarray], like: np.ndarray, run: Callable[[np.ndarray], None]
+) -> np.ndarray:
+    """`run(res)` of a half kernel writing a result shaped like `like` into `res`: `dst`, or a new
+    array; returns `res`."""
+    res = np.empty(like.shape, like.dtype) if dst is None else dst
+    run(res)
+    return res
 
 
 def _address(a: np.ndarray) -> int:
@@ -155,10 +160,13 @@ def _place(lay: Layout, yk: np.ndarray, out: Optional[np.ndarray], rdt: np.dtype
 
 def _rowwise(
     lay: Layout, out: Optional[np.ndarray], rdt: np.dtype, call: Any,
-    others: Tuple[Any, ...] = (), in_place: Tuple[Any, ...] = (),
+    others: Tuple[Any, ...] = (), in_place: Tuple[Any, ...] = (), empty: Tuple[int, ...] = (),
 ) -> Any:
     """Runs ``call(dst)`` (dst: an array shaped like `lay.xk`, or None to let the kernel allocate)
-    writing `out` directly when it can, and returns the result."""
+    writing `out` directly when it can, and returns the result; an input with no elements gives
+    `out`, or an empty array of shape `empty`, without a call."""
+    if lay.rows * lay.cols == 0:
+        return out if out is not None else np.empty(empty, dtype=rdt)
     if out is None:
         y = call(None)
         if lay.as_is and y.dtype == rdt:
@@ -181,17 +189,14 @@ def softmax(
 ) -> Any:
     half = _half(rdt, x)
     lay = Layout(x, axes, rdt if half else compute_dtype(rdt), XP)
-    if lay.rows * lay.cols == 0:
-        return out if out is not None else np.empty(x.shape, dtype=rdt)
 
     def call(dst: Optional[np.ndarray]) -> np.ndarray:
         if not half:
             return _native.softmax(lay.xk, dst, scale, log)
-        res = _half_out(dst, lay.xk)
-        _native.half_softmax(is_bf16(rdt), _words(lay.xk), _words(res), scale, log)
-        return res
+        return _half_into(dst, lay.xk, lambda res: _native.half_softmax(
+            is_bf16(rdt), _words(lay.xk), _words(res), scale, log))
 
-    return _rowwise(lay, out, rdt, call)
+    return _rowwise(lay, out, rdt, call, empty=x.shape)
 
 
 def logsumexp(
@@ -290,17 +295,14 @@ def softmax_backward(
     kdt = rdt if half else compute_dtype(rdt)
     lg = Layout(g, (ax,), kdt, XP)
     yk = Layout(y, (ax,), kdt, XP).xk
-    if lg.rows * lg.cols == 0:
-        return out if out is not None else np.empty(g.shape, dtype=rdt)
 
     def call(dst: Optional[np.ndarray]) -> np.ndarray:
         if not half:
             return _native.softmax_backward(lg.xk, yk, dst, log)
-        res = _half_out(dst, lg.xk)
-        _native.half_softmax_backward(is_bf16(rdt), log, _words(lg.xk), _words(yk), _words(res))
-        return res
+        return _half_into(dst, lg.xk, lambda res: _native.half_softmax_backward(
+            is_bf16(rdt), log, _words(lg.xk), _words(yk), _words(res)))
 
-    return _rowwise(lg, out, rdt, call, in_place=(yk,))
+    return _rowwise(lg, out, rdt, call, in_place=(yk,), empty=g.shape)
 
 
 def entropy(
