@@ -283,8 +283,7 @@ unsafe fn exp_pass<T: Element, S: Simd<T>, P: Pre<T, S>>(
             i += l;
         }
         if i < n {
-            // Lanes past the tail hold -inf, so they add exp(-inf) = 0 to the sum.
-            // Lanes past the tail have the key -inf: they give 0.
+            // Lanes past the tail have the key -inf, so they add exp(-inf) = 0 to the sum.
             let e = load_tail(s, p, bsrc.slice(i, n - i)).map(
                 |v| exp_diff_mapped(s, p, v, &pk),
                 |k| exp_hi_lo(s, two_sum(s, k, pk.neg_k)),
