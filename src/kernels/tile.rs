@@ -43,34 +43,10 @@ pub(crate) unsafe fn tile_rows<T: Element, S: Simd<T>, P: Pre<T, S>>(
     debug_assert!(cols <= SMALL_COLS && cols > 0);
     let mut scratch = [T::ZERO; SMALL_COLS * MAX_LANES];
     let scratch = &mut scratch[..cols * l];
-    // The tile in its own (row-major) layout, in L1.
-    let mut staging = [T::ZERO; SMALL_COLS * MAX_LANES];
-    let staging = &mut staging[..cols * l];
     let mut r0 = rows.start;
     while r0 < rows.end {
         let k = l.min(rows.end - r0);
-        // Transpose in: scratch[j*l + r] = x[r0 + r, j]; absent rows read as 0 and are not written.
-        let tile = src.slice(r0 * cols, k * cols);
-        if k == l {
-            // A full tile: copied with contiguous vector loads (so memory is read as a stream the
-            // prefetchers follow), then one strided (gather) load per column from L1.
-            for (c, t) in tile.chunks_exact(l).zip(staging.chunks_exact_mut(l)) {
-                s.store(t, s.load(c));
-            }
-            for (j, col) in scratch.chunks_exact_mut(l).enumerate() {
-                s.store(col, s.load_strided(&staging[j..], cols));
-            }
-        } else {
-            for (r, row) in tile.chunks_exact(cols).enumerate() {
-                for (j, &v) in row.iter().enumerate() {
-                    // SAFETY: j < cols and r < k <= l, so j*l + r < cols*l = scratch.len().
-                    *scratch.get_unchecked_mut(j * l + r) = v;
-                }
-            }
-            for j in 0..cols {
-                scratch[j * l + k..(j + 1) * l].fill(T::ZERO);
-            }
-        }
+        load_tile(s, src, r0, k, cols, scratch);
         let mut m = s.splat(T::NEG_INFINITY);
         for col in scratch.chunks_exact(l) {
             m = s.max(m, p.apply(s, s.load(col)));
@@ -105,25 +81,7 @@ pub(crate) unsafe fn tile_rows<T: Element, S: Simd<T>, P: Pre<T, S>>(
                         s.store(col, s.sub(d, log_sum));
                     }
                 }
-                // Transpose out.
-                let out = std::slice::from_raw_parts_mut(dst.0.add(r0 * cols), k * cols);
-                if k == l {
-                    // Strided stores into L1, then contiguous vector stores to memory.
-                    for (j, col) in scratch.chunks_exact(l).enumerate() {
-                        s.store_strided(&mut staging[j..], cols, s.load(col));
-                    }
-                    for (o, t) in out.chunks_exact_mut(l).zip(staging.chunks_exact(l)) {
-                        s.store(o, s.load(t));
-                    }
-                    r0 += k;
-                    continue;
-                }
-                for (r, row) in out.chunks_exact_mut(cols).enumerate() {
-                    for (j, v) in row.iter_mut().enumerate() {
-                        // SAFETY: as for the transpose in.
-                        *v = *scratch.get_unchecked(j * l + r);
-                    }
-                }
+                store_tile(s, scratch, dst, r0, k, cols);
             }
             TileOp::Lse { unscale } => {
                 let lse = s.add(m, s.ln(sum));
@@ -150,6 +108,63 @@ pub(crate) unsafe fn tile_rows<T: Element, S: Simd<T>, P: Pre<T, S>>(
             }
         }
         r0 += k;
+    }
+}
+
+/// Transposes rows `r0..r0 + k` (`k <= LANES`) of the `cols`-wide matrix at `src` into the
+/// column-major `scratch` (`scratch[j * LANES + r] = x[r0 + r, j]`); the lanes of absent rows are 0.
+///
+/// # Safety
+/// The rows are in bounds and not written by anyone else meanwhile.
+#[inline(always)]
+pub(crate) unsafe fn load_tile<T: Element, S: Simd<T>>(
+    s: S,
+    src: SendPtr<T>,
+    r0: usize,
+    k: usize,
+    cols: usize,
+    scratch: &mut [T],
+) {
+    let l = S::LANES;
+    let tile = src.slice(r0 * cols, k * cols);
+    if k == l {
+        s.tile_in(tile, cols, scratch);
+        return;
+    }
+    for (r, row) in tile.chunks_exact(cols).enumerate() {
+        for (j, &v) in row.iter().enumerate() {
+            scratch[j * l + r] = v;
+        }
+    }
+    for j in 0..cols {
+        scratch[j * l + k..(j + 1) * l].fill(T::ZERO);
+    }
+}
+
+/// The inverse of [`load_tile`]: rows `r0..r0 + k` of the `cols`-wide matrix at `dst` from the
+/// column-major `scratch`.
+///
+/// # Safety
+/// The rows are in bounds and belong to the caller's task.
+#[inline(always)]
+pub(crate) unsafe fn store_tile<T: Element, S: Simd<T>>(
+    s: S,
+    scratch: &[T],
+    dst: SendPtr<T>,
+    r0: usize,
+    k: usize,
+    cols: usize,
+) {
+    let l = S::LANES;
+    let out = std::slice::from_raw_parts_mut(dst.0.add(r0 * cols), k * cols);
+    if k == l {
+        s.tile_out(scratch, cols, out);
+        return;
+    }
+    for (r, row) in out.chunks_exact_mut(cols).enumerate() {
+        for (j, v) in row.iter_mut().enumerate() {
+            *v = scratch[j * l + r];
+        }
     }
 }
 
