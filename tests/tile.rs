@@ -3,7 +3,9 @@
 //! is the first width past the tile path), with ignored rows, special values at every position of
 //! a row, every reduction, and row counts that are not a multiple of any vector width.
 
+use fastsoftmax::kernels::cross_entropy::Logits;
 use fastsoftmax::simd::{Backend, Element, Isa, Simd, WithSimd};
+use fastsoftmax::{cross_entropy, Buf, CeOptions, Reduction, Target};
 
 /// `tile_in` then `tile_out` of one full tile of `cols` columns.
 struct TransposeJob<'a, T> {
@@ -64,5 +66,226 @@ fn transposes_every_width_on_every_backend() {
     for b in Backend::supported() {
         check_transpose::<f32>(b);
         check_transpose::<f64>(b);
+    }
+}
+
+/// A small deterministic generator (xorshift64*), so the Rust tests need no crates.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> f64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// Hard-label cross-entropy in float64, straight from the formula (PyTorch's semantics): per-row
+/// losses (0 for ignored rows), the reduced loss, and the gradient of the reduced loss.
+struct Reference {
+    losses: Vec<f64>,
+    total: f64,
+    grad: Vec<f64>,
+}
+
+fn reference(
+    x: &[f64],
+    y: &[i64],
+    cols: usize,
+    w: Option<&[f64]>,
+    eps: f64,
+    z: f64,
+    red: Reduction,
+) -> Reference {
+    let wt = |c: usize| w.map_or(1.0, |w| w[c]);
+    let w_total: f64 = (0..cols).map(wt).sum();
+    let counted: Vec<usize> = (0..y.len()).filter(|&r| y[r] != IGNORE).collect();
+    let den: f64 = counted.iter().map(|&r| wt(y[r] as usize)).sum();
+    let (r_main, r_z) = match red {
+        Reduction::Mean if counted.is_empty() => (0.0, 0.0),
+        Reduction::Mean => (1.0 / den, 1.0 / counted.len() as f64),
+        _ => (1.0, 1.0),
+    };
+    let (mut losses, mut grad) = (vec![0.0; y.len()], vec![0.0; x.len()]);
+    let (mut main_sum, mut z_sum) = (0.0, 0.0);
+    for &r in &counted {
+        let row = &x[r * cols..(r + 1) * cols];
+        let m = row.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let lse = m + row.iter().map(|v| (v - m).exp()).sum::<f64>().ln();
+        let yy = y[r] as usize;
+        let lin: f64 = (0..cols).map(|c| wt(c) * (row[c] - m)).sum();
+        let main = wt(yy) * (1.0 - eps) * (lse - row[yy])
+            + eps / cols as f64 * (w_total * (lse - m) - lin);
+        losses[r] = main + z * lse * lse;
+        main_sum += main;
+        z_sum += z * lse * lse;
+        for c in 0..cols {
+            let p = (row[c] - lse).exp();
+            let mut g = r_main
+                * (p * (wt(yy) * (1.0 - eps) + eps * w_total / cols as f64)
+                    - eps / cols as f64 * wt(c));
+            if c == yy {
+                g -= r_main * wt(yy) * (1.0 - eps);
+            }
+            grad[r * cols + c] = g + r_z * 2.0 * z * lse * p;
+        }
+    }
+    let total = main_sum * r_main + z_sum * r_z;
+    Reference {
+        losses,
+        total,
+        grad,
+    }
+}
+
+const IGNORE: i64 = -100;
+
+/// The bound of docs/api.md §4 for `T`: float32 absolute 2e-6 (times max(1, |reference|)),
+/// float64 1e-14.
+fn tol<T: Element>() -> f64 {
+    if std::mem::size_of::<T>() == 4 {
+        2e-6
+    } else {
+        1e-14
+    }
+}
+
+fn check_ce<T: Element>(b: Backend, rng: &mut Rng, cols: usize, rows: usize) {
+    let x64: Vec<f64> = (0..rows * cols)
+        .map(|_| (rng.next() - 0.5) * 12.0)
+        .collect();
+    let x: Vec<T> = x64.iter().map(|&v| T::from_f64(v)).collect();
+    let x64: Vec<f64> = x.iter().map(|v| v.to_f64()).collect();
+    let y: Vec<i64> = (0..rows)
+        .map(|_| {
+            if rng.next() < 0.2 {
+                IGNORE
+            } else {
+                (rng.next() * cols as f64) as i64
+            }
+        })
+        .collect();
+    let w64: Vec<f64> = (0..cols)
+        .map(|_| T::from_f64(0.25 + rng.next() * 2.0).to_f64())
+        .collect();
+    let w: Vec<T> = w64.iter().map(|&v| T::from_f64(v)).collect();
+    let t = tol::<T>();
+    for (weighted, eps, z) in [
+        (false, 0.0, 0.0),
+        (true, 0.0, 0.0),
+        (false, 0.15, 0.0),
+        (true, 0.1, 1e-3),
+        (false, 0.0, 1e-2),
+    ] {
+        for red in [Reduction::Mean, Reduction::Sum, Reduction::None] {
+            let opts = CeOptions {
+                weight: if weighted { Some(&w[..]) } else { None },
+                label_smoothing: eps,
+                z_loss: z,
+                reduction: red,
+                ignore_index: IGNORE,
+                ..CeOptions::default()
+            };
+            let want = reference(
+                &x64,
+                &y,
+                cols,
+                if weighted { Some(&w64[..]) } else { None },
+                eps,
+                z,
+                red,
+            );
+            let ctx = format!(
+                "{b:?} {} cols={cols} rows={rows} w={weighted} eps={eps} z={z} {red:?}",
+                std::any::type_name::<T>()
+            );
+            let (mut losses, mut grad) = (vec![T::NAN; rows], vec![T::NAN; rows * cols]);
+            let total = cross_entropy(
+                b,
+                Logits::Grad(Buf::Separate {
+                    x: &x,
+                    out: &mut grad,
+                }),
+                rows,
+                cols,
+                Target::Hard(&y),
+                &opts,
+                Some(&mut losses),
+            )
+            .unwrap();
+            let close = |a: f64, e: f64| (a - e).abs() <= t * e.abs().max(1.0);
+            assert!(
+                close(total, want.total),
+                "{ctx}: loss {total} vs {}",
+                want.total
+            );
+            if red == Reduction::None {
+                for (r, (a, e)) in losses.iter().zip(&want.losses).enumerate() {
+                    assert!(close(a.to_f64(), *e), "{ctx}: row {r} loss {a:?} vs {e}");
+                }
+            }
+            let scale = want
+                .grad
+                .iter()
+                .fold(0f64, |a, g| a.max(g.abs()))
+                .max(f64::MIN_POSITIVE);
+            for (i, (a, e)) in grad.iter().zip(&want.grad).enumerate() {
+                assert!(
+                    (a.to_f64() - e).abs() <= 8.0 * t * scale,
+                    "{ctx}: grad[{i}] {a:?} vs {e}"
+                );
+            }
+            // Loss only, and the gradient written over the logits: the same numbers.
+            let read = cross_entropy(
+                b,
+                Logits::Read(&x),
+                rows,
+                cols,
+                Target::Hard(&y),
+                &opts,
+                Some(&mut losses),
+            )
+            .unwrap();
+            assert_eq!(read.to_bits(), total.to_bits(), "{ctx}: loss-only differs");
+            let mut inp = x.clone();
+            let inplace = cross_entropy(
+                b,
+                Logits::Grad(Buf::InPlace(&mut inp)),
+                rows,
+                cols,
+                Target::Hard(&y),
+                &opts,
+                Some(&mut losses),
+            )
+            .unwrap();
+            assert_eq!(
+                inplace.to_bits(),
+                total.to_bits(),
+                "{ctx}: in-place loss differs"
+            );
+            assert!(
+                inp.iter()
+                    .zip(&grad)
+                    .all(|(a, g)| a.to_f64().to_bits() == g.to_f64().to_bits()),
+                "{ctx}: in-place gradient differs"
+            );
+        }
+    }
+}
+
+#[test]
+fn cross_entropy_every_tiny_width_matches_reference_on_every_backend() {
+    let mut rng = Rng(0x5DEE_CE66_D1CE_4E5B);
+    for b in Backend::supported() {
+        for cols in 1..=65 {
+            // 37 rows: two full tiles of 16 and a partial one (four of 8 and a partial one in f64).
+            check_ce::<f32>(b, &mut rng, cols, 37);
+            check_ce::<f64>(b, &mut rng, cols, 37);
+        }
+        // Fewer rows than one tile; one full tile exactly.
+        for rows in [1, 5, 16] {
+            check_ce::<f32>(b, &mut rng, 10, rows);
+            check_ce::<f64>(b, &mut rng, 10, rows);
+        }
     }
 }

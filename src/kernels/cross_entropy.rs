@@ -18,6 +18,8 @@ use std::ops::Range;
 
 use super::driver::{self, Rows};
 
+mod tile;
+
 use super::row::{finish_lse, map_row, max_sum, Acc, One, Pre, SoftCap, BLOCK};
 use super::{Buf, SendPtr};
 use crate::simd::{Backend, Element, Simd};
@@ -132,7 +134,11 @@ pub fn cross_entropy<T: Element>(
         plan: &plan,
     };
     // Rows are never split across threads here: each row's loss and gradient come from one pass.
-    let parts = driver::map_rows(backend, &k, rows, cols);
+    let parts = if k.tiles() {
+        driver::map_tiles(backend, &tile::Tiled(&k), rows, cols)
+    } else {
+        driver::map_rows(backend, &k, rows, cols)
+    };
     let (mut main, mut z) = (Acc::default(), Acc::default());
     for (m, zz) in parts {
         main.add(m);

@@ -1,0 +1,201 @@
+//! Hard-label cross-entropy on tiles of tiny rows (`cols <= SMALL_COLS`, e.g. 1,000,000 × 10): a
+//! tile of `LANES` rows is transposed so a vector holds one column ([`crate::kernels::tile`]), and
+//! every per-row quantity of the row path (max, sum, the label's logit, the loss, the gradient's
+//! coefficients) becomes a lane-wise vector operation. Same formulas as the row path, in `T` per
+//! row instead of float64 (within docs/api.md §4's bounds), summed over rows in float64.
+//!
+//! Declined here (the row path takes them): soft labels, and the soft cap, whose float32 loss the
+//! row path recomputes in float64 row by row.
+
+use std::ops::Range;
+
+use super::{CeRows, Target};
+use crate::kernels::driver::Rows;
+use crate::kernels::row::{Acc, MAX_LANES};
+use crate::kernels::tile::{load_tile, store_tile, SMALL_COLS};
+use crate::simd::{Element, Simd};
+
+/// The tile path of [`CeRows`] as whole-row work for the driver.
+pub(super) struct Tiled<'a, 'b, T>(pub &'a CeRows<'b, T>);
+
+impl<T: Element> Rows<T> for Tiled<'_, '_, T> {
+    type Out = (f64, f64);
+    #[inline(always)]
+    fn rows<S: Simd<T>>(&self, s: S, rows: Range<usize>) -> (f64, f64) {
+        self.0.tile(s, rows)
+    }
+}
+
+impl<T: Element> CeRows<'_, T> {
+    /// Whether these rows take the tile path.
+    pub(super) fn tiles(&self) -> bool {
+        self.cols <= SMALL_COLS
+            && matches!(self.target, Target::Hard(_))
+            && self.opts.softcap.is_none()
+    }
+
+    /// Rows `rows` on the tile path: `(Σ main term, Σ z term)` over them, unscaled.
+    #[inline(always)]
+    pub(super) fn tile<S: Simd<T>>(&self, s: S, rows: Range<usize>) -> (f64, f64) {
+        let Target::Hard(labels) = self.target else {
+            unreachable!("the tile path takes hard labels only")
+        };
+        let (l, cols, opts, plan) = (S::LANES, self.cols, self.opts, self.plan);
+        let eps = opts.label_smoothing;
+        let inv_c = 1.0 / cols as f64;
+        let weight = |c: usize| opts.weight.map_or(1.0, |w| w[c].to_f64());
+        // Per class: its weight, and `w_c·bw` (the smoothing's share of the gradient), in `T`
+        // as the row path rounds them.
+        let bw = T::from_f64(plan.r_main * eps * inv_c);
+        let (mut w_col, mut wbw) = ([T::ONE; SMALL_COLS], [T::ZERO; SMALL_COLS]);
+        for c in 0..cols {
+            w_col[c] = T::from_f64(weight(c));
+            wbw[c] = w_col[c] * bw;
+        }
+        let splat = |v: f64| s.splat(T::from_f64(v));
+        let (zero, one) = (s.splat(T::ZERO), s.splat(T::ONE));
+        let (one_m_eps, smooth) = (splat(1.0 - eps), splat(eps * inv_c));
+        let (w_total, r_main, z2) = (
+            splat(plan.w_total),
+            splat(plan.r_main),
+            splat(plan.r_z * 2.0 * opts.z_loss),
+        );
+        // The part of the label-independent gradient coefficient `a` that smoothing adds.
+        let a_smooth = splat(plan.r_main * eps * plan.w_total * inv_c);
+        let z = splat(opts.z_loss);
+        let mut scratch = [T::ZERO; SMALL_COLS * MAX_LANES];
+        let scratch = &mut scratch[..cols * l];
+        let mut sums = LaneSums::default();
+        let mut r0 = rows.start;
+        while r0 < rows.end {
+            let k = l.min(rows.end - r0);
+            // SAFETY: the driver hands rows `r0..r0 + k` to this task alone.
+            unsafe { load_tile(s, self.src, r0, k, cols, scratch) };
+            // Per lane: the label as `T` (-1 for ignored and absent rows, which then match no
+            // column), 1 for a counted row, the label's weight.
+            let (mut yb, mut keepb, mut wyb) = (
+                [-T::ONE; MAX_LANES],
+                [T::ZERO; MAX_LANES],
+                [T::ZERO; MAX_LANES],
+            );
+            for r in 0..k {
+                let y = labels[r0 + r];
+                if y != opts.ignore_index {
+                    (yb[r], keepb[r], wyb[r]) = (T::from_f64(y as f64), T::ONE, w_col[y as usize]);
+                }
+            }
+            let (yv, keep, wy) = (s.load(&yb), s.load(&keepb), s.load(&wyb));
+            let mut m = s.splat(T::NEG_INFINITY);
+            for col in scratch.chunks_exact(l) {
+                m = s.max(m, s.load(col));
+            }
+            // An all -inf, +inf or NaN row makes `d` NaN somewhere, hence NaN sums: the row path's
+            // NaN loss and gradient.
+            let neg_m = s.sub(zero, m);
+            let (mut sum, mut not_y, mut d_y, mut e_y) = (zero, zero, zero, zero);
+            let (mut wo, mut rest, mut n_max) = (zero, zero, zero);
+            for (j, col) in scratch.chunks_exact_mut(l).enumerate() {
+                let d = s.add(s.load(col), neg_m);
+                let e = s.exp(d);
+                sum = s.add(sum, e);
+                let jv = s.splat(T::from_f64(j as f64));
+                not_y = s.add(not_y, s.select_eq(yv, jv, zero, e));
+                d_y = s.select_eq(yv, jv, d, d_y);
+                e_y = s.select_eq(yv, jv, e, e_y);
+                if eps > 0.0 && w_col[j] != T::ZERO {
+                    // Σ w·(o - m); a zero weight adds 0 even on a -inf logit, as in the row path.
+                    wo = s.mul_add(s.splat(w_col[j]), d, wo);
+                }
+                if T::REFINE_LSE {
+                    // The sum without one copy of its largest term (exactly 1), for `log1p`.
+                    rest = s.add(rest, s.select_eq(d, zero, zero, e));
+                    n_max = s.add(n_max, s.select_eq(d, zero, one, zero));
+                }
+                if self.dst.is_some() {
+                    s.store(col, e);
+                }
+            }
+            let log_sum = if T::REFINE_LSE {
+                log1p(s, s.add(rest, s.sub(n_max, one)))
+            } else {
+                s.ln(sum)
+            };
+            let lse = s.sub(log_sum, neg_m);
+            // main = w_y(1-ε)·(lse - o_y) [0 when the factor is 0] + ε/C·(W·log_sum - Σ w(o - m)).
+            let c_y = s.mul(wy, one_m_eps);
+            let mut main = s.select_eq(c_y, zero, zero, s.mul(c_y, s.sub(log_sum, d_y)));
+            if eps > 0.0 {
+                main = s.add(main, s.mul(smooth, s.sub(s.mul(w_total, log_sum), wo)));
+            }
+            let main = s.select_eq(keep, zero, zero, main);
+            let z_term = s.select_eq(keep, zero, zero, s.mul(z, s.mul(lse, lse)));
+            sums.add(s, main, z_term);
+            if let Some(losses) = self.losses {
+                let mut buf = [T::ZERO; MAX_LANES];
+                s.store(&mut buf, s.add(main, z_term));
+                // SAFETY: rows `r0..r0 + k` of the losses belong to this task.
+                unsafe { losses.add(r0).slice_mut(k) }.copy_from_slice(&buf[..k]);
+            }
+            if let Some(dst) = self.dst {
+                // g = e·a/Σe - w·bw, with a = r·(w_y(1-ε) + εW/C) + 2z'·lse; at the label
+                // `p_y·a - k` (k = r·w_y(1-ε)) is formed as `p_y·(a - k) - k·(1 - p_y)` with
+                // `1 - p_y = Σ_{c≠y} e / Σe`: no cancellation when p_y ≈ 1.
+                let inv_sum = s.recip(sum);
+                let a_rest = s.mul_add(z2, lse, a_smooth);
+                let k_y = s.mul(r_main, c_y);
+                let a_inv = s.mul(s.add(k_y, a_rest), inv_sum);
+                let at_y = s.mul(s.sub(s.mul(e_y, a_rest), s.mul(k_y, not_y)), inv_sum);
+                for (j, col) in scratch.chunks_exact_mut(l).enumerate() {
+                    let mut g = s.sub(s.mul(s.load(col), a_inv), s.splat(wbw[j]));
+                    let jv = s.splat(T::from_f64(j as f64));
+                    g = s.select_eq(yv, jv, s.sub(at_y, s.splat(wbw[j])), g);
+                    s.store(col, s.select_eq(keep, zero, zero, g));
+                }
+                // SAFETY: as for `load_tile`; `src` may equal `dst`, and the tile is read already.
+                unsafe { store_tile(s, scratch, dst, r0, k, cols) };
+            }
+            r0 += k;
+        }
+        sums.value(l)
+    }
+}
+
+/// `log(1 + x)` lane-wise for `x >= 0` (or NaN), to a few ulp: `log(u)·x/(u - 1)` with `u = 1 + x`
+/// rounded, which cancels `u`'s rounding error (Goldberg); `x` itself where `u` rounds to 1.
+#[inline(always)]
+fn log1p<T: Element, S: Simd<T>>(s: S, x: S::V) -> S::V {
+    let one = s.splat(T::ONE);
+    let u = s.add(one, x);
+    let den = s.sub(u, one);
+    s.select_eq(den, s.splat(T::ZERO), x, s.div(s.mul(s.ln(u), x), den))
+}
+
+/// Per-lane compensated float64 sums of the main and z terms (lane `r` sums rows `r mod LANES`),
+/// added up lane by lane at the end.
+#[derive(Default)]
+struct LaneSums {
+    main: [Acc; MAX_LANES],
+    z: [Acc; MAX_LANES],
+}
+
+impl LaneSums {
+    #[inline(always)]
+    fn add<T: Element, S: Simd<T>>(&mut self, s: S, main: S::V, z: S::V) {
+        let (mut mb, mut zb) = ([T::ZERO; MAX_LANES], [T::ZERO; MAX_LANES]);
+        s.store(&mut mb, main);
+        s.store(&mut zb, z);
+        for r in 0..S::LANES {
+            self.main[r].add(mb[r].to_f64());
+            self.z[r].add(zb[r].to_f64());
+        }
+    }
+
+    fn value(&self, lanes: usize) -> (f64, f64) {
+        let (mut main, mut z) = (Acc::default(), Acc::default());
+        for r in 0..lanes {
+            main.add(self.main[r].value());
+            z.add(self.z[r].value());
+        }
+        (main.value(), z.value())
+    }
+}
