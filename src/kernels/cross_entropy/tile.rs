@@ -128,7 +128,9 @@ impl<T: Element> CeRows<'_, T> {
                 main = s.add(main, s.mul(smooth, s.sub(s.mul(w_total, log_sum), wo)));
             }
             let main = s.select_eq(keep, zero, zero, main);
-            let z_term = s.select_eq(keep, zero, zero, s.mul(z, s.mul(lse, lse)));
+            // (z·lse)·lse as the row path: z = 0 gives 0 for a huge finite lse (lse² overflows
+            // float32) and NaN for an infinite or NaN one.
+            let z_term = s.select_eq(keep, zero, zero, s.mul(s.mul(z, lse), lse));
             sums.add(s, main, z_term);
             if let Some(losses) = self.losses {
                 let mut buf = [T::ZERO; MAX_LANES];
@@ -197,5 +199,139 @@ impl LaneSums {
             z.add(self.z[r].value());
         }
         (main.value(), z.value())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{CeOptions, CeRows, Plan, Reduction, Target};
+    use super::Tiled;
+    use crate::kernels::driver;
+    use crate::kernels::testing::data;
+    use crate::kernels::SendPtr;
+    use crate::simd::{Backend, Element};
+
+    /// Per-row losses, the gradient and the unscaled `(Σ main, Σ z)` of one path.
+    type Run<T> = (Vec<T>, Vec<T>, f64, f64);
+
+    fn run<T: Element>(
+        b: Backend,
+        x: &[T],
+        y: &[i64],
+        cols: usize,
+        opts: &CeOptions<'_, T>,
+        tiled: bool,
+    ) -> Run<T> {
+        let rows = y.len();
+        let (mut losses, mut grad) = (vec![T::NAN; rows], vec![T::NAN; x.len()]);
+        let target = Target::Hard(y);
+        let plan = Plan::new(rows, cols, target, opts).unwrap();
+        let k = CeRows {
+            backend: b,
+            src: SendPtr(x.as_ptr() as *mut T),
+            dst: Some(SendPtr(grad.as_mut_ptr())),
+            losses: Some(SendPtr(losses.as_mut_ptr())),
+            cols,
+            target,
+            opts,
+            plan: &plan,
+        };
+        assert!(k.tiles());
+        let parts = if tiled {
+            driver::map_tiles(b, &Tiled(&k), rows, cols)
+        } else {
+            driver::map_rows(b, &k, rows, cols)
+        };
+        let main: f64 = parts.iter().map(|p| p.0).sum();
+        let z: f64 = parts.iter().map(|p| p.1).sum();
+        (losses, grad, main, z)
+    }
+
+    /// Same NaN and infinities; finite values within `bound`.
+    fn same(a: f64, b: f64, bound: f64) -> bool {
+        (a.is_nan() && b.is_nan()) || a == b || (a.is_finite() && (a - b).abs() <= bound)
+    }
+
+    fn compare<T: Element>(b: Backend, x: &[T], y: &[i64], cols: usize, opts: &CeOptions<'_, T>) {
+        let tol = if std::mem::size_of::<T>() == 4 {
+            2e-6
+        } else {
+            1e-14
+        };
+        let (tl, tg, tm, tz) = run(b, x, y, cols, opts, true);
+        let (rl, rg, rm, rz) = run(b, x, y, cols, opts, false);
+        let ctx = format!("{b:?} {} cols={cols}", std::any::type_name::<T>());
+        for (r, (t, w)) in tl.iter().zip(&rl).enumerate() {
+            let (t, w) = (t.to_f64(), w.to_f64());
+            assert!(
+                same(t, w, tol * w.abs().max(1.0)),
+                "{ctx} row {r}: loss {t} vs row path {w}"
+            );
+        }
+        let scale = rg.iter().fold(0f64, |a, g| match g.to_f64() {
+            g if g.is_finite() => a.max(g.abs()),
+            _ => a,
+        });
+        for (i, (t, w)) in tg.iter().zip(&rg).enumerate() {
+            let (t, w) = (t.to_f64(), w.to_f64());
+            assert!(
+                same(t, w, 8.0 * tol * scale),
+                "{ctx} grad[{i}]: {t} vs row path {w}"
+            );
+        }
+        // The reduced loss (the z sum alone may differ where the main sum is NaN: an all -inf
+        // row's z term is +inf on the row path, NaN here).
+        let (t, w) = (tm + tz, rm + rz);
+        assert!(same(t, w, tol * w.abs().max(1.0)), "{ctx}: Σ {t} vs {w}");
+    }
+
+    /// NaN, ±inf and huge values at every position of a tiny row (row `r` has one at `r % cols`,
+    /// its label walks over the columns), some rows ignored, some all `-inf`: the tile path gives
+    /// the row path's losses, gradients and sums on every backend.
+    fn special_values<T: Element>(b: Backend) {
+        for cols in 1..=64 {
+            let rows = 2 * cols + 5;
+            let base = data(rows * cols, cols as u64, 4.0);
+            let y: Vec<i64> = (0..rows)
+                .map(|r| {
+                    if r % 7 == 3 {
+                        -100
+                    } else {
+                        ((r / cols + r) % cols) as i64
+                    }
+                })
+                .collect();
+            let w: Vec<T> = (0..cols)
+                .map(|c| T::from_f64(0.5 + (c % 3) as f64))
+                .collect();
+            for special in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, 1e30, -1e30] {
+                let mut x: Vec<T> = base.iter().map(|&v| T::from_f64(v)).collect();
+                for r in 0..rows {
+                    x[r * cols + r % cols] = T::from_f64(special);
+                }
+                // One row all -inf, one with -inf everywhere but its label.
+                x[..cols].fill(T::NEG_INFINITY);
+                x[cols..2 * cols].fill(T::NEG_INFINITY);
+                x[cols + y[1] as usize] = T::ONE;
+                for (weight, eps, z) in [(None, 0.0, 0.0), (Some(&w[..]), 0.2, 1e-3)] {
+                    let opts = CeOptions {
+                        weight,
+                        label_smoothing: eps,
+                        z_loss: z,
+                        reduction: Reduction::None,
+                        ..CeOptions::default()
+                    };
+                    compare(b, &x, &y, cols, &opts);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn special_values_match_the_row_path() {
+        for b in Backend::supported() {
+            special_values::<f32>(b);
+            special_values::<f64>(b);
+        }
     }
 }
