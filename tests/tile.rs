@@ -21,8 +21,10 @@ impl<T: Element> WithSimd for TransposeJob<'_, T> {
         let s = T::simd(s);
         let l = <T::Simd<S> as Simd<T>>::LANES;
         let tile = &self.tile[..l * self.cols];
-        // One spare vector past the end: neither transpose may write it.
-        self.columns.resize(l * (self.cols + 1), T::NAN);
+        // The columns rounded up to whole blocks, and one spare vector past them that neither
+        // transpose may write.
+        self.columns
+            .resize(l * (self.cols.next_multiple_of(l) + 1), T::NAN);
         s.tile_in(tile, self.cols, self.columns);
         self.back.resize(l * self.cols, T::NAN);
         s.tile_out(self.columns, self.cols, self.back);
@@ -49,9 +51,10 @@ fn check_transpose<T: Element>(b: Backend) {
                 );
             }
         }
+        let end = l * cols.next_multiple_of(l);
         assert!(
-            columns[l * cols..].iter().all(|v| v.is_nan()),
-            "{b:?} cols={cols}: wrote past the tile"
+            columns[end..].iter().all(|v| v.is_nan()),
+            "{b:?} cols={cols}: wrote past the blocks"
         );
         assert_eq!(
             &back[..],

@@ -222,10 +222,17 @@ impl Plan {
                             classes: cols,
                         });
                     }
-                    den.add(weight_of(y as usize));
+                    if opts.weight.is_some() {
+                        den.add(weight_of(y as usize));
+                    }
                     counted += 1;
                 }
-                (den.value(), counted)
+                // Without weights the denominator is the count, exactly.
+                let den = match opts.weight {
+                    Some(_) => den.value(),
+                    None => counted as f64,
+                };
+                (den, counted)
             }
             Target::Soft(q) => {
                 if q.len() != rows * cols {

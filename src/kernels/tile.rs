@@ -41,12 +41,12 @@ pub(crate) unsafe fn tile_rows<T: Element, S: Simd<T>, P: Pre<T, S>>(
 ) {
     let l = S::LANES;
     debug_assert!(cols <= SMALL_COLS && cols > 0);
-    let mut scratch = [T::ZERO; SMALL_COLS * MAX_LANES];
-    let scratch = &mut scratch[..cols * l];
+    let mut buf = [T::ZERO; SMALL_COLS * MAX_LANES];
     let mut r0 = rows.start;
     while r0 < rows.end {
         let k = l.min(rows.end - r0);
-        load_tile(s, src, r0, k, cols, scratch);
+        load_tile(s, src, r0, k, cols, &mut buf);
+        let scratch = &mut buf[..cols * l];
         let mut m = s.splat(T::NEG_INFINITY);
         for col in scratch.chunks_exact(l) {
             m = s.max(m, p.apply(s, s.load(col)));
@@ -81,7 +81,7 @@ pub(crate) unsafe fn tile_rows<T: Element, S: Simd<T>, P: Pre<T, S>>(
                         s.store(col, s.sub(d, log_sum));
                     }
                 }
-                store_tile(s, scratch, dst, r0, k, cols);
+                store_tile(s, &buf, dst, r0, k, cols);
             }
             TileOp::Lse { unscale } => {
                 let lse = s.add(m, s.ln(sum));
@@ -112,7 +112,8 @@ pub(crate) unsafe fn tile_rows<T: Element, S: Simd<T>, P: Pre<T, S>>(
 }
 
 /// Transposes rows `r0..r0 + k` (`k <= LANES`) of the `cols`-wide matrix at `src` into the
-/// column-major `scratch` (`scratch[j * LANES + r] = x[r0 + r, j]`); the lanes of absent rows are 0.
+/// column-major `scratch` (`scratch[j * LANES + r] = x[r0 + r, j]`; `SMALL_COLS * MAX_LANES`
+/// elements, room for the padding columns of [`Simd::tile_in`]); the lanes of absent rows are 0.
 ///
 /// # Safety
 /// The rows are in bounds and not written by anyone else meanwhile.
@@ -142,7 +143,7 @@ pub(crate) unsafe fn load_tile<T: Element, S: Simd<T>>(
 }
 
 /// The inverse of [`load_tile`]: rows `r0..r0 + k` of the `cols`-wide matrix at `dst` from the
-/// column-major `scratch`.
+/// column-major `scratch` (the whole buffer [`load_tile`] filled).
 ///
 /// # Safety
 /// The rows are in bounds and belong to the caller's task.

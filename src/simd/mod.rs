@@ -250,8 +250,9 @@ pub unsafe trait Simd<T: Element>: Copy + Send + Sync + 'static {
     }
     /// A tile of `LANES` rows of `cols` elements (row-major, `tile.len() == LANES * cols`) turned
     /// into columns: `out[j * LANES + r] = tile[r * cols + j]`, so one vector holds one column.
-    /// Panics if `out` holds fewer than `LANES * cols` elements. In registers, block by block, on
-    /// backends that transpose; through strided (gather) loads on the others.
+    /// In registers, `LANES` columns at a time, on backends that transpose: `out` must then hold
+    /// `cols` rounded up to a multiple of `LANES` columns (the columns past `cols` get
+    /// unspecified values); through strided (gather) loads on the others. Panics if `out` is short.
     #[inline(always)]
     fn tile_in(self, tile: &[T], cols: usize, out: &mut [T]) {
         let l = Self::LANES;
@@ -262,6 +263,9 @@ pub unsafe trait Simd<T: Element>: Copy + Send + Sync + 'static {
             }
             return;
         }
+        assert!(out.len() >= l * cols.next_multiple_of(l));
+        // Whole blocks of `LANES` vectors, every loop over them of constant length, so the block
+        // stays in registers.
         let mut v = [self.splat(T::ZERO); MAX_LANES];
         for b in (0..cols).step_by(l) {
             let w = l.min(cols - b);
@@ -274,12 +278,13 @@ pub unsafe trait Simd<T: Element>: Copy + Send + Sync + 'static {
                 };
             }
             self.transpose(&mut v);
-            for (j, vj) in v[..w].iter().enumerate() {
-                self.store(&mut out[(b + j) * l..(b + j + 1) * l], *vj);
+            for (j, vj) in v[..l].iter().enumerate() {
+                self.store(&mut out[(b + j) * l..], *vj);
             }
         }
     }
-    /// The inverse of [`Simd::tile_in`]: `tile[r * cols + j] = cols_in[j * LANES + r]`.
+    /// The inverse of [`Simd::tile_in`]: `tile[r * cols + j] = cols_in[j * LANES + r]`, with
+    /// `cols_in` as long as `tile_in`'s `out` (its padding columns are read but not used).
     #[inline(always)]
     fn tile_out(self, cols_in: &[T], cols: usize, tile: &mut [T]) {
         let l = Self::LANES;
@@ -290,11 +295,12 @@ pub unsafe trait Simd<T: Element>: Copy + Send + Sync + 'static {
             }
             return;
         }
+        assert!(cols_in.len() >= l * cols.next_multiple_of(l));
         let mut v = [self.splat(T::ZERO); MAX_LANES];
         for b in (0..cols).step_by(l) {
             let w = l.min(cols - b);
-            for (j, vj) in v[..w].iter_mut().enumerate() {
-                *vj = self.load(&cols_in[(b + j) * l..(b + j + 1) * l]);
+            for (j, vj) in v[..l].iter_mut().enumerate() {
+                *vj = self.load(&cols_in[(b + j) * l..]);
             }
             self.transpose(&mut v);
             for (r, vr) in v[..l].iter().enumerate() {

@@ -63,14 +63,14 @@ impl<T: Element> CeRows<'_, T> {
         // The part of the label-independent gradient coefficient `a` that smoothing adds.
         let a_smooth = splat(plan.r_main * eps * plan.w_total * inv_c);
         let z = splat(opts.z_loss);
-        let mut scratch = [T::ZERO; SMALL_COLS * MAX_LANES];
-        let scratch = &mut scratch[..cols * l];
+        let mut buf = [T::ZERO; SMALL_COLS * MAX_LANES];
         let mut sums = LaneSums::default();
         let mut r0 = rows.start;
         while r0 < rows.end {
             let k = l.min(rows.end - r0);
             // SAFETY: the driver hands rows `r0..r0 + k` to this task alone.
-            unsafe { load_tile(s, self.src, r0, k, cols, scratch) };
+            unsafe { load_tile(s, self.src, r0, k, cols, &mut buf) };
+            let scratch = &mut buf[..cols * l];
             // Per lane: the label as `T` (-1 for ignored and absent rows, which then match no
             // column), 1 for a counted row, the label's weight.
             let (mut yb, mut keepb, mut wyb) = (
@@ -78,10 +78,14 @@ impl<T: Element> CeRows<'_, T> {
                 [T::ZERO; MAX_LANES],
                 [T::ZERO; MAX_LANES],
             );
+            // Whether a row of the tile is ignored (its gradient is then zeroed).
+            let mut masked = false;
             for r in 0..k {
                 let y = labels[r0 + r];
                 if y != opts.ignore_index {
                     (yb[r], keepb[r], wyb[r]) = (T::from_f64(y as f64), T::ONE, w_col[y as usize]);
+                } else {
+                    masked = true;
                 }
             }
             let (yv, keep, wy) = (s.load(&yb), s.load(&keepb), s.load(&wyb));
@@ -94,11 +98,12 @@ impl<T: Element> CeRows<'_, T> {
             let neg_m = s.sub(zero, m);
             let (mut sum, mut not_y, mut d_y, mut e_y) = (zero, zero, zero, zero);
             let (mut wo, mut rest, mut n_max) = (zero, zero, zero);
+            // `jv`: the column's index in every lane, compared with the labels.
+            let mut jv = zero;
             for (j, col) in scratch.chunks_exact_mut(l).enumerate() {
                 let d = s.add(s.load(col), neg_m);
                 let e = s.exp(d);
                 sum = s.add(sum, e);
-                let jv = s.splat(T::from_f64(j as f64));
                 not_y = s.add(not_y, s.select_eq(yv, jv, zero, e));
                 d_y = s.select_eq(yv, jv, d, d_y);
                 e_y = s.select_eq(yv, jv, e, e_y);
@@ -114,6 +119,7 @@ impl<T: Element> CeRows<'_, T> {
                 if self.dst.is_some() {
                     s.store(col, e);
                 }
+                jv = s.add(jv, one);
             }
             let log_sum = if T::REFINE_LSE {
                 log1p(s, s.add(rest, s.sub(n_max, one)))
@@ -131,7 +137,12 @@ impl<T: Element> CeRows<'_, T> {
             // (z·lse)·lse as the row path: z = 0 gives 0 for a huge finite lse (lse² overflows
             // float32) and NaN for an infinite or NaN one.
             let z_term = s.select_eq(keep, zero, zero, s.mul(s.mul(z, lse), lse));
-            sums.add(s, main, z_term);
+            if opts.z_loss == 0.0 {
+                // The z term is then 0, or NaN where the loss is NaN already: one sum.
+                sums.add(s, s.add(main, z_term), None);
+            } else {
+                sums.add(s, main, Some(z_term));
+            }
             if let Some(losses) = self.losses {
                 let mut buf = [T::ZERO; MAX_LANES];
                 s.store(&mut buf, s.add(main, z_term));
@@ -147,18 +158,23 @@ impl<T: Element> CeRows<'_, T> {
                 let k_y = s.mul(r_main, c_y);
                 let a_inv = s.mul(s.add(k_y, a_rest), inv_sum);
                 let at_y = s.mul(s.sub(s.mul(e_y, a_rest), s.mul(k_y, not_y)), inv_sum);
+                let mut jv = zero;
                 for (j, col) in scratch.chunks_exact_mut(l).enumerate() {
-                    let mut g = s.sub(s.mul(s.load(col), a_inv), s.splat(wbw[j]));
-                    let jv = s.splat(T::from_f64(j as f64));
-                    g = s.select_eq(yv, jv, s.sub(at_y, s.splat(wbw[j])), g);
-                    s.store(col, s.select_eq(keep, zero, zero, g));
+                    let wbw = s.splat(wbw[j]);
+                    let mut g = s.sub(s.mul(s.load(col), a_inv), wbw);
+                    g = s.select_eq(yv, jv, s.sub(at_y, wbw), g);
+                    if masked {
+                        g = s.select_eq(keep, zero, zero, g);
+                    }
+                    s.store(col, g);
+                    jv = s.add(jv, one);
                 }
                 // SAFETY: as for `load_tile`; `src` may equal `dst`, and the tile is read already.
-                unsafe { store_tile(s, scratch, dst, r0, k, cols) };
+                unsafe { store_tile(s, &buf, dst, r0, k, cols) };
             }
             r0 += k;
         }
-        sums.value(l)
+        sums.value()
     }
 }
 
@@ -172,33 +188,56 @@ fn log1p<T: Element, S: Simd<T>>(s: S, x: S::V) -> S::V {
     s.select_eq(den, s.splat(T::ZERO), x, s.div(s.mul(s.ln(u), x), den))
 }
 
-/// Per-lane compensated float64 sums of the main and z terms (lane `r` sums rows `r mod LANES`),
-/// added up lane by lane at the end.
+/// Per-lane compensated (TwoSum) float64 sums of the main and z terms (lane `r` sums rows
+/// `r mod LANES`), branch-free so the lanes are added as vectors; added up lane by lane at the end.
 #[derive(Default)]
 struct LaneSums {
-    main: [Acc; MAX_LANES],
-    z: [Acc; MAX_LANES],
+    main: Lanes,
+    z: Lanes,
+}
+
+#[derive(Default)]
+struct Lanes {
+    sum: [f64; MAX_LANES],
+    comp: [f64; MAX_LANES],
+}
+
+impl Lanes {
+    #[inline(always)]
+    fn add<T: Element>(&mut self, v: &[T; MAX_LANES]) {
+        for r in 0..MAX_LANES {
+            let (a, b) = (self.sum[r], v[r].to_f64());
+            let t = a + b;
+            let bb = t - a;
+            self.comp[r] += (a - (t - bb)) + (b - bb);
+            self.sum[r] = t;
+        }
+    }
+
+    /// The lanes' total; an infinite or NaN lane sum stands as it is (its compensation is NaN).
+    fn value(&self) -> f64 {
+        let mut total = Acc::default();
+        for (s, c) in self.sum.iter().zip(&self.comp) {
+            total.add(if s.is_finite() { s + c } else { *s });
+        }
+        total.value()
+    }
 }
 
 impl LaneSums {
     #[inline(always)]
-    fn add<T: Element, S: Simd<T>>(&mut self, s: S, main: S::V, z: S::V) {
-        let (mut mb, mut zb) = ([T::ZERO; MAX_LANES], [T::ZERO; MAX_LANES]);
-        s.store(&mut mb, main);
-        s.store(&mut zb, z);
-        for r in 0..S::LANES {
-            self.main[r].add(mb[r].to_f64());
-            self.z[r].add(zb[r].to_f64());
+    fn add<T: Element, S: Simd<T>>(&mut self, s: S, main: S::V, z: Option<S::V>) {
+        let mut buf = [T::ZERO; MAX_LANES];
+        s.store(&mut buf, main);
+        self.main.add(&buf);
+        if let Some(z) = z {
+            s.store(&mut buf, z);
+            self.z.add(&buf);
         }
     }
 
-    fn value(&self, lanes: usize) -> (f64, f64) {
-        let (mut main, mut z) = (Acc::default(), Acc::default());
-        for r in 0..lanes {
-            main.add(self.main[r].value());
-            z.add(self.z[r].value());
-        }
-        (main.value(), z.value())
+    fn value(&self) -> (f64, f64) {
+        (self.main.value(), self.z.value())
     }
 }
 
