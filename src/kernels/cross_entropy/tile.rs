@@ -205,12 +205,12 @@ struct Lanes {
 impl Lanes {
     #[inline(always)]
     fn add<T: Element>(&mut self, v: &[T; MAX_LANES]) {
-        for r in 0..MAX_LANES {
-            let (a, b) = (self.sum[r], v[r].to_f64());
+        for ((sum, comp), v) in self.sum.iter_mut().zip(&mut self.comp).zip(v) {
+            let (a, b) = (*sum, v.to_f64());
             let t = a + b;
             let bb = t - a;
-            self.comp[r] += (a - (t - bb)) + (b - bb);
-            self.sum[r] = t;
+            *comp += (a - (t - bb)) + (b - bb);
+            *sum = t;
         }
     }
 
