@@ -85,6 +85,17 @@ pub(crate) unsafe fn tile_rows<T: Element, S: Simd<T>, P: Pre<T, S>>(
             }
             TileOp::Lse { unscale } => {
                 let lse = s.add(m, s.ln(sum));
+                // The common case as one vector store: a full tile, every maximum finite
+                // (`m - m == 0`), no refinement, no temperature to undo.
+                if k == l && !T::REFINE_LSE && unscale == 1.0 {
+                    let zero = s.splat(T::ZERO);
+                    let finite = s.select_eq(s.sub(m, m), zero, s.splat(T::ONE), zero);
+                    if s.reduce_sum(finite).to_f64() == l as f64 {
+                        s.store(dst.add(r0).slice_mut(l), lse);
+                        r0 += k;
+                        continue;
+                    }
+                }
                 let (mut mb, mut sb, mut lb) = (
                     [T::ZERO; MAX_LANES],
                     [T::ZERO; MAX_LANES],
