@@ -72,14 +72,14 @@ fn transposes_every_width_on_every_backend() {
     }
 }
 
-/// A small deterministic generator (xorshift64*), so the Rust tests need no crates.
+/// Reproducible uniforms in [0, 1): SplitMix64, so the test needs no crates.
 struct Rng(u64);
 impl Rng {
     fn next(&mut self) -> f64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let z = (self.0 ^ (self.0 >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        let z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        (z ^ (z >> 31)) as f64 * (1.0 / 18_446_744_073_709_551_616.0)
     }
 }
 
@@ -202,20 +202,13 @@ fn check_ce<T: Element>(b: Backend, rng: &mut Rng, cols: usize, rows: usize) {
                 "{b:?} {} cols={cols} rows={rows} w={weighted} eps={eps} z={z} {red:?}",
                 std::any::type_name::<T>()
             );
+            let run = |logits: Logits<'_, T>, losses: &mut [T]| {
+                let target = Target::Hard(&y);
+                cross_entropy(b, logits, rows, cols, target, &opts, Some(losses)).unwrap()
+            };
             let (mut losses, mut grad) = (vec![T::NAN; rows], vec![T::NAN; rows * cols]);
-            let total = cross_entropy(
-                b,
-                Logits::Grad(Buf::Separate {
-                    x: &x,
-                    out: &mut grad,
-                }),
-                rows,
-                cols,
-                Target::Hard(&y),
-                &opts,
-                Some(&mut losses),
-            )
-            .unwrap();
+            let out = &mut grad;
+            let total = run(Logits::Grad(Buf::Separate { x: &x, out }), &mut losses);
             let close = |a: f64, e: f64| (a - e).abs() <= t * e.abs().max(1.0);
             assert!(
                 close(total, want.total),
@@ -239,37 +232,24 @@ fn check_ce<T: Element>(b: Backend, rng: &mut Rng, cols: usize, rows: usize) {
                 );
             }
             // Loss only, and the gradient written over the logits: the same numbers.
-            let read = cross_entropy(
-                b,
-                Logits::Read(&x),
-                rows,
-                cols,
-                Target::Hard(&y),
-                &opts,
-                Some(&mut losses),
-            )
-            .unwrap();
+            let mut losses2 = vec![T::NAN; rows];
+            let read = run(Logits::Read(&x), &mut losses2);
             assert_eq!(read.to_bits(), total.to_bits(), "{ctx}: loss-only differs");
             let mut inp = x.clone();
-            let inplace = cross_entropy(
-                b,
-                Logits::Grad(Buf::InPlace(&mut inp)),
-                rows,
-                cols,
-                Target::Hard(&y),
-                &opts,
-                Some(&mut losses),
-            )
-            .unwrap();
+            let inplace = run(Logits::Grad(Buf::InPlace(&mut inp)), &mut losses2);
             assert_eq!(
                 inplace.to_bits(),
                 total.to_bits(),
                 "{ctx}: in-place loss differs"
             );
+            let bits = |v: &[T]| v.iter().map(|v| v.to_f64().to_bits()).collect::<Vec<_>>();
+            assert_eq!(
+                bits(&losses2),
+                bits(&losses),
+                "{ctx}: per-row losses differ"
+            );
             assert!(
-                inp.iter()
-                    .zip(&grad)
-                    .all(|(a, g)| a.to_f64().to_bits() == g.to_f64().to_bits()),
+                bits(&inp) == bits(&grad),
                 "{ctx}: in-place gradient differs"
             );
         }
