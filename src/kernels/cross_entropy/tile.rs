@@ -73,20 +73,27 @@ impl<T: Element> CeRows<'_, T> {
             let scratch = &mut buf[..cols * l];
             // Per lane: the label as `T` (-1 for ignored and absent rows, which then match no
             // column), 1 for a counted row, the label's weight.
+            let ys = &labels[r0..r0 + k];
+            // Whether a row of the tile is ignored (its gradient is then zeroed).
+            let masked = ys.contains(&opts.ignore_index);
             let (mut yb, mut keepb, mut wyb) = (
                 [-T::ONE; MAX_LANES],
                 [T::ZERO; MAX_LANES],
                 [T::ZERO; MAX_LANES],
             );
-            // Whether a row of the tile is ignored (its gradient is then zeroed).
-            let mut masked = false;
-            for r in 0..k {
-                let y = labels[r0 + r];
-                if y != opts.ignore_index {
-                    (yb[r], keepb[r], wyb[r]) = (T::from_f64(y as f64), T::ONE, w_col[y as usize]);
-                } else {
-                    masked = true;
+            if masked || k < l || opts.weight.is_some() {
+                for (r, &y) in ys.iter().enumerate() {
+                    if y != opts.ignore_index {
+                        (yb[r], keepb[r], wyb[r]) =
+                            (T::from_f64(y as f64), T::ONE, w_col[y as usize]);
+                    }
                 }
+            } else {
+                // The common tile: every row counted, weight 1 (a loop the compiler vectorises).
+                for (b, &y) in yb.iter_mut().zip(ys) {
+                    *b = T::from_f64(y as f64);
+                }
+                (keepb, wyb) = ([T::ONE; MAX_LANES], [T::ONE; MAX_LANES]);
             }
             let (yv, keep, wy) = (s.load(&yb), s.load(&keepb), s.load(&wyb));
             let mut m = s.splat(T::NEG_INFINITY);
