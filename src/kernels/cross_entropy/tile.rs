@@ -332,7 +332,8 @@ mod tests {
     }
 
     /// NaN, ±inf and huge values at every position of a tiny row (row `r` has one at `r % cols`,
-    /// its label walks over the columns), some rows ignored, some all `-inf`: the tile path gives
+    /// its label walks over the columns), some rows ignored (in the first half only, so later tiles
+    /// have none), some all `-inf`: the tile path gives
     /// the row path's losses, gradients and sums on every backend.
     fn special_values<T: Element>(b: Backend) {
         for cols in 1..=64 {
@@ -340,7 +341,7 @@ mod tests {
             let base = data(rows * cols, cols as u64, 4.0);
             let y: Vec<i64> = (0..rows)
                 .map(|r| {
-                    if r % 7 == 3 {
+                    if r % 7 == 3 && r < rows / 2 {
                         -100
                     } else {
                         ((r / cols + r) % cols) as i64
