@@ -275,3 +275,40 @@ fn cross_entropy_every_tiny_width_matches_reference_on_every_backend() {
         }
     }
 }
+
+/// The label check runs in parallel ranges before any row: the first bad label is reported (not the
+/// first one a thread happens to find), and nothing is written.
+#[test]
+fn first_bad_label_of_many_is_reported_and_nothing_written() {
+    let (rows, cols) = (300_000, 2);
+    let x = vec![0.5f32; rows * cols];
+    let mut y = vec![1i64; rows];
+    (y[200_001], y[250_000], y[299_999]) = (5, -3, 2);
+    let mut grad = vec![7f32; rows * cols];
+    let opts = CeOptions::<f32>::default();
+    let err = cross_entropy(
+        Backend::detect(),
+        Logits::Grad(Buf::Separate {
+            x: &x,
+            out: &mut grad,
+        }),
+        rows,
+        cols,
+        Target::Hard(&y),
+        &opts,
+        None,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            fastsoftmax::KernelError::Label {
+                label: 5,
+                position: 200_001,
+                classes: 2
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(grad.iter().all(|&g| g == 7.0));
+}
