@@ -83,54 +83,70 @@ impl Rng {
     }
 }
 
-/// Hard-label cross-entropy in float64, straight from the formula (PyTorch's semantics): per-row
-/// losses (0 for ignored rows), the reduced loss, and the gradient of the reduced loss.
+/// Cross-entropy in float64, straight from the formula (PyTorch's semantics): per-row losses (0 for
+/// ignored rows), the reduced loss, and the gradient of the reduced loss.
 struct Reference {
     losses: Vec<f64>,
     total: f64,
     grad: Vec<f64>,
+    /// The largest gradient term before the softmax and the target cancel (`|p·Σ w q'| +
+    /// |w q'|`): a float gradient is exact to a few ulp of that, not of the difference.
+    scale: f64,
 }
 
+/// Hard labels `y`, or soft labels `q` (a distribution per row; `y` is then not used).
+#[allow(clippy::too_many_arguments)]
 fn reference(
     x: &[f64],
     y: &[i64],
+    q: Option<&[f64]>,
     cols: usize,
     w: Option<&[f64]>,
     eps: f64,
     z: f64,
     red: Reduction,
 ) -> Reference {
+    let rows = x.len() / cols;
     let wt = |c: usize| w.map_or(1.0, |w| w[c]);
-    let w_total: f64 = (0..cols).map(wt).sum();
-    let counted: Vec<usize> = (0..y.len()).filter(|&r| y[r] != IGNORE).collect();
-    let den: f64 = counted.iter().map(|&r| wt(y[r] as usize)).sum();
+    let counted: Vec<usize> = (0..rows)
+        .filter(|&r| q.is_some() || y[r] != IGNORE)
+        .collect();
+    let den: f64 = match q {
+        Some(_) => rows as f64,
+        None => counted.iter().map(|&r| wt(y[r] as usize)).sum(),
+    };
     let (r_main, r_z) = match red {
         Reduction::Mean if counted.is_empty() => (0.0, 0.0),
         Reduction::Mean => (1.0 / den, 1.0 / counted.len() as f64),
         _ => (1.0, 1.0),
     };
-    let (mut losses, mut grad) = (vec![0.0; y.len()], vec![0.0; x.len()]);
-    let (mut main_sum, mut z_sum) = (0.0, 0.0);
+    let (mut losses, mut grad) = (vec![0.0; rows], vec![0.0; x.len()]);
+    let (mut main_sum, mut z_sum, mut scale) = (0.0, 0.0, 0f64);
     for &r in &counted {
         let row = &x[r * cols..(r + 1) * cols];
         let m = row.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-        let lse = m + row.iter().map(|v| (v - m).exp()).sum::<f64>().ln();
-        let yy = y[r] as usize;
-        let lin: f64 = (0..cols).map(|c| wt(c) * (row[c] - m)).sum();
-        let main = wt(yy) * (1.0 - eps) * (lse - row[yy])
-            + eps / cols as f64 * (w_total * (lse - m) - lin);
+        let log_sum = row.iter().map(|v| (v - m).exp()).sum::<f64>().ln();
+        let lse = m + log_sum;
+        // The smoothed target q' = (1-ε)·q + ε/C, q one-hot for a hard label.
+        let target = |c: usize| {
+            let qc = match q {
+                Some(q) => q[r * cols + c],
+                None => f64::from(u8::from(c as i64 == y[r])),
+            };
+            (1.0 - eps) * qc + eps / cols as f64
+        };
+        let wq: f64 = (0..cols).map(|c| wt(c) * target(c)).sum();
+        let main: f64 = (0..cols)
+            .map(|c| wt(c) * target(c) * (log_sum - (row[c] - m)))
+            .sum();
         losses[r] = main + z * lse * lse;
         main_sum += main;
         z_sum += z * lse * lse;
         for c in 0..cols {
             let p = (row[c] - lse).exp();
-            let mut g = r_main
-                * (p * (wt(yy) * (1.0 - eps) + eps * w_total / cols as f64)
-                    - eps / cols as f64 * wt(c));
-            if c == yy {
-                g -= r_main * wt(yy) * (1.0 - eps);
-            }
-            grad[r * cols + c] = g + r_z * 2.0 * z * lse * p;
+            let z_part = r_z * 2.0 * z * lse * p;
+            grad[r * cols + c] = r_main * (p * wq - wt(c) * target(c)) + z_part;
+            scale = scale.max(r_main * (p * wq + wt(c) * target(c)) + z_part.abs());
         }
     }
     let total = main_sum * r_main + z_sum * r_z;
@@ -138,6 +154,7 @@ fn reference(
         losses,
         total,
         grad,
+        scale,
     }
 }
 
@@ -173,13 +190,21 @@ fn check_ce<T: Element>(b: Backend, rng: &mut Rng, cols: usize, rows: usize, ign
         .map(|_| T::from_f64(0.25 + rng.next() * 2.0).to_f64())
         .collect();
     let w: Vec<T> = w64.iter().map(|&v| T::from_f64(v)).collect();
+    // Soft labels: random weights per class, not normalised (they are not renormalised).
+    let q: Vec<T> = (0..rows * cols)
+        .map(|_| T::from_f64(rng.next() / cols as f64))
+        .collect();
+    let q64: Vec<f64> = q.iter().map(|v| v.to_f64()).collect();
     let t = tol::<T>();
-    for (weighted, eps, z) in [
-        (false, 0.0, 0.0),
-        (true, 0.0, 0.0),
-        (false, 0.15, 0.0),
-        (true, 0.1, 1e-3),
-        (false, 0.0, 1e-2),
+    for (soft, weighted, eps, z) in [
+        (false, false, 0.0, 0.0),
+        (false, true, 0.0, 0.0),
+        (false, false, 0.15, 0.0),
+        (false, true, 0.1, 1e-3),
+        (false, false, 0.0, 1e-2),
+        (true, false, 0.0, 0.0),
+        (true, true, 0.2, 1e-3),
+        (true, false, 1.0, 0.0),
     ] {
         for red in [Reduction::Mean, Reduction::Sum, Reduction::None] {
             let opts = CeOptions {
@@ -193,6 +218,7 @@ fn check_ce<T: Element>(b: Backend, rng: &mut Rng, cols: usize, rows: usize, ign
             let want = reference(
                 &x64,
                 &y,
+                soft.then_some(&q64[..]),
                 cols,
                 if weighted { Some(&w64[..]) } else { None },
                 eps,
@@ -200,11 +226,15 @@ fn check_ce<T: Element>(b: Backend, rng: &mut Rng, cols: usize, rows: usize, ign
                 red,
             );
             let ctx = format!(
-                "{b:?} {} cols={cols} rows={rows} w={weighted} eps={eps} z={z} {red:?}",
+                "{b:?} {} cols={cols} rows={rows} soft={soft} w={weighted} eps={eps} z={z} {red:?}",
                 std::any::type_name::<T>()
             );
             let run = |logits: Logits<'_, T>, losses: &mut [T]| {
-                let target = Target::Hard(&y);
+                let target = if soft {
+                    Target::Soft(&q)
+                } else {
+                    Target::Hard(&y)
+                };
                 cross_entropy(b, logits, rows, cols, target, &opts, Some(losses)).unwrap()
             };
             let (mut losses, mut grad) = (vec![T::NAN; rows], vec![T::NAN; rows * cols]);
@@ -221,11 +251,7 @@ fn check_ce<T: Element>(b: Backend, rng: &mut Rng, cols: usize, rows: usize, ign
                     assert!(close(a.to_f64(), *e), "{ctx}: row {r} loss {a:?} vs {e}");
                 }
             }
-            let scale = want
-                .grad
-                .iter()
-                .fold(0f64, |a, g| a.max(g.abs()))
-                .max(f64::MIN_POSITIVE);
+            let scale = want.scale.max(f64::MIN_POSITIVE);
             for (i, (a, e)) in grad.iter().zip(&want.grad).enumerate() {
                 assert!(
                     (a.to_f64() - e).abs() <= 8.0 * t * scale,

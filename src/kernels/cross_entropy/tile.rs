@@ -1,11 +1,12 @@
-//! Hard-label cross-entropy on tiles of tiny rows (`cols <= SMALL_COLS`, e.g. 1,000,000 × 10): a
+//! Cross-entropy on tiles of tiny rows (`cols <= SMALL_COLS`, e.g. 1,000,000 × 10): a
 //! tile of `LANES` rows is transposed so a vector holds one column ([`crate::kernels::tile`]), and
 //! every per-row quantity of the row path (max, sum, the label's logit, the loss, the gradient's
 //! coefficients) becomes a lane-wise vector operation. Same formulas as the row path, in `T` per
 //! row instead of float64 (within docs/api.md §4's bounds), summed over rows in float64.
 //!
-//! Declined here (the row path takes them): soft labels, and the soft cap, whose float32 loss the
-//! row path recomputes in float64 row by row.
+//! Hard labels and soft labels (a distribution per row, transposed like the logits). Declined here
+//! (the row path takes it): the soft cap, whose float32 loss the row path recomputes in float64
+//! row by row.
 
 use std::ops::Range;
 
@@ -13,6 +14,7 @@ use super::{CeRows, Target};
 use crate::kernels::driver::Rows;
 use crate::kernels::row::{Acc, MAX_LANES};
 use crate::kernels::tile::{load_tile, store_tile, SMALL_COLS};
+use crate::kernels::SendPtr;
 use crate::simd::{Element, Simd};
 
 /// The tile path of [`CeRows`] as whole-row work for the driver.
@@ -29,16 +31,15 @@ impl<T: Element> Rows<T> for Tiled<'_, '_, T> {
 impl<T: Element> CeRows<'_, T> {
     /// Whether these rows take the tile path.
     pub(super) fn tiles(&self) -> bool {
-        self.cols <= SMALL_COLS
-            && matches!(self.target, Target::Hard(_))
-            && self.opts.softcap.is_none()
+        self.cols <= SMALL_COLS && self.opts.softcap.is_none()
     }
 
     /// Rows `rows` on the tile path: `(Σ main term, Σ z term)` over them, unscaled.
     #[inline(always)]
     pub(super) fn tile<S: Simd<T>>(&self, s: S, rows: Range<usize>) -> (f64, f64) {
-        let Target::Hard(labels) = self.target else {
-            unreachable!("the tile path takes hard labels only")
+        let (labels, soft) = match self.target {
+            Target::Hard(labels) => (labels, None),
+            Target::Soft(q) => (&[][..], Some(q)),
         };
         let (l, cols, opts, plan) = (S::LANES, self.cols, self.opts, self.plan);
         let eps = opts.label_smoothing;
@@ -63,7 +64,14 @@ impl<T: Element> CeRows<'_, T> {
         // The part of the label-independent gradient coefficient `a` that smoothing adds.
         let a_smooth = splat(plan.r_main * eps * plan.w_total * inv_c);
         let z = splat(opts.z_loss);
+        // Soft labels: `q_total = (1-ε)·Σ w q + ε/C·W`, and the gradient's `w·(bw + bq·q)`.
+        let (smooth_w, bq) = (
+            splat(eps * inv_c * plan.w_total),
+            splat(plan.r_main * (1.0 - eps)),
+        );
         let mut buf = [T::ZERO; SMALL_COLS * MAX_LANES];
+        // The soft labels' tile, transposed like the logits.
+        let mut qbuf = [T::ZERO; SMALL_COLS * MAX_LANES];
         let mut sums = LaneSums::default();
         let mut r0 = rows.start;
         while r0 < rows.end {
@@ -73,7 +81,15 @@ impl<T: Element> CeRows<'_, T> {
             let scratch = &mut buf[..cols * l];
             // Per lane: the label as `T` (-1 for ignored and absent rows, which then match no
             // column), 1 for a counted row, the label's weight.
-            let ys = &labels[r0..r0 + k];
+            if let Some(q) = soft {
+                // SAFETY: rows `r0..r0 + k` of `q` are in bounds (checked by the plan); only read.
+                unsafe { load_tile(s, SendPtr(q.as_ptr() as *mut T), r0, k, cols, &mut qbuf) };
+            }
+            let ys = if soft.is_some() {
+                &[][..]
+            } else {
+                &labels[r0..r0 + k]
+            };
             // Whether a row of the tile is ignored (its gradient is then zeroed).
             let masked = ys.contains(&opts.ignore_index);
             let (mut yb, mut keepb, mut wyb) = (
@@ -81,7 +97,10 @@ impl<T: Element> CeRows<'_, T> {
                 [T::ZERO; MAX_LANES],
                 [T::ZERO; MAX_LANES],
             );
-            if masked || k < l || opts.weight.is_some() {
+            if soft.is_some() {
+                // Every row counts; no label column (the hard-label terms below are then 0).
+                keepb[..k].fill(T::ONE);
+            } else if masked || k < l || opts.weight.is_some() {
                 for (r, &y) in ys.iter().enumerate() {
                     if y != opts.ignore_index {
                         (yb[r], keepb[r], wyb[r]) =
@@ -105,6 +124,7 @@ impl<T: Element> CeRows<'_, T> {
             let neg_m = s.sub(zero, m);
             let (mut sum, mut not_y, mut d_y, mut e_y) = (zero, zero, zero, zero);
             let (mut wo, mut rest, mut n_max) = (zero, zero, zero);
+            let (mut wq, mut wqo) = (zero, zero);
             // `jv`: the column's index in every lane, compared with the labels.
             let mut jv = zero;
             for (j, col) in scratch.chunks_exact_mut(l).enumerate() {
@@ -117,6 +137,12 @@ impl<T: Element> CeRows<'_, T> {
                 if eps > 0.0 && w_col[j] != T::ZERO {
                     // Σ w·(o - m); a zero weight adds 0 even on a -inf logit, as in the row path.
                     wo = s.mul_add(s.splat(w_col[j]), d, wo);
+                }
+                if soft.is_some() {
+                    // Σ w q and Σ w q (o - m); no mass on a -inf logit adds 0, not 0·(-inf).
+                    let wqj = s.mul(s.splat(w_col[j]), s.load(&qbuf[j * l..]));
+                    wq = s.add(wq, wqj);
+                    wqo = s.add(wqo, s.select_eq(wqj, zero, zero, s.mul(wqj, d)));
                 }
                 if T::REFINE_LSE {
                     // The sum without one copy of its largest term (exactly 1), for `log1p`.
@@ -136,9 +162,25 @@ impl<T: Element> CeRows<'_, T> {
             let lse = s.sub(log_sum, neg_m);
             // main = w_y(1-ε)·(lse - o_y) [0 when the factor is 0] + ε/C·(W·log_sum - Σ w(o - m)).
             let c_y = s.mul(wy, one_m_eps);
-            let mut main = s.select_eq(c_y, zero, zero, s.mul(c_y, s.sub(log_sum, d_y)));
-            if eps > 0.0 {
-                main = s.add(main, s.mul(smooth, s.sub(s.mul(w_total, log_sum), wo)));
+            let q_total = s.mul_add(one_m_eps, wq, smooth_w);
+            let mut main;
+            if soft.is_some() {
+                // log_sum·Q - ((1-ε)·Σ w q (o - m) + ε/C·Σ w (o - m)), a term with a zero factor
+                // left out (as the row path's `times`).
+                let mut mass = if eps < 1.0 {
+                    s.mul(one_m_eps, wqo)
+                } else {
+                    zero
+                };
+                if eps > 0.0 {
+                    mass = s.add(mass, s.mul(smooth, wo));
+                }
+                main = s.sub(s.mul(log_sum, q_total), mass);
+            } else {
+                main = s.select_eq(c_y, zero, zero, s.mul(c_y, s.sub(log_sum, d_y)));
+                if eps > 0.0 {
+                    main = s.add(main, s.mul(smooth, s.sub(s.mul(w_total, log_sum), wo)));
+                }
             }
             let main = s.select_eq(keep, zero, zero, main);
             // (z·lse)·lse as the row path: z = 0 gives 0 for a huge finite lse (lse² overflows
@@ -165,6 +207,21 @@ impl<T: Element> CeRows<'_, T> {
                 let k_y = s.mul(r_main, c_y);
                 let a_inv = s.mul(s.add(k_y, a_rest), inv_sum);
                 let at_y = s.mul(s.sub(s.mul(e_y, a_rest), s.mul(k_y, not_y)), inv_sum);
+                if soft.is_some() {
+                    // g = e·a/Σe - w·(bw + bq·q), a = r·Q + 2z'·lse.
+                    let a_inv = s.mul(s.mul_add(z2, lse, s.mul(r_main, q_total)), inv_sum);
+                    let bwv = s.splat(bw);
+                    for (j, col) in scratch.chunks_exact_mut(l).enumerate() {
+                        let wv = s.splat(w_col[j]);
+                        let qv = s.load(&qbuf[j * l..]);
+                        let g = s.sub(s.mul(s.load(col), a_inv), s.mul(wv, s.mul_add(bq, qv, bwv)));
+                        s.store(col, g);
+                    }
+                    // SAFETY: as below.
+                    unsafe { store_tile(s, &buf, dst, r0, k, cols) };
+                    r0 += k;
+                    continue;
+                }
                 let mut jv = zero;
                 for (j, col) in scratch.chunks_exact_mut(l).enumerate() {
                     let wbw = s.splat(wbw[j]);
@@ -263,14 +320,13 @@ mod tests {
     fn run<T: Element>(
         b: Backend,
         x: &[T],
-        y: &[i64],
+        target: Target<'_, T>,
         cols: usize,
         opts: &CeOptions<'_, T>,
         tiled: bool,
     ) -> Run<T> {
-        let rows = y.len();
+        let rows = x.len() / cols;
         let (mut losses, mut grad) = (vec![T::NAN; rows], vec![T::NAN; x.len()]);
-        let target = Target::Hard(y);
         let plan = Plan::new(rows, cols, target, opts).unwrap();
         let k = CeRows {
             backend: b,
@@ -298,7 +354,13 @@ mod tests {
         (a.is_nan() && b.is_nan()) || a == b || (a.is_finite() && (a - b).abs() <= bound)
     }
 
-    fn compare<T: Element>(b: Backend, x: &[T], y: &[i64], cols: usize, opts: &CeOptions<'_, T>) {
+    fn compare<T: Element>(
+        b: Backend,
+        x: &[T],
+        y: Target<'_, T>,
+        cols: usize,
+        opts: &CeOptions<'_, T>,
+    ) {
         let tol = if std::mem::size_of::<T>() == 4 {
             2e-6
         } else {
@@ -351,6 +413,14 @@ mod tests {
             let w: Vec<T> = (0..cols)
                 .map(|c| T::from_f64(0.5 + (c % 3) as f64))
                 .collect();
+            // Soft labels: no mass where the special value sits in every other row.
+            let mut q: Vec<T> = data(rows * cols, 7 + cols as u64, 1.0)
+                .iter()
+                .map(|v| T::from_f64(v.abs()))
+                .collect();
+            for r in (0..rows).step_by(2) {
+                q[r * cols + r % cols] = T::ZERO;
+            }
             for special in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, 1e30, -1e30] {
                 let mut x: Vec<T> = base.iter().map(|&v| T::from_f64(v)).collect();
                 for r in 0..rows {
@@ -368,7 +438,8 @@ mod tests {
                         reduction: Reduction::None,
                         ..CeOptions::default()
                     };
-                    compare(b, &x, &y, cols, &opts);
+                    compare(b, &x, Target::Hard(&y), cols, &opts);
+                    compare(b, &x, Target::Soft(&q), cols, &opts);
                 }
             }
         }
