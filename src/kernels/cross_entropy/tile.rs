@@ -354,18 +354,14 @@ mod tests {
         (a.is_nan() && b.is_nan()) || a == b || (a.is_finite() && (a - b).abs() <= bound)
     }
 
+    /// The tile path against the row path on the `cols`-wide logits `x` and their target `y`.
     fn compare<T: Element>(
         b: Backend,
-        x: &[T],
-        y: Target<'_, T>,
+        (x, y): (&[T], Target<'_, T>),
         cols: usize,
         opts: &CeOptions<'_, T>,
     ) {
-        let tol = if std::mem::size_of::<T>() == 4 {
-            2e-6
-        } else {
-            1e-14
-        };
+        let tol = [1e-14, 2e-6][usize::from(std::mem::size_of::<T>() == 4)];
         let (tl, tg, tm, tz) = run(b, x, y, cols, opts, true);
         let (rl, rg, rm, rz) = run(b, x, y, cols, opts, false);
         let ctx = format!("{b:?} {} cols={cols}", std::any::type_name::<T>());
@@ -438,8 +434,8 @@ mod tests {
                         reduction: Reduction::None,
                         ..CeOptions::default()
                     };
-                    compare(b, &x, Target::Hard(&y), cols, &opts);
-                    compare(b, &x, Target::Soft(&q), cols, &opts);
+                    compare(b, (&x, Target::Hard(&y)), cols, &opts);
+                    compare(b, (&x, Target::Soft(&q)), cols, &opts);
                 }
             }
         }
