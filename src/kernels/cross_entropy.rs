@@ -18,8 +18,11 @@ use std::ops::Range;
 
 use super::driver::{self, Rows};
 
+mod tile;
+
 use super::row::{finish_lse, map_row, max_sum, Acc, One, Pre, SoftCap, BLOCK};
 use super::{Buf, SendPtr};
+use crate::parallel::{map_ranges, GRAIN_ELEMS};
 use crate::simd::{Backend, Element, Simd};
 use crate::KernelError;
 
@@ -132,7 +135,11 @@ pub fn cross_entropy<T: Element>(
         plan: &plan,
     };
     // Rows are never split across threads here: each row's loss and gradient come from one pass.
-    let parts = driver::map_rows(backend, &k, rows, cols);
+    let parts = if k.tiles() {
+        driver::map_tiles(backend, &tile::Tiled(&k), rows, cols)
+    } else {
+        driver::map_rows(backend, &k, rows, cols)
+    };
     let (mut main, mut z) = (Acc::default(), Acc::default());
     for (m, zz) in parts {
         main.add(m);
@@ -203,23 +210,39 @@ impl Plan {
                         labels.len()
                     )));
                 }
-                let mut den = Acc::default();
-                let mut counted = 0usize;
-                for (i, &y) in labels.iter().enumerate() {
-                    if y == opts.ignore_index {
-                        continue;
+                // Fixed ranges of labels, in parallel when there are many (this pass runs before
+                // any row): each gives its Σ w_y and count, or its first bad label's position.
+                let with_w = opts.weight.is_some();
+                let parts = map_ranges(rows, GRAIN_ELEMS, rows, |range| {
+                    let (mut den, mut counted) = (Acc::default(), 0usize);
+                    for i in range {
+                        let y = labels[i];
+                        if y == opts.ignore_index {
+                            continue;
+                        }
+                        if y < 0 || y as u64 >= cols as u64 {
+                            return Err(i);
+                        }
+                        if with_w {
+                            den.add(weight_of(y as usize));
+                        }
+                        counted += 1;
                     }
-                    if y < 0 || y as u64 >= cols as u64 {
-                        return Err(KernelError::Label {
-                            label: y,
-                            position: i,
-                            classes: cols,
-                        });
-                    }
-                    den.add(weight_of(y as usize));
-                    counted += 1;
+                    Ok((den.value(), counted))
+                });
+                let (mut den, mut counted) = (Acc::default(), 0usize);
+                for part in parts {
+                    let (d, c) = part.map_err(|i| KernelError::Label {
+                        label: labels[i],
+                        position: i,
+                        classes: cols,
+                    })?;
+                    den.add(d);
+                    counted += c;
                 }
-                (den.value(), counted)
+                // Without weights the denominator is the count, exactly.
+                let den = if with_w { den.value() } else { counted as f64 };
+                (den, counted)
             }
             Target::Soft(q) => {
                 if q.len() != rows * cols {

@@ -169,6 +169,20 @@ pub(crate) fn map_rows<T: Element, K: Rows<T>>(
     })
 }
 
+/// Ranges of whole tiles of rows of `cols <= SMALL_COLS` in parallel (the tile path of a kernel
+/// that gives back a value per range); the ranges' results in order.
+pub(crate) fn map_tiles<T: Element, K: Rows<T>>(
+    backend: Backend,
+    k: &K,
+    rows: usize,
+    cols: usize,
+) -> Vec<K::Out> {
+    debug_assert!(cols <= SMALL_COLS);
+    map_ranges(rows, tile_chunk(cols), rows * cols, |range| {
+        backend.dispatch(RowsJob::new(k, range))
+    })
+}
+
 /// `f` on each fixed segment of `0..len` in parallel; the results in order.
 pub(crate) fn map_segments<T: Element, F: Segments<T>>(
     backend: Backend,

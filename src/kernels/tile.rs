@@ -41,36 +41,12 @@ pub(crate) unsafe fn tile_rows<T: Element, S: Simd<T>, P: Pre<T, S>>(
 ) {
     let l = S::LANES;
     debug_assert!(cols <= SMALL_COLS && cols > 0);
-    let mut scratch = [T::ZERO; SMALL_COLS * MAX_LANES];
-    let scratch = &mut scratch[..cols * l];
-    // The tile in its own (row-major) layout, in L1.
-    let mut staging = [T::ZERO; SMALL_COLS * MAX_LANES];
-    let staging = &mut staging[..cols * l];
+    let mut buf = [T::ZERO; SMALL_COLS * MAX_LANES];
     let mut r0 = rows.start;
     while r0 < rows.end {
         let k = l.min(rows.end - r0);
-        // Transpose in: scratch[j*l + r] = x[r0 + r, j]; absent rows read as 0 and are not written.
-        let tile = src.slice(r0 * cols, k * cols);
-        if k == l {
-            // A full tile: copied with contiguous vector loads (so memory is read as a stream the
-            // prefetchers follow), then one strided (gather) load per column from L1.
-            for (c, t) in tile.chunks_exact(l).zip(staging.chunks_exact_mut(l)) {
-                s.store(t, s.load(c));
-            }
-            for (j, col) in scratch.chunks_exact_mut(l).enumerate() {
-                s.store(col, s.load_strided(&staging[j..], cols));
-            }
-        } else {
-            for (r, row) in tile.chunks_exact(cols).enumerate() {
-                for (j, &v) in row.iter().enumerate() {
-                    // SAFETY: j < cols and r < k <= l, so j*l + r < cols*l = scratch.len().
-                    *scratch.get_unchecked_mut(j * l + r) = v;
-                }
-            }
-            for j in 0..cols {
-                scratch[j * l + k..(j + 1) * l].fill(T::ZERO);
-            }
-        }
+        load_tile(s, src, r0, k, cols, &mut buf);
+        let scratch = &mut buf[..cols * l];
         let mut m = s.splat(T::NEG_INFINITY);
         for col in scratch.chunks_exact(l) {
             m = s.max(m, p.apply(s, s.load(col)));
@@ -106,27 +82,21 @@ pub(crate) unsafe fn tile_rows<T: Element, S: Simd<T>, P: Pre<T, S>>(
                         s.store(col, s.sub(d, log_sum));
                     }
                 }
-                // Transpose out.
-                let out = std::slice::from_raw_parts_mut(dst.0.add(r0 * cols), k * cols);
-                if k == l {
-                    // Strided stores into L1, then contiguous vector stores to memory.
-                    for (j, col) in scratch.chunks_exact(l).enumerate() {
-                        s.store_strided(&mut staging[j..], cols, s.load(col));
-                    }
-                    for (o, t) in out.chunks_exact_mut(l).zip(staging.chunks_exact(l)) {
-                        s.store(o, s.load(t));
-                    }
-                    r0 += k;
-                    continue;
-                }
-                for (r, row) in out.chunks_exact_mut(cols).enumerate() {
-                    for (j, v) in row.iter_mut().enumerate() {
-                        // SAFETY: as for the transpose in.
-                        *v = *scratch.get_unchecked(j * l + r);
-                    }
-                }
+                store_tile(s, &buf, dst, r0, k, cols);
             }
             TileOp::Lse { unscale } => {
+                let lse = p.max_plus(s, m, s.ln(sum));
+                // The common case as one vector store: a full tile, every maximum finite
+                // (`m - m == 0`), no refinement, no temperature to undo.
+                if k == l && !T::REFINE_LSE && unscale == 1.0 {
+                    let zero = s.splat(T::ZERO);
+                    let finite = s.select_eq(s.sub(m, m), zero, s.splat(T::ONE), zero);
+                    if s.reduce_sum(finite).to_f64() == l as f64 {
+                        s.store(dst.add(r0).slice_mut(l), lse);
+                        r0 += k;
+                        continue;
+                    }
+                }
                 let (mut mb, mut sb, mut lb) = (
                     [T::ZERO; MAX_LANES],
                     [T::ZERO; MAX_LANES],
@@ -134,7 +104,7 @@ pub(crate) unsafe fn tile_rows<T: Element, S: Simd<T>, P: Pre<T, S>>(
                 );
                 s.store(&mut mb[..l], m);
                 s.store(&mut sb[..l], sum);
-                s.store(&mut lb[..l], p.max_plus(s, m, s.ln(sum)));
+                s.store(&mut lb[..l], lse);
                 for r in 0..k {
                     let (mr, sr) = (mb[r], sb[r]);
                     let v = if mr.to_f64().is_finite() && !(T::REFINE_LSE && sr.to_f64() < 2.0) {
@@ -150,6 +120,64 @@ pub(crate) unsafe fn tile_rows<T: Element, S: Simd<T>, P: Pre<T, S>>(
             }
         }
         r0 += k;
+    }
+}
+
+/// Transposes rows `r0..r0 + k` (`k <= LANES`) of the `cols`-wide matrix at `src` into the
+/// column-major `scratch` (`scratch[j * LANES + r] = x[r0 + r, j]`; `SMALL_COLS * MAX_LANES`
+/// elements, room for the padding columns of [`Simd::tile_in`]); the lanes of absent rows are 0.
+///
+/// # Safety
+/// The rows are in bounds and not written by anyone else meanwhile.
+#[inline(always)]
+pub(crate) unsafe fn load_tile<T: Element, S: Simd<T>>(
+    s: S,
+    src: SendPtr<T>,
+    r0: usize,
+    k: usize,
+    cols: usize,
+    scratch: &mut [T],
+) {
+    let l = S::LANES;
+    let tile = src.slice(r0 * cols, k * cols);
+    if k == l {
+        s.tile_in(tile, cols, scratch);
+        return;
+    }
+    for (r, row) in tile.chunks_exact(cols).enumerate() {
+        for (j, &v) in row.iter().enumerate() {
+            scratch[j * l + r] = v;
+        }
+    }
+    for j in 0..cols {
+        scratch[j * l + k..(j + 1) * l].fill(T::ZERO);
+    }
+}
+
+/// The inverse of [`load_tile`]: rows `r0..r0 + k` of the `cols`-wide matrix at `dst` from the
+/// column-major `scratch` (the whole buffer [`load_tile`] filled).
+///
+/// # Safety
+/// The rows are in bounds and belong to the caller's task.
+#[inline(always)]
+pub(crate) unsafe fn store_tile<T: Element, S: Simd<T>>(
+    s: S,
+    scratch: &[T],
+    dst: SendPtr<T>,
+    r0: usize,
+    k: usize,
+    cols: usize,
+) {
+    let l = S::LANES;
+    let out = std::slice::from_raw_parts_mut(dst.0.add(r0 * cols), k * cols);
+    if k == l {
+        s.tile_out(scratch, cols, out);
+        return;
+    }
+    for (r, row) in out.chunks_exact_mut(cols).enumerate() {
+        for (j, v) in row.iter_mut().enumerate() {
+            *v = scratch[j * l + r];
+        }
     }
 }
 

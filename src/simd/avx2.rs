@@ -217,6 +217,51 @@ unsafe fn ln_pd(x: __m256d) -> __m256d {
     )
 }
 
+/// 8 × 8 `f32` transpose: 32-bit unpacks and 64-bit shuffles make 4 × 4 blocks inside each
+/// 128-bit lane, then the lanes are swapped across vectors (24 shuffles for 64 elements).
+#[inline(always)]
+unsafe fn transpose_ps(v: &mut [__m256; 8]) {
+    let mut u = [_mm256_setzero_ps(); 8];
+    for g in 0..2 {
+        let r = &v[4 * g..4 * g + 4];
+        let (t0, t1) = (
+            _mm256_unpacklo_ps(r[0], r[1]),
+            _mm256_unpackhi_ps(r[0], r[1]),
+        );
+        let (t2, t3) = (
+            _mm256_unpacklo_ps(r[2], r[3]),
+            _mm256_unpackhi_ps(r[2], r[3]),
+        );
+        // u[4g + c], 128-bit lane k: rows 4g..4g+3 of column 4k + c.
+        u[4 * g] = _mm256_shuffle_ps::<0x44>(t0, t2);
+        u[4 * g + 1] = _mm256_shuffle_ps::<0xEE>(t0, t2);
+        u[4 * g + 2] = _mm256_shuffle_ps::<0x44>(t1, t3);
+        u[4 * g + 3] = _mm256_shuffle_ps::<0xEE>(t1, t3);
+    }
+    for c in 0..4 {
+        v[c] = _mm256_permute2f128_ps::<0x20>(u[c], u[4 + c]);
+        v[4 + c] = _mm256_permute2f128_ps::<0x31>(u[c], u[4 + c]);
+    }
+}
+
+/// 4 × 4 `f64` transpose: 64-bit unpacks make 2 × 2 blocks inside each 128-bit lane, then the
+/// lanes are swapped across vectors.
+#[inline(always)]
+unsafe fn transpose_pd(v: &mut [__m256d; 4]) {
+    let (t0, t1) = (
+        _mm256_unpacklo_pd(v[0], v[1]),
+        _mm256_unpackhi_pd(v[0], v[1]),
+    );
+    let (t2, t3) = (
+        _mm256_unpacklo_pd(v[2], v[3]),
+        _mm256_unpackhi_pd(v[2], v[3]),
+    );
+    v[0] = _mm256_permute2f128_pd::<0x20>(t0, t2);
+    v[1] = _mm256_permute2f128_pd::<0x20>(t1, t3);
+    v[2] = _mm256_permute2f128_pd::<0x31>(t0, t2);
+    v[3] = _mm256_permute2f128_pd::<0x31>(t1, t3);
+}
+
 // SAFETY: the token proves the CPU has AVX2 and FMA; full loads/stores slice to `LANES` first
 // (bounds-checked), partial ones use `vmaskmov` with every lane at or past `len` masked off, and
 // masked-off lanes are never accessed (no fault, no write).
@@ -229,6 +274,12 @@ unsafe impl Simd<f32> for Avx2 {
             div _mm256_div_ps, max _mm256_max_ps;
         unary: exp exp_ps, tanh tanh_ps, ln ln_ps);
 
+    const TRANSPOSES: bool = true;
+    #[inline(always)]
+    fn transpose(self, v: &mut [__m256; super::MAX_LANES]) {
+        let head: &mut [__m256; 8] = (&mut v[..8]).try_into().unwrap();
+        unsafe { transpose_ps(head) }
+    }
     #[inline(always)]
     fn load_partial(self, x: &[f32], fill: f32) -> __m256 {
         unsafe {
@@ -284,6 +335,12 @@ unsafe impl Simd<f64> for Avx2 {
             div _mm256_div_pd, max _mm256_max_pd;
         unary: exp exp_pd, tanh tanh_pd, ln ln_pd);
 
+    const TRANSPOSES: bool = true;
+    #[inline(always)]
+    fn transpose(self, v: &mut [__m256d; super::MAX_LANES]) {
+        let head: &mut [__m256d; 4] = (&mut v[..4]).try_into().unwrap();
+        unsafe { transpose_pd(head) }
+    }
     #[inline(always)]
     fn load_partial(self, x: &[f64], fill: f64) -> __m256d {
         unsafe {

@@ -148,6 +148,84 @@ unsafe fn ln_pd(x: __m512d) -> __m512d {
     _mm512_fixupimm_pd::<0>(y, x, _mm512_set1_epi64(LN_FIXUP as i64))
 }
 
+/// The 4 × 4 transpose of the 128-bit lanes of `a, b, c, d`: vector `k` gets lane `k` of each.
+#[inline(always)]
+unsafe fn transpose_lanes(a: __m512, b: __m512, c: __m512, d: __m512) -> [__m512; 4] {
+    let (ab02, ab13) = (
+        _mm512_shuffle_f32x4::<0x88>(a, b),
+        _mm512_shuffle_f32x4::<0xdd>(a, b),
+    );
+    let (cd02, cd13) = (
+        _mm512_shuffle_f32x4::<0x88>(c, d),
+        _mm512_shuffle_f32x4::<0xdd>(c, d),
+    );
+    [
+        _mm512_shuffle_f32x4::<0x88>(ab02, cd02),
+        _mm512_shuffle_f32x4::<0x88>(ab13, cd13),
+        _mm512_shuffle_f32x4::<0xdd>(ab02, cd02),
+        _mm512_shuffle_f32x4::<0xdd>(ab13, cd13),
+    ]
+}
+
+/// The low (or high) 64-bit halves of each 128-bit lane of `a` and `b`, interleaved.
+#[inline(always)]
+unsafe fn unpack_pd<const HI: bool>(a: __m512, b: __m512) -> __m512 {
+    let (a, b) = (_mm512_castps_pd(a), _mm512_castps_pd(b));
+    _mm512_castpd_ps(if HI {
+        _mm512_unpackhi_pd(a, b)
+    } else {
+        _mm512_unpacklo_pd(a, b)
+    })
+}
+
+/// 16 × 16 `f32` transpose: 32-bit then 64-bit unpacks make 4 × 4 blocks inside each 128-bit
+/// lane, then the lanes are transposed across vectors (64 shuffles for 256 elements).
+#[inline(always)]
+unsafe fn transpose_ps(v: &mut [__m512; 16]) {
+    let mut u = [_mm512_setzero_ps(); 16];
+    for g in 0..4 {
+        let r = &v[4 * g..4 * g + 4];
+        let (t0, t1) = (
+            _mm512_unpacklo_ps(r[0], r[1]),
+            _mm512_unpackhi_ps(r[0], r[1]),
+        );
+        let (t2, t3) = (
+            _mm512_unpacklo_ps(r[2], r[3]),
+            _mm512_unpackhi_ps(r[2], r[3]),
+        );
+        // u[4g + c], 128-bit lane k: rows 4g..4g+3 of column 4k + c.
+        u[4 * g] = unpack_pd::<false>(t0, t2);
+        u[4 * g + 1] = unpack_pd::<true>(t0, t2);
+        u[4 * g + 2] = unpack_pd::<false>(t1, t3);
+        u[4 * g + 3] = unpack_pd::<true>(t1, t3);
+    }
+    for c in 0..4 {
+        let cols = transpose_lanes(u[c], u[4 + c], u[8 + c], u[12 + c]);
+        for (k, col) in cols.into_iter().enumerate() {
+            v[4 * k + c] = col;
+        }
+    }
+}
+
+/// 8 × 8 `f64` transpose: 64-bit unpacks make 2 × 2 blocks inside each 128-bit lane, then the
+/// lanes are transposed across vectors (24 shuffles for 64 elements).
+#[inline(always)]
+unsafe fn transpose_pd(v: &mut [__m512d; 8]) {
+    let mut u = [_mm512_setzero_ps(); 8];
+    for g in 0..4 {
+        let (a, b) = (v[2 * g], v[2 * g + 1]);
+        // u[2g + c], 128-bit lane k: rows 2g, 2g+1 of column 2k + c.
+        u[2 * g] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, b));
+        u[2 * g + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, b));
+    }
+    for c in 0..2 {
+        let cols = transpose_lanes(u[c], u[2 + c], u[4 + c], u[6 + c]);
+        for (k, col) in cols.into_iter().enumerate() {
+            v[2 * k + c] = _mm512_castps_pd(col);
+        }
+    }
+}
+
 // SAFETY: the token proves the CPU has AVX-512 F/BW/DQ/VL; full loads/stores slice to `LANES` first
 // (bounds-checked), partial ones mask off every lane at or past `len`, and masked-off lanes are
 // never accessed (no fault, no write).
@@ -160,6 +238,11 @@ unsafe impl Simd<f32> for Avx512 {
             div _mm512_div_ps, max _mm512_max_ps;
         unary: exp exp_ps, tanh tanh_ps, ln ln_ps);
 
+    const TRANSPOSES: bool = true;
+    #[inline(always)]
+    fn transpose(self, v: &mut [__m512; super::MAX_LANES]) {
+        unsafe { transpose_ps(v) }
+    }
     #[inline(always)]
     fn load_partial(self, x: &[f32], fill: f32) -> __m512 {
         let m = ((1u32 << x.len().min(16)) - 1) as __mmask16;
@@ -227,6 +310,12 @@ unsafe impl Simd<f64> for Avx512 {
             div _mm512_div_pd, max _mm512_max_pd;
         unary: exp exp_pd, tanh tanh_pd, ln ln_pd);
 
+    const TRANSPOSES: bool = true;
+    #[inline(always)]
+    fn transpose(self, v: &mut [__m512d; super::MAX_LANES]) {
+        let head: &mut [__m512d; 8] = (&mut v[..8]).try_into().unwrap();
+        unsafe { transpose_pd(head) }
+    }
     #[inline(always)]
     fn load_partial(self, x: &[f64], fill: f64) -> __m512d {
         let m = ((1u32 << x.len().min(8)) - 1) as __mmask8;

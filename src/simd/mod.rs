@@ -239,6 +239,80 @@ pub unsafe trait Simd<T: Element>: Copy + Send + Sync + 'static {
             out[i * stride] = *b;
         }
     }
+    /// Whether [`Simd::transpose`] is implemented (then [`Simd::tile_in`] / [`Simd::tile_out`]
+    /// transpose in registers instead of through strided loads and stores).
+    const TRANSPOSES: bool = false;
+    /// Transposes the `LANES × LANES` block held in `v[..LANES]` (vector `i` = row `i` becomes
+    /// vector `j` = column `j`), when `TRANSPOSES`.
+    #[inline(always)]
+    fn transpose(self, _v: &mut [Self::V; MAX_LANES]) {
+        unreachable!("the backend does not transpose in registers")
+    }
+    /// A tile of `LANES` rows of `cols` elements (row-major, `tile.len() == LANES * cols`) turned
+    /// into columns: `out[j * LANES + r] = tile[r * cols + j]`, so one vector holds one column.
+    /// In registers, `LANES` columns at a time, on backends that transpose: `out` must then hold
+    /// `cols` rounded up to a multiple of `LANES` columns (the columns past `cols` get
+    /// unspecified values); through strided (gather) loads on the others. Panics if `out` is short.
+    #[inline(always)]
+    fn tile_in(self, tile: &[T], cols: usize, out: &mut [T]) {
+        let l = Self::LANES;
+        assert!(tile.len() == l * cols && out.len() >= l * cols);
+        if !Self::TRANSPOSES {
+            for (j, col) in out[..l * cols].chunks_exact_mut(l).enumerate() {
+                self.store(col, self.load_strided(&tile[j..], cols));
+            }
+            return;
+        }
+        assert!(out.len() >= l * cols.next_multiple_of(l));
+        // Whole blocks of `LANES` vectors, every loop over them of constant length, so the block
+        // stays in registers.
+        let mut v = [self.splat(T::ZERO); MAX_LANES];
+        for b in (0..cols).step_by(l) {
+            let w = l.min(cols - b);
+            for (r, vr) in v[..l].iter_mut().enumerate() {
+                let row = &tile[r * cols + b..r * cols + b + w];
+                *vr = if w == l {
+                    self.load(row)
+                } else {
+                    self.load_partial(row, T::ZERO)
+                };
+            }
+            self.transpose(&mut v);
+            for (j, vj) in v[..l].iter().enumerate() {
+                self.store(&mut out[(b + j) * l..], *vj);
+            }
+        }
+    }
+    /// The inverse of [`Simd::tile_in`]: `tile[r * cols + j] = cols_in[j * LANES + r]`, with
+    /// `cols_in` as long as `tile_in`'s `out` (its padding columns are read but not used).
+    #[inline(always)]
+    fn tile_out(self, cols_in: &[T], cols: usize, tile: &mut [T]) {
+        let l = Self::LANES;
+        assert!(tile.len() == l * cols && cols_in.len() >= l * cols);
+        if !Self::TRANSPOSES {
+            for (j, col) in cols_in[..l * cols].chunks_exact(l).enumerate() {
+                self.store_strided(&mut tile[j..], cols, self.load(col));
+            }
+            return;
+        }
+        assert!(cols_in.len() >= l * cols.next_multiple_of(l));
+        let mut v = [self.splat(T::ZERO); MAX_LANES];
+        for b in (0..cols).step_by(l) {
+            let w = l.min(cols - b);
+            for (j, vj) in v[..l].iter_mut().enumerate() {
+                *vj = self.load(&cols_in[(b + j) * l..]);
+            }
+            self.transpose(&mut v);
+            for (r, vr) in v[..l].iter().enumerate() {
+                let row = &mut tile[r * cols + b..r * cols + b + w];
+                if w == l {
+                    self.store(row, *vr);
+                } else {
+                    self.store_partial(row, *vr);
+                }
+            }
+        }
+    }
     /// `a * b + c` with one rounding, always (so `fma(a, b, -(a * b))` is the exact error of the
     /// product). The vector backends' `mul_add` is fused already; the scalar backend, whose
     /// `mul_add` is not, overrides this.

@@ -174,6 +174,18 @@ unsafe fn ln_f64x2(x: float64x2_t) -> float64x2_t {
     vbslq_f64(vcgeq_f64(x, zero), y, vdupq_n_f64(f64::NAN))
 }
 
+/// 4 × 4 `f32` transpose: 32-bit then 64-bit transposes of pairs (`trn1`/`trn2`).
+#[inline(always)]
+unsafe fn transpose_f32x4(v: &mut [float32x4_t; 4]) {
+    let (t0, t1) = (vtrn1q_f32(v[0], v[1]), vtrn2q_f32(v[0], v[1]));
+    let (t2, t3) = (vtrn1q_f32(v[2], v[3]), vtrn2q_f32(v[2], v[3]));
+    let d = vreinterpretq_f64_f32;
+    v[0] = vreinterpretq_f32_f64(vtrn1q_f64(d(t0), d(t2)));
+    v[1] = vreinterpretq_f32_f64(vtrn1q_f64(d(t1), d(t3)));
+    v[2] = vreinterpretq_f32_f64(vtrn2q_f64(d(t0), d(t2)));
+    v[3] = vreinterpretq_f32_f64(vtrn2q_f64(d(t1), d(t3)));
+}
+
 // SAFETY: the token proves the CPU has NEON; full loads/stores slice to `LANES` first
 // (bounds-checked), partial ones copy through a stack buffer with safe slice operations.
 unsafe impl Simd<f32> for Neon {
@@ -185,6 +197,12 @@ unsafe impl Simd<f32> for Neon {
             div vdivq_f32, max vmaxq_f32;
         unary: exp exp_f32x4, tanh tanh_f32x4, ln ln_f32x4);
 
+    const TRANSPOSES: bool = true;
+    #[inline(always)]
+    fn transpose(self, v: &mut [float32x4_t; super::MAX_LANES]) {
+        let head: &mut [float32x4_t; 4] = (&mut v[..4]).try_into().unwrap();
+        unsafe { transpose_f32x4(head) }
+    }
     #[inline(always)]
     fn load_partial(self, x: &[f32], fill: f32) -> float32x4_t {
         let n = x.len().min(4);
@@ -228,6 +246,15 @@ unsafe impl Simd<f64> for Neon {
             div vdivq_f64, max vmaxq_f64;
         unary: exp exp_f64x2, tanh tanh_f64x2, ln ln_f64x2);
 
+    const TRANSPOSES: bool = true;
+    #[inline(always)]
+    fn transpose(self, v: &mut [float64x2_t; super::MAX_LANES]) {
+        let (r0, r1) = (v[0], v[1]);
+        unsafe {
+            v[0] = vtrn1q_f64(r0, r1);
+            v[1] = vtrn2q_f64(r0, r1);
+        }
+    }
     #[inline(always)]
     fn load_partial(self, x: &[f64], fill: f64) -> float64x2_t {
         let n = x.len().min(2);
