@@ -90,26 +90,29 @@ super::math::vec_math! {
             _mm256_set1_pd(4_503_599_627_370_496.0))
 }
 
+/// The 4 × 4 transposes inside each 128-bit lane of four `f32` rows `$r[..4]`, for AVX2's 256-bit
+/// and AVX-512's 512-bit vectors: 32-bit unpacks, then unpacks of 64-bit pairs (`$lo64`, `$hi64`).
+/// Result `c`, 128-bit lane `k`: the four rows of column `4k + c`.
+macro_rules! transpose_in_lanes {
+    ($r:expr; $lo32:path, $hi32:path, $lo64:path, $hi64:path) => {{
+        let r = $r;
+        let (t0, t1) = ($lo32(r[0], r[1]), $hi32(r[0], r[1]));
+        let (t2, t3) = ($lo32(r[2], r[3]), $hi32(r[2], r[3]));
+        [$lo64(t0, t2), $hi64(t0, t2), $lo64(t1, t3), $hi64(t1, t3)]
+    }};
+}
+pub(super) use transpose_in_lanes;
+
 /// 8 × 8 `f32` transpose of `v[..8]`: 32-bit unpacks and 64-bit shuffles make 4 × 4 blocks inside
 /// each 128-bit lane, then the lanes are swapped across vectors (24 shuffles for 64 elements).
 #[inline(always)]
 unsafe fn transpose_ps(v: &mut [__m256; MAX_LANES]) {
     let mut u = [_mm256_setzero_ps(); 8];
     for g in 0..2 {
-        let r = &v[4 * g..4 * g + 4];
-        let (t0, t1) = (
-            _mm256_unpacklo_ps(r[0], r[1]),
-            _mm256_unpackhi_ps(r[0], r[1]),
-        );
-        let (t2, t3) = (
-            _mm256_unpacklo_ps(r[2], r[3]),
-            _mm256_unpackhi_ps(r[2], r[3]),
-        );
         // u[4g + c], 128-bit lane k: rows 4g..4g+3 of column 4k + c.
-        u[4 * g] = _mm256_shuffle_ps::<0x44>(t0, t2);
-        u[4 * g + 1] = _mm256_shuffle_ps::<0xEE>(t0, t2);
-        u[4 * g + 2] = _mm256_shuffle_ps::<0x44>(t1, t3);
-        u[4 * g + 3] = _mm256_shuffle_ps::<0xEE>(t1, t3);
+        u[4 * g..4 * g + 4].copy_from_slice(&transpose_in_lanes!(&v[4 * g..4 * g + 4];
+            _mm256_unpacklo_ps, _mm256_unpackhi_ps,
+            _mm256_shuffle_ps::<0x44>, _mm256_shuffle_ps::<0xEE>));
     }
     for c in 0..4 {
         v[c] = _mm256_permute2f128_ps::<0x20>(u[c], u[4 + c]);

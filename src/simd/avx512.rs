@@ -98,26 +98,14 @@ unsafe fn unpack_pd<const HI: bool>(a: __m512, b: __m512) -> __m512 {
     })
 }
 
-/// 16 × 16 `f32` transpose: 32-bit then 64-bit unpacks make 4 × 4 blocks inside each 128-bit
-/// lane, then the lanes are transposed across vectors (64 shuffles for 256 elements).
+/// 16 × 16 `f32` transpose: 4 × 4 blocks inside each 128-bit lane (as AVX2), then the lanes are transposed across vectors (64 shuffles for 256 elements).
 #[inline(always)]
 unsafe fn transpose_ps(v: &mut [__m512; 16]) {
     let mut u = [_mm512_setzero_ps(); 16];
     for g in 0..4 {
-        let r = &v[4 * g..4 * g + 4];
-        let (t0, t1) = (
-            _mm512_unpacklo_ps(r[0], r[1]),
-            _mm512_unpackhi_ps(r[0], r[1]),
-        );
-        let (t2, t3) = (
-            _mm512_unpacklo_ps(r[2], r[3]),
-            _mm512_unpackhi_ps(r[2], r[3]),
-        );
         // u[4g + c], 128-bit lane k: rows 4g..4g+3 of column 4k + c.
-        u[4 * g] = unpack_pd::<false>(t0, t2);
-        u[4 * g + 1] = unpack_pd::<true>(t0, t2);
-        u[4 * g + 2] = unpack_pd::<false>(t1, t3);
-        u[4 * g + 3] = unpack_pd::<true>(t1, t3);
+        u[4 * g..4 * g + 4].copy_from_slice(&avx2::transpose_in_lanes!(&v[4 * g..4 * g + 4];
+            _mm512_unpacklo_ps, _mm512_unpackhi_ps, unpack_pd::<false>, unpack_pd::<true>));
     }
     for c in 0..4 {
         let cols = transpose_lanes(u[c], u[4 + c], u[8 + c], u[12 + c]);

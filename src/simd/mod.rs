@@ -48,8 +48,7 @@ use isa_token;
 /// `f32` function or body, `;`, the `f64` one. The first rows name one instruction-set function
 /// each (which take the arguments in the trait's order); the others are closures over the member's
 /// arguments. Full loads and stores slice to `LANES` first, so they are bounds-checked. `exp`,
-/// `tanh` and `ln` are `math`'s, over the backend's [`math::VecMath`] primitives. The backend
-/// transposes in registers (`TRANSPOSES`).
+/// `tanh` and `ln` are `math`'s, over the backend's [`math::VecMath`] primitives.
 macro_rules! simd_impls {
     ($isa:ty; $v32:ty, $l32:literal; $v64:ty, $l64:literal;
      splat $sp32:path; $sp64:path, load $ld32:path; $ld64:path,
@@ -69,7 +68,6 @@ macro_rules! simd_impls {
         unsafe impl $crate::simd::Simd<$t> for $isa {
             type V = $v;
             const LANES: usize = $lanes;
-            const TRANSPOSES: bool = true;
 
             #[inline(always)]
             fn splat(self, x: $t) -> $v {
@@ -291,8 +289,8 @@ pub unsafe trait Simd<T: Element>: Copy + Send + Sync + 'static {
         self.load(&buf[..Self::LANES])
     }
     /// Lane `i` = `x[i * stride]` (a strided load: it turns a tile of tiny rows into a column).
-    /// Panics unless `x` holds `(LANES - 1) * stride + 1` elements. Element by element: only
-    /// [`Simd::tile_in`] uses it, on backends that do not transpose in registers.
+    /// Panics unless `x` holds `(LANES - 1) * stride + 1` elements. Element by element (the
+    /// kernels transpose tiles in registers instead: [`Simd::tile_in`]).
     #[inline(always)]
     fn load_strided(self, x: &[T], stride: usize) -> Self::V {
         assert!(x.len() > (Self::LANES - 1) * stride);
@@ -313,79 +311,50 @@ pub unsafe trait Simd<T: Element>: Copy + Send + Sync + 'static {
             out[i * stride] = *b;
         }
     }
-    /// Whether [`Simd::transpose`] is implemented (then [`Simd::tile_in`] / [`Simd::tile_out`]
-    /// transpose in registers instead of through strided loads and stores).
-    const TRANSPOSES: bool = false;
     /// Transposes the `LANES × LANES` block held in `v[..LANES]` (vector `i` = row `i` becomes
-    /// vector `j` = column `j`), when `TRANSPOSES`.
-    #[inline(always)]
-    fn transpose(self, _v: &mut [Self::V; MAX_LANES]) {
-        unreachable!("the backend does not transpose in registers")
-    }
+    /// vector `j` = column `j`).
+    fn transpose(self, v: &mut [Self::V; MAX_LANES]);
     /// A tile of `LANES` rows of `cols` elements (row-major, `tile.len() == LANES * cols`) turned
     /// into columns: `out[j * LANES + r] = tile[r * cols + j]`, so one vector holds one column.
-    /// In registers, `LANES` columns at a time, on backends that transpose: `out` must then hold
-    /// `cols` rounded up to a multiple of `LANES` columns (the columns past `cols` get
-    /// unspecified values); through strided (gather) loads on the others. Panics if `out` is short.
+    /// In registers, `LANES` columns at a time: `out` must hold `cols` rounded up to a multiple of
+    /// `LANES` columns (the columns past `cols` get unspecified values). Panics if `out` is short.
     #[inline(always)]
     fn tile_in(self, tile: &[T], cols: usize, out: &mut [T]) {
         let l = Self::LANES;
-        assert!(tile.len() == l * cols && out.len() >= l * cols);
-        if !Self::TRANSPOSES {
-            for (j, col) in out[..l * cols].chunks_exact_mut(l).enumerate() {
-                self.store(col, self.load_strided(&tile[j..], cols));
-            }
-            return;
-        }
-        assert!(out.len() >= l * cols.next_multiple_of(l));
-        // Whole blocks of `LANES` vectors, every loop over them of constant length, so the block
-        // stays in registers.
-        let mut v = [self.splat(T::ZERO); MAX_LANES];
-        for b in (0..cols).step_by(l) {
-            let w = l.min(cols - b);
-            for (r, vr) in v[..l].iter_mut().enumerate() {
+        assert!(tile.len() == l * cols && out.len() >= l * cols.next_multiple_of(l));
+        transpose_blocks(
+            self,
+            cols,
+            |r, b, w| {
                 let row = &tile[r * cols + b..r * cols + b + w];
-                *vr = if w == l {
+                if w == l {
                     self.load(row)
                 } else {
                     self.load_partial(row, T::ZERO)
-                };
-            }
-            self.transpose(&mut v);
-            for (j, vj) in v[..l].iter().enumerate() {
-                self.store(&mut out[(b + j) * l..], *vj);
-            }
-        }
+                }
+            },
+            |j, b, _, v| self.store(&mut out[(b + j) * l..], v),
+        );
     }
     /// The inverse of [`Simd::tile_in`]: `tile[r * cols + j] = cols_in[j * LANES + r]`, with
     /// `cols_in` as long as `tile_in`'s `out` (its padding columns are read but not used).
     #[inline(always)]
     fn tile_out(self, cols_in: &[T], cols: usize, tile: &mut [T]) {
         let l = Self::LANES;
-        assert!(tile.len() == l * cols && cols_in.len() >= l * cols);
-        if !Self::TRANSPOSES {
-            for (j, col) in cols_in[..l * cols].chunks_exact(l).enumerate() {
-                self.store_strided(&mut tile[j..], cols, self.load(col));
-            }
-            return;
-        }
-        assert!(cols_in.len() >= l * cols.next_multiple_of(l));
-        let mut v = [self.splat(T::ZERO); MAX_LANES];
-        for b in (0..cols).step_by(l) {
-            let w = l.min(cols - b);
-            for (j, vj) in v[..l].iter_mut().enumerate() {
-                *vj = self.load(&cols_in[(b + j) * l..]);
-            }
-            self.transpose(&mut v);
-            for (r, vr) in v[..l].iter().enumerate() {
+        assert!(tile.len() == l * cols && cols_in.len() >= l * cols.next_multiple_of(l));
+        transpose_blocks(
+            self,
+            cols,
+            |j, b, _| self.load(&cols_in[(b + j) * l..]),
+            |r, b, w, v| {
                 let row = &mut tile[r * cols + b..r * cols + b + w];
                 if w == l {
-                    self.store(row, *vr);
+                    self.store(row, v);
                 } else {
-                    self.store_partial(row, *vr);
+                    self.store_partial(row, v);
                 }
-            }
-        }
+            },
+        );
     }
     /// `a * b + c` with one rounding, always (so `fma(a, b, -(a * b))` is the exact error of the
     /// product). The vector backends' `mul_add` is fused already; the scalar backend, whose
@@ -402,6 +371,31 @@ pub unsafe trait Simd<T: Element>: Copy + Send + Sync + 'static {
 
     fn reduce_max(self, v: Self::V) -> T;
     fn reduce_sum(self, v: Self::V) -> T;
+}
+
+/// The in-register part of [`Simd::tile_in`] / [`Simd::tile_out`]: for each block of `LANES`
+/// columns `b..b + w` (`w = LANES` but in the last block), vector `i` is `fill(i, b, w)`, the block
+/// is transposed, and vector `i` goes to `drain(i, b, w, v)`. Every loop over the block has constant
+/// length, so the block stays in registers.
+#[inline(always)]
+fn transpose_blocks<T: Element, S: Simd<T>>(
+    s: S,
+    cols: usize,
+    mut fill: impl FnMut(usize, usize, usize) -> S::V,
+    mut drain: impl FnMut(usize, usize, usize, S::V),
+) {
+    let l = S::LANES;
+    let mut v = [s.splat(T::ZERO); MAX_LANES];
+    for b in (0..cols).step_by(l) {
+        let w = l.min(cols - b);
+        for (i, vi) in v[..l].iter_mut().enumerate() {
+            *vi = fill(i, b, w);
+        }
+        s.transpose(&mut v);
+        for (i, vi) in v[..l].iter().enumerate() {
+            drain(i, b, w, *vi);
+        }
+    }
 }
 
 /// The widest vector of any backend, in elements (AVX-512 f32).
