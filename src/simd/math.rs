@@ -91,10 +91,14 @@ pub(super) trait Bits<T: Consts>: VecMath<T> {
 /// unrolls).
 #[inline(always)]
 fn horner<T: Element, S: Simd<T>>(s: S, x: S::V, c: &[T]) -> S::V {
+    // A loop, not a closure: a closure is compiled without the backend's target features, so
+    // the intrinsics inside it would not inline.
     let (last, rest) = c.split_last().expect("a polynomial has a coefficient");
-    rest.iter()
-        .rev()
-        .fold(s.splat(*last), |acc, &ci| s.fma(acc, x, s.splat(ci)))
+    let mut acc = s.splat(*last);
+    for &ci in rest.iter().rev() {
+        acc = s.fma(acc, x, s.splat(ci));
+    }
+    acc
 }
 
 /// `e^x` lane-wise; `-inf -> 0`, `+inf -> +inf`, NaN -> NaN.

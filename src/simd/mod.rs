@@ -322,19 +322,24 @@ pub unsafe trait Simd<T: Element>: Copy + Send + Sync + 'static {
     fn tile_in(self, tile: &[T], cols: usize, out: &mut [T]) {
         let l = Self::LANES;
         assert!(tile.len() == l * cols && out.len() >= l * cols.next_multiple_of(l));
-        transpose_blocks(
-            self,
-            cols,
-            |r, b, w| {
+        // Whole blocks of `LANES` vectors, every loop over them of constant length, so the block
+        // stays in registers.
+        let mut v = [self.splat(T::ZERO); MAX_LANES];
+        for b in (0..cols).step_by(l) {
+            let w = l.min(cols - b);
+            for (r, vr) in v[..l].iter_mut().enumerate() {
                 let row = &tile[r * cols + b..r * cols + b + w];
-                if w == l {
+                *vr = if w == l {
                     self.load(row)
                 } else {
                     self.load_partial(row, T::ZERO)
-                }
-            },
-            |j, b, _, v| self.store(&mut out[(b + j) * l..], v),
-        );
+                };
+            }
+            self.transpose(&mut v);
+            for (j, vj) in v[..l].iter().enumerate() {
+                self.store(&mut out[(b + j) * l..], *vj);
+            }
+        }
     }
     /// The inverse of [`Simd::tile_in`]: `tile[r * cols + j] = cols_in[j * LANES + r]`, with
     /// `cols_in` as long as `tile_in`'s `out` (its padding columns are read but not used).
@@ -342,19 +347,22 @@ pub unsafe trait Simd<T: Element>: Copy + Send + Sync + 'static {
     fn tile_out(self, cols_in: &[T], cols: usize, tile: &mut [T]) {
         let l = Self::LANES;
         assert!(tile.len() == l * cols && cols_in.len() >= l * cols.next_multiple_of(l));
-        transpose_blocks(
-            self,
-            cols,
-            |j, b, _| self.load(&cols_in[(b + j) * l..]),
-            |r, b, w, v| {
+        let mut v = [self.splat(T::ZERO); MAX_LANES];
+        for b in (0..cols).step_by(l) {
+            let w = l.min(cols - b);
+            for (j, vj) in v[..l].iter_mut().enumerate() {
+                *vj = self.load(&cols_in[(b + j) * l..]);
+            }
+            self.transpose(&mut v);
+            for (r, vr) in v[..l].iter().enumerate() {
                 let row = &mut tile[r * cols + b..r * cols + b + w];
                 if w == l {
-                    self.store(row, v);
+                    self.store(row, *vr);
                 } else {
-                    self.store_partial(row, v);
+                    self.store_partial(row, *vr);
                 }
-            },
-        );
+            }
+        }
     }
     /// `a * b + c` with one rounding, always (so `fma(a, b, -(a * b))` is the exact error of the
     /// product). The vector backends' `mul_add` is fused already; the scalar backend, whose
@@ -371,31 +379,6 @@ pub unsafe trait Simd<T: Element>: Copy + Send + Sync + 'static {
 
     fn reduce_max(self, v: Self::V) -> T;
     fn reduce_sum(self, v: Self::V) -> T;
-}
-
-/// The in-register part of [`Simd::tile_in`] / [`Simd::tile_out`]: for each block of `LANES`
-/// columns `b..b + w` (`w = LANES` but in the last block), vector `i` is `fill(i, b, w)`, the block
-/// is transposed, and vector `i` goes to `drain(i, b, w, v)`. Every loop over the block has constant
-/// length, so the block stays in registers.
-#[inline(always)]
-fn transpose_blocks<T: Element, S: Simd<T>>(
-    s: S,
-    cols: usize,
-    mut fill: impl FnMut(usize, usize, usize) -> S::V,
-    mut drain: impl FnMut(usize, usize, usize, S::V),
-) {
-    let l = S::LANES;
-    let mut v = [s.splat(T::ZERO); MAX_LANES];
-    for b in (0..cols).step_by(l) {
-        let w = l.min(cols - b);
-        for (i, vi) in v[..l].iter_mut().enumerate() {
-            *vi = fill(i, b, w);
-        }
-        s.transpose(&mut v);
-        for (i, vi) in v[..l].iter().enumerate() {
-            drain(i, b, w, *vi);
-        }
-    }
 }
 
 /// The widest vector of any backend, in elements (AVX-512 f32).
