@@ -18,8 +18,7 @@
 
 use core::arch::x86_64::*;
 
-use super::math::{c32, c64, horner};
-use super::Simd;
+use super::{avx2, math, MAX_LANES};
 
 super::isa_token!(
     /// The AVX-512 token; only [`Avx512::new`] makes one, after checking AVX-512 F/BW/DQ/VL, AVX2
@@ -36,70 +35,10 @@ super::isa_token!(
 
 const ROUND_NEAREST: i32 = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
 
+/// Lane mask `i < n` (16 lanes; the low 8 bits for 8).
 #[inline(always)]
-unsafe fn exp_ps(x: __m512) -> __m512 {
-    // `vmax`/`vmin` return their second operand when either is NaN: NaN passes through.
-    let x = _mm512_max_ps(_mm512_set1_ps(-c32::CLAMP), x);
-    let x = _mm512_min_ps(_mm512_set1_ps(c32::CLAMP), x);
-    let n = _mm512_roundscale_ps::<ROUND_NEAREST>(_mm512_mul_ps(x, _mm512_set1_ps(c32::LOG2E)));
-    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(c32::LN2_HI), x);
-    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(c32::LN2_LO), r);
-    let g = horner!(_mm512_fmadd_ps, _mm512_set1_ps, r, c32::G; 0, 1, 2, 3, 4);
-    let one = _mm512_set1_ps(1.0);
-    let p = _mm512_fmadd_ps(_mm512_fmadd_ps(g, r, one), r, one);
-    _mm512_scalef_ps(p, n)
-}
-
-#[inline(always)]
-unsafe fn exp_pd(x: __m512d) -> __m512d {
-    // `vmax`/`vmin` return their second operand when either is NaN: NaN passes through.
-    let x = _mm512_max_pd(_mm512_set1_pd(-c64::CLAMP), x);
-    let x = _mm512_min_pd(_mm512_set1_pd(c64::CLAMP), x);
-    let n = _mm512_roundscale_pd::<ROUND_NEAREST>(_mm512_mul_pd(x, _mm512_set1_pd(c64::LOG2E)));
-    let r = _mm512_fnmadd_pd(n, _mm512_set1_pd(c64::LN2_HI), x);
-    let r = _mm512_fnmadd_pd(n, _mm512_set1_pd(c64::LN2_LO), r);
-    let g = horner!(_mm512_fmadd_pd, _mm512_set1_pd, r, c64::G; 0, 1, 2, 3, 4, 5, 6, 7, 8, 9);
-    let one = _mm512_set1_pd(1.0);
-    let p = _mm512_fmadd_pd(_mm512_fmadd_pd(g, r, one), r, one);
-    _mm512_scalef_pd(p, n)
-}
-
-/// `tanh`: `a + a³·q(a²)` for `|a| < 0.625`, else `1 - 2/(e^{2a} + 1)`; sign restored from `x`.
-#[inline(always)]
-unsafe fn tanh_ps(x: __m512) -> __m512 {
-    let a = _mm512_abs_ps(x);
-    let y = _mm512_mul_ps(a, a);
-    let q = horner!(_mm512_fmadd_ps, _mm512_set1_ps, y, c32::TANH_Q; 0, 1, 2, 3, 4);
-    let small = _mm512_fmadd_ps(_mm512_mul_ps(a, y), q, a);
-    let one = _mm512_set1_ps(1.0);
-    let e = exp_ps(_mm512_add_ps(a, a));
-    let large = _mm512_sub_ps(
-        one,
-        _mm512_div_ps(_mm512_set1_ps(2.0), _mm512_add_ps(e, one)),
-    );
-    let is_small = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(a, _mm512_set1_ps(c32::TANH_SMALL));
-    let t = _mm512_mask_blend_ps(is_small, large, small);
-    let sign = _mm512_and_ps(x, _mm512_set1_ps(-0.0));
-    _mm512_or_ps(t, sign)
-}
-
-#[inline(always)]
-unsafe fn tanh_pd(x: __m512d) -> __m512d {
-    let a = _mm512_abs_pd(x);
-    let y = _mm512_mul_pd(a, a);
-    let q =
-        horner!(_mm512_fmadd_pd, _mm512_set1_pd, y, c64::TANH_Q; 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10);
-    let small = _mm512_fmadd_pd(_mm512_mul_pd(a, y), q, a);
-    let one = _mm512_set1_pd(1.0);
-    let e = exp_pd(_mm512_add_pd(a, a));
-    let large = _mm512_sub_pd(
-        one,
-        _mm512_div_pd(_mm512_set1_pd(2.0), _mm512_add_pd(e, one)),
-    );
-    let is_small = _mm512_cmp_pd_mask::<_CMP_LT_OQ>(a, _mm512_set1_pd(c64::TANH_SMALL));
-    let t = _mm512_mask_blend_pd(is_small, large, small);
-    let sign = _mm512_and_pd(x, _mm512_set1_pd(-0.0));
-    _mm512_or_pd(t, sign)
+fn mask(n: usize) -> __mmask16 {
+    ((1u32 << n.min(16)) - 1) as __mmask16
 }
 
 /// `vfixupimm` table for `ln`, 4 bits per input class (QNaN, SNaN, 0, +1, −inf, +inf, < 0, > 0):
@@ -107,45 +46,26 @@ unsafe fn tanh_pd(x: __m512d) -> __m512d {
 /// positive (denormals included) → the computed value.
 const LN_FIXUP: i32 = 0x0353_8422;
 
-/// `ln x = k·ln2 + log1p(f)`, `x = 2^k·(1 + f)`, `1 + f ∈ [√½, √2)` (`vgetexp`/`vgetmant`, which
-/// normalise denormals themselves); `log1p(f) = f − f²/2 + s·(f²/2 + z·P(z))`, `s = f/(2+f)`,
-/// `z = s²` (fdlibm's `log`); `k·ln2_hi` added last by an FMA. Special inputs by `vfixupimm`.
-#[inline(always)]
-unsafe fn ln_ps(x: __m512) -> __m512 {
-    let m = _mm512_getmant_ps::<_MM_MANT_NORM_1_2, _MM_MANT_SIGN_SRC>(x);
-    let k = _mm512_getexp_ps(x);
-    let big = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(m, _mm512_set1_ps(c32::SQRT2));
-    let m = _mm512_mask_mul_ps(m, big, m, _mm512_set1_ps(0.5));
-    let k = _mm512_mask_add_ps(k, big, k, _mm512_set1_ps(1.0));
-    let f = _mm512_sub_ps(m, _mm512_set1_ps(1.0));
-    let s = _mm512_div_ps(f, _mm512_add_ps(f, _mm512_set1_ps(2.0)));
-    let z = _mm512_mul_ps(s, s);
-    let p = horner!(_mm512_fmadd_ps, _mm512_set1_ps, z, c32::LN_P; 0, 1, 2, 3);
-    let hfsq = _mm512_mul_ps(_mm512_mul_ps(f, f), _mm512_set1_ps(0.5));
-    let t = _mm512_fmadd_ps(z, p, hfsq);
-    let lo = _mm512_fmadd_ps(s, t, _mm512_mul_ps(k, _mm512_set1_ps(c32::LN2_LO)));
-    let r = _mm512_add_ps(_mm512_sub_ps(lo, hfsq), f);
-    let y = _mm512_fmadd_ps(k, _mm512_set1_ps(c32::LN2_HI), r);
-    _mm512_fixupimm_ps::<0>(y, x, _mm512_set1_epi32(LN_FIXUP))
-}
-
-#[inline(always)]
-unsafe fn ln_pd(x: __m512d) -> __m512d {
-    let m = _mm512_getmant_pd::<_MM_MANT_NORM_1_2, _MM_MANT_SIGN_SRC>(x);
-    let k = _mm512_getexp_pd(x);
-    let big = _mm512_cmp_pd_mask::<_CMP_GE_OQ>(m, _mm512_set1_pd(c64::SQRT2));
-    let m = _mm512_mask_mul_pd(m, big, m, _mm512_set1_pd(0.5));
-    let k = _mm512_mask_add_pd(k, big, k, _mm512_set1_pd(1.0));
-    let f = _mm512_sub_pd(m, _mm512_set1_pd(1.0));
-    let s = _mm512_div_pd(f, _mm512_add_pd(f, _mm512_set1_pd(2.0)));
-    let z = _mm512_mul_pd(s, s);
-    let p = horner!(_mm512_fmadd_pd, _mm512_set1_pd, z, c64::LN_P; 0, 1, 2, 3, 4, 5, 6);
-    let hfsq = _mm512_mul_pd(_mm512_mul_pd(f, f), _mm512_set1_pd(0.5));
-    let t = _mm512_fmadd_pd(z, p, hfsq);
-    let lo = _mm512_fmadd_pd(s, t, _mm512_mul_pd(k, _mm512_set1_pd(c64::LN2_LO)));
-    let r = _mm512_add_pd(_mm512_sub_pd(lo, hfsq), f);
-    let y = _mm512_fmadd_pd(k, _mm512_set1_pd(c64::LN2_HI), r);
-    _mm512_fixupimm_pd::<0>(y, x, _mm512_set1_epi64(LN_FIXUP as i64))
+// `exp`, `tanh` and `ln` (math.rs) on AVX-512: `2^n` by `vscalef`, the exponent and mantissa by
+// `vgetexp`/`vgetmant` (which normalise denormals), special inputs by `vfixupimm`.
+super::math::vec_math! {
+    Avx512, __m512, __m512d;
+    min |a, b| _mm512_min_ps(a, b); _mm512_min_pd(a, b),
+    round |a| _mm512_roundscale_ps::<ROUND_NEAREST>(a); _mm512_roundscale_pd::<ROUND_NEAREST>(a),
+    abs |a| _mm512_abs_ps(a); _mm512_abs_pd(a),
+    copysign |t, x| _mm512_or_ps(t, _mm512_and_ps(x, _mm512_set1_ps(-0.0)));
+        _mm512_or_pd(t, _mm512_and_pd(x, _mm512_set1_pd(-0.0))),
+    select_lt |a, b, x, y| _mm512_mask_blend_ps(_mm512_cmp_ps_mask::<_CMP_LT_OQ>(a, b), y, x);
+        _mm512_mask_blend_pd(_mm512_cmp_pd_mask::<_CMP_LT_OQ>(a, b), y, x),
+    select_ge |a, b, x, y| _mm512_mask_blend_ps(_mm512_cmp_ps_mask::<_CMP_GE_OQ>(a, b), y, x);
+        _mm512_mask_blend_pd(_mm512_cmp_pd_mask::<_CMP_GE_OQ>(a, b), y, x);
+    ldexp |_, p, n| _mm512_scalef_ps(p, n); _mm512_scalef_pd(p, n),
+    ln_split |s, x| math::ln_fold::<f32, _>(s,
+            _mm512_getmant_ps::<_MM_MANT_NORM_1_2, _MM_MANT_SIGN_SRC>(x), _mm512_getexp_ps(x));
+        math::ln_fold::<f64, _>(s,
+            _mm512_getmant_pd::<_MM_MANT_NORM_1_2, _MM_MANT_SIGN_SRC>(x), _mm512_getexp_pd(x)),
+    ln_special |_, x, y| _mm512_fixupimm_ps::<0>(y, x, _mm512_set1_epi32(LN_FIXUP));
+        _mm512_fixupimm_pd::<0>(y, x, _mm512_set1_epi64(LN_FIXUP as i64))
 }
 
 /// The 4 × 4 transpose of the 128-bit lanes of `a, b, c, d`: vector `k` gets lane `k` of each.
@@ -178,26 +98,14 @@ unsafe fn unpack_pd<const HI: bool>(a: __m512, b: __m512) -> __m512 {
     })
 }
 
-/// 16 × 16 `f32` transpose: 32-bit then 64-bit unpacks make 4 × 4 blocks inside each 128-bit
-/// lane, then the lanes are transposed across vectors (64 shuffles for 256 elements).
+/// 16 × 16 `f32` transpose: 4 × 4 blocks inside each 128-bit lane (as AVX2), then the lanes are transposed across vectors (64 shuffles for 256 elements).
 #[inline(always)]
 unsafe fn transpose_ps(v: &mut [__m512; 16]) {
     let mut u = [_mm512_setzero_ps(); 16];
     for g in 0..4 {
-        let r = &v[4 * g..4 * g + 4];
-        let (t0, t1) = (
-            _mm512_unpacklo_ps(r[0], r[1]),
-            _mm512_unpackhi_ps(r[0], r[1]),
-        );
-        let (t2, t3) = (
-            _mm512_unpacklo_ps(r[2], r[3]),
-            _mm512_unpackhi_ps(r[2], r[3]),
-        );
         // u[4g + c], 128-bit lane k: rows 4g..4g+3 of column 4k + c.
-        u[4 * g] = unpack_pd::<false>(t0, t2);
-        u[4 * g + 1] = unpack_pd::<true>(t0, t2);
-        u[4 * g + 2] = unpack_pd::<false>(t1, t3);
-        u[4 * g + 3] = unpack_pd::<true>(t1, t3);
+        u[4 * g..4 * g + 4].copy_from_slice(&avx2::transpose_in_lanes!(&v[4 * g..4 * g + 4];
+            _mm512_unpacklo_ps, _mm512_unpackhi_ps, unpack_pd::<false>, unpack_pd::<true>));
     }
     for c in 0..4 {
         let cols = transpose_lanes(u[c], u[4 + c], u[8 + c], u[12 + c]);
@@ -207,10 +115,10 @@ unsafe fn transpose_ps(v: &mut [__m512; 16]) {
     }
 }
 
-/// 8 × 8 `f64` transpose: 64-bit unpacks make 2 × 2 blocks inside each 128-bit lane, then the
+/// 8 × 8 `f64` transpose of `v[..8]`: 64-bit unpacks make 2 × 2 blocks inside each 128-bit lane, then the
 /// lanes are transposed across vectors (24 shuffles for 64 elements).
 #[inline(always)]
-unsafe fn transpose_pd(v: &mut [__m512d; 8]) {
+unsafe fn transpose_pd(v: &mut [__m512d; MAX_LANES]) {
     let mut u = [_mm512_setzero_ps(); 8];
     for g in 0..4 {
         let (a, b) = (v[2 * g], v[2 * g + 1]);
@@ -226,136 +134,29 @@ unsafe fn transpose_pd(v: &mut [__m512d; 8]) {
     }
 }
 
-// SAFETY: the token proves the CPU has AVX-512 F/BW/DQ/VL; full loads/stores slice to `LANES` first
-// (bounds-checked), partial ones mask off every lane at or past `len`, and masked-off lanes are
-// never accessed (no fault, no write).
-unsafe impl Simd<f32> for Avx512 {
-    // `max` is `vmaxps`: it returns `b` when either lane is NaN.
-    super::simd_basics!(f32, __m512, 16;
-        splat: _mm512_set1_ps, load: _mm512_loadu_ps, store: _mm512_storeu_ps,
-        mul_add: _mm512_fmadd_ps;
-        binary: add _mm512_add_ps, sub _mm512_sub_ps, mul _mm512_mul_ps,
-            div _mm512_div_ps, max _mm512_max_ps;
-        unary: exp exp_ps, tanh tanh_ps, ln ln_ps);
-
-    const TRANSPOSES: bool = true;
-    #[inline(always)]
-    fn transpose(self, v: &mut [__m512; super::MAX_LANES]) {
-        unsafe { transpose_ps(v) }
-    }
-    #[inline(always)]
-    fn load_partial(self, x: &[f32], fill: f32) -> __m512 {
-        let m = ((1u32 << x.len().min(16)) - 1) as __mmask16;
-        unsafe { _mm512_mask_loadu_ps(_mm512_set1_ps(fill), m, x.as_ptr()) }
-    }
-    #[inline(always)]
-    fn store_partial(self, out: &mut [f32], v: __m512) {
-        let m = ((1u32 << out.len().min(16)) - 1) as __mmask16;
-        unsafe { _mm512_mask_storeu_ps(out.as_mut_ptr(), m, v) }
-    }
-    #[inline(always)]
-    fn select_eq(self, a: __m512, b: __m512, x: __m512, y: __m512) -> __m512 {
-        unsafe { _mm512_mask_blend_ps(_mm512_cmp_ps_mask::<_CMP_EQ_OQ>(a, b), y, x) }
-    }
-    #[inline(always)]
-    fn reduce_max(self, v: __m512) -> f32 {
-        unsafe {
-            let m = _mm256_max_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps::<1>(v));
-            let m = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps::<1>(m));
-            let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
-            _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)))
-        }
-    }
-    #[inline(always)]
-    fn store_strided(self, out: &mut [f32], stride: usize, v: __m512) {
-        assert!(out.len() > 15 * stride && stride <= (i32::MAX / 16) as usize);
-        // SAFETY: every index i·stride (i < 16) is inside `out`, checked above.
-        unsafe {
-            let idx = _mm512_mullo_epi32(
-                _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-                _mm512_set1_epi32(stride as i32),
-            );
-            _mm512_i32scatter_ps::<4>(out.as_mut_ptr() as *mut _, idx, v)
-        }
-    }
-    #[inline(always)]
-    fn load_strided(self, x: &[f32], stride: usize) -> __m512 {
-        assert!(x.len() > 15 * stride && stride <= (i32::MAX / 16) as usize);
-        // SAFETY: every index i·stride (i < 16) is inside `x`, checked above.
-        unsafe {
-            let idx = _mm512_mullo_epi32(
-                _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-                _mm512_set1_epi32(stride as i32),
-            );
-            _mm512_i32gather_ps::<4>(idx, x.as_ptr() as *const _)
-        }
-    }
-    #[inline(always)]
-    fn reduce_sum(self, v: __m512) -> f32 {
-        unsafe {
-            let m = _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps::<1>(v));
-            let m = _mm_add_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps::<1>(m));
-            let m = _mm_add_ps(m, _mm_movehl_ps(m, m));
-            _mm_cvtss_f32(_mm_add_ss(m, _mm_movehdup_ps(m)))
-        }
-    }
-}
-
-// SAFETY: as for `f32` above.
-unsafe impl Simd<f64> for Avx512 {
-    super::simd_basics!(f64, __m512d, 8;
-        splat: _mm512_set1_pd, load: _mm512_loadu_pd, store: _mm512_storeu_pd,
-        mul_add: _mm512_fmadd_pd;
-        binary: add _mm512_add_pd, sub _mm512_sub_pd, mul _mm512_mul_pd,
-            div _mm512_div_pd, max _mm512_max_pd;
-        unary: exp exp_pd, tanh tanh_pd, ln ln_pd);
-
-    const TRANSPOSES: bool = true;
-    #[inline(always)]
-    fn transpose(self, v: &mut [__m512d; super::MAX_LANES]) {
-        let head: &mut [__m512d; 8] = (&mut v[..8]).try_into().unwrap();
-        unsafe { transpose_pd(head) }
-    }
-    #[inline(always)]
-    fn load_partial(self, x: &[f64], fill: f64) -> __m512d {
-        let m = ((1u32 << x.len().min(8)) - 1) as __mmask8;
-        unsafe { _mm512_mask_loadu_pd(_mm512_set1_pd(fill), m, x.as_ptr()) }
-    }
-    #[inline(always)]
-    fn store_partial(self, out: &mut [f64], v: __m512d) {
-        let m = ((1u32 << out.len().min(8)) - 1) as __mmask8;
-        unsafe { _mm512_mask_storeu_pd(out.as_mut_ptr(), m, v) }
-    }
-    #[inline(always)]
-    fn select_eq(self, a: __m512d, b: __m512d, x: __m512d, y: __m512d) -> __m512d {
-        unsafe { _mm512_mask_blend_pd(_mm512_cmp_pd_mask::<_CMP_EQ_OQ>(a, b), y, x) }
-    }
-    #[inline(always)]
-    fn reduce_max(self, v: __m512d) -> f64 {
-        unsafe {
-            let m = _mm256_max_pd(_mm512_castpd512_pd256(v), _mm512_extractf64x4_pd::<1>(v));
-            let m = _mm_max_pd(_mm256_castpd256_pd128(m), _mm256_extractf128_pd::<1>(m));
-            _mm_cvtsd_f64(_mm_max_sd(m, _mm_unpackhi_pd(m, m)))
-        }
-    }
-    #[inline(always)]
-    fn load_strided(self, x: &[f64], stride: usize) -> __m512d {
-        assert!(x.len() > 7 * stride && stride <= (i32::MAX / 8) as usize);
-        // SAFETY: every index i·stride (i < 8) is inside `x`, checked above.
-        unsafe {
-            let idx = _mm256_mullo_epi32(
-                _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
-                _mm256_set1_epi32(stride as i32),
-            );
-            _mm512_i32gather_pd::<8>(idx, x.as_ptr() as *const _)
-        }
-    }
-    #[inline(always)]
-    fn reduce_sum(self, v: __m512d) -> f64 {
-        unsafe {
-            let m = _mm256_add_pd(_mm512_castpd512_pd256(v), _mm512_extractf64x4_pd::<1>(v));
-            let m = _mm_add_pd(_mm256_castpd256_pd128(m), _mm256_extractf128_pd::<1>(m));
-            _mm_cvtsd_f64(_mm_add_sd(m, _mm_unpackhi_pd(m, m)))
-        }
-    }
+// `max` is `vmaxps`: it returns `b` when either lane is NaN. Partial loads and stores mask off
+// every lane at or past `len`: masked-off lanes are never accessed (no fault, no write).
+super::simd_impls! {
+    Avx512; __m512, 16; __m512d, 8;
+    splat _mm512_set1_ps; _mm512_set1_pd, load _mm512_loadu_ps; _mm512_loadu_pd,
+    store _mm512_storeu_ps; _mm512_storeu_pd, mul_add _mm512_fmadd_ps; _mm512_fmadd_pd,
+    add _mm512_add_ps; _mm512_add_pd, sub _mm512_sub_ps; _mm512_sub_pd,
+    mul _mm512_mul_ps; _mm512_mul_pd, div _mm512_div_ps; _mm512_div_pd,
+    max _mm512_max_ps; _mm512_max_pd;
+    select_eq |a, b, x, y| _mm512_mask_blend_ps(_mm512_cmp_ps_mask::<_CMP_EQ_OQ>(a, b), y, x);
+        _mm512_mask_blend_pd(_mm512_cmp_pd_mask::<_CMP_EQ_OQ>(a, b), y, x),
+    load_partial |x, fill| _mm512_mask_loadu_ps(_mm512_set1_ps(fill), mask(x.len()), x.as_ptr());
+        _mm512_mask_loadu_pd(_mm512_set1_pd(fill), mask(x.len()) as __mmask8, x.as_ptr()),
+    store_partial |out, v| _mm512_mask_storeu_ps(out.as_mut_ptr(), mask(out.len()), v);
+        _mm512_mask_storeu_pd(out.as_mut_ptr(), mask(out.len()) as __mmask8, v),
+    // Halves folded down to 256 bits, then as AVX2.
+    reduce_max |v| avx2::fold_ps(_mm256_max_ps(_mm512_castps512_ps256(v),
+            _mm512_extractf32x8_ps::<1>(v)), |a, b| _mm_max_ps(a, b));
+        avx2::fold_pd(_mm256_max_pd(_mm512_castpd512_pd256(v),
+            _mm512_extractf64x4_pd::<1>(v)), |a, b| _mm_max_pd(a, b)),
+    reduce_sum |v| avx2::fold_ps(_mm256_add_ps(_mm512_castps512_ps256(v),
+            _mm512_extractf32x8_ps::<1>(v)), |a, b| _mm_add_ps(a, b));
+        avx2::fold_pd(_mm256_add_pd(_mm512_castpd512_pd256(v),
+            _mm512_extractf64x4_pd::<1>(v)), |a, b| _mm_add_pd(a, b)),
+    transpose |v| transpose_ps(v); transpose_pd(v)
 }

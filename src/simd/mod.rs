@@ -44,51 +44,109 @@ macro_rules! isa_token {
 #[allow(unused_imports)] // Unused on targets with only the scalar backend.
 use isa_token;
 
-/// The [`Simd`] members that are one instruction-set function each, for a backend's
-/// `unsafe impl Simd<T>` block: the invocation names the functions (which take the arguments in the
-/// trait's order). Full loads and stores slice to `LANES` first, so they are bounds-checked.
-macro_rules! simd_basics {
-    ($t:ty, $v:ty, $lanes:literal;
-     splat: $splat:path, load: $load:path, store: $store:path, mul_add: $fma:path;
-     binary: $($bin:ident $bin_f:path),+;
-     unary: $($un:ident $un_f:path),+) => {
-        type V = $v;
-        const LANES: usize = $lanes;
+/// Implements [`Simd<f32>`] and [`Simd<f64>`] for a vector backend, one row per member: the
+/// `f32` function or body, `;`, the `f64` one. The first rows name one instruction-set function
+/// each (which take the arguments in the trait's order); the others are closures over the member's
+/// arguments. Full loads and stores slice to `LANES` first, so they are bounds-checked. `exp`,
+/// `tanh` and `ln` are `math`'s, over the backend's [`math::VecMath`] primitives.
+macro_rules! simd_impls {
+    ($isa:ty; $v32:ty, $l32:literal; $v64:ty, $l64:literal;
+     splat $sp32:path; $sp64:path, load $ld32:path; $ld64:path,
+     store $st32:path; $st64:path, mul_add $fma32:path; $fma64:path,
+     $($bin:ident $b32:path; $b64:path),+;
+     $($name:ident |$($arg:ident),+| $e32:expr; $e64:expr),+) => {
+        $crate::simd::simd_impls!(@one $isa, f32, $v32, $l32;
+            $sp32, $ld32, $st32, $fma32; $($bin $b32),+; $($name |$($arg),+| $e32),+);
+        $crate::simd::simd_impls!(@one $isa, f64, $v64, $l64;
+            $sp64, $ld64, $st64, $fma64; $($bin $b64),+; $($name |$($arg),+| $e64),+);
+    };
+    (@one $isa:ty, $t:ty, $v:ty, $lanes:literal; $splat:path, $load:path, $store:path, $fma:path;
+     $($bin:ident $bin_f:path),+; $($name:ident |$($arg:ident),+| $body:expr),+) => {
+        // SAFETY: the token proves the CPU has the instructions; full loads and stores slice to
+        // `LANES` first (bounds-checked), and the partial ones touch only the elements of their
+        // slices (see the backend's rows).
+        unsafe impl $crate::simd::Simd<$t> for $isa {
+            type V = $v;
+            const LANES: usize = $lanes;
 
-        #[inline(always)]
-        fn splat(self, x: $t) -> $v {
-            unsafe { $splat(x) }
-        }
-        #[inline(always)]
-        fn load(self, x: &[$t]) -> $v {
-            let x = &x[..$lanes];
-            unsafe { $load(x.as_ptr()) }
-        }
-        #[inline(always)]
-        fn store(self, out: &mut [$t], v: $v) {
-            let out = &mut out[..$lanes];
-            unsafe { $store(out.as_mut_ptr(), v) }
-        }
-        #[inline(always)]
-        fn mul_add(self, a: $v, b: $v, c: $v) -> $v {
-            unsafe { $fma(a, b, c) }
-        }
-        $(
             #[inline(always)]
-            fn $bin(self, a: $v, b: $v) -> $v {
-                unsafe { $bin_f(a, b) }
+            fn splat(self, x: $t) -> $v {
+                unsafe { $splat(x) }
             }
-        )+
-        $(
             #[inline(always)]
-            fn $un(self, a: $v) -> $v {
-                unsafe { $un_f(a) }
+            fn load(self, x: &[$t]) -> $v {
+                let x = &x[..$lanes];
+                unsafe { $load(x.as_ptr()) }
             }
-        )+
+            #[inline(always)]
+            fn store(self, out: &mut [$t], v: $v) {
+                let out = &mut out[..$lanes];
+                unsafe { $store(out.as_mut_ptr(), v) }
+            }
+            #[inline(always)]
+            fn mul_add(self, a: $v, b: $v, c: $v) -> $v {
+                unsafe { $fma(a, b, c) }
+            }
+            $(
+                #[inline(always)]
+                fn $bin(self, a: $v, b: $v) -> $v {
+                    unsafe { $bin_f(a, b) }
+                }
+            )+
+            #[inline(always)]
+            fn exp(self, a: $v) -> $v {
+                $crate::simd::math::exp::<$t, Self>(self, a)
+            }
+            #[inline(always)]
+            fn tanh(self, a: $v) -> $v {
+                $crate::simd::math::tanh::<$t, Self>(self, a)
+            }
+            #[inline(always)]
+            fn ln(self, a: $v) -> $v {
+                $crate::simd::math::ln::<$t, Self>(self, a)
+            }
+            $($crate::simd::simd_impls!(@member $t, $v; $name |$($arg),+| $body);)+
+        }
+    };
+    (@member $t:ty, $v:ty; select_eq |$a:ident, $b:ident, $x:ident, $y:ident| $e:expr) => {
+        #[inline(always)]
+        #[allow(unused_unsafe)]
+        fn select_eq(self, $a: $v, $b: $v, $x: $v, $y: $v) -> $v {
+            unsafe { $e }
+        }
+    };
+    (@member $t:ty, $v:ty; load_partial |$x:ident, $fill:ident| $e:expr) => {
+        #[inline(always)]
+        #[allow(unused_unsafe)]
+        fn load_partial(self, $x: &[$t], $fill: $t) -> $v {
+            unsafe { $e }
+        }
+    };
+    (@member $t:ty, $v:ty; store_partial |$out:ident, $x:ident| $e:expr) => {
+        #[inline(always)]
+        #[allow(unused_unsafe)]
+        fn store_partial(self, $out: &mut [$t], $x: $v) {
+            unsafe { $e }
+        }
+    };
+    (@member $t:ty, $v:ty; transpose |$x:ident| $e:expr) => {
+        #[inline(always)]
+        #[allow(unused_unsafe)]
+        fn transpose(self, $x: &mut [$v; $crate::simd::MAX_LANES]) {
+            unsafe { $e }
+        }
+    };
+    // `reduce_max`, `reduce_sum`.
+    (@member $t:ty, $v:ty; $reduce:ident |$x:ident| $e:expr) => {
+        #[inline(always)]
+        #[allow(unused_unsafe)]
+        fn $reduce(self, $x: $v) -> $t {
+            unsafe { $e }
+        }
     };
 }
 #[allow(unused_imports)] // Unused on targets with only the scalar backend.
-use simd_basics;
+use simd_impls;
 
 mod math;
 pub mod scalar;
@@ -183,12 +241,26 @@ pub unsafe trait Simd<T: Element>: Copy + Send + Sync + 'static {
     /// Loads `x[..LANES]`. Panics if `x` is shorter (callers iterate `chunks_exact(LANES)`, so the
     /// check folds away).
     fn load(self, x: &[T]) -> Self::V;
-    /// Loads `x` (shorter than `LANES`) with the other lanes set to `fill`.
-    fn load_partial(self, x: &[T], fill: T) -> Self::V;
+    /// Loads `x` (shorter than `LANES`) with the other lanes set to `fill`. The default goes through
+    /// a stack buffer; backends with masked loads override it.
+    #[inline(always)]
+    fn load_partial(self, x: &[T], fill: T) -> Self::V {
+        let n = x.len().min(Self::LANES);
+        let mut buf = [fill; MAX_LANES];
+        buf[..n].copy_from_slice(&x[..n]);
+        self.load(&buf[..Self::LANES])
+    }
     /// Stores into `out[..LANES]`; panics if `out` is shorter.
     fn store(self, out: &mut [T], v: Self::V);
-    /// Stores the first `out.len()` (< `LANES`) lanes.
-    fn store_partial(self, out: &mut [T], v: Self::V);
+    /// Stores the first `out.len()` (< `LANES`) lanes. The default goes through a stack buffer;
+    /// backends with masked stores override it.
+    #[inline(always)]
+    fn store_partial(self, out: &mut [T], v: Self::V) {
+        let n = out.len().min(Self::LANES);
+        let mut buf = [T::ZERO; MAX_LANES];
+        self.store(&mut buf[..Self::LANES], v);
+        out[..n].copy_from_slice(&buf[..n]);
+    }
 
     fn add(self, a: Self::V, b: Self::V) -> Self::V;
     fn sub(self, a: Self::V, b: Self::V) -> Self::V;
@@ -217,8 +289,8 @@ pub unsafe trait Simd<T: Element>: Copy + Send + Sync + 'static {
         self.load(&buf[..Self::LANES])
     }
     /// Lane `i` = `x[i * stride]` (a strided load: it turns a tile of tiny rows into a column).
-    /// Panics unless `x` holds `(LANES - 1) * stride + 1` elements. The default goes element by
-    /// element; backends with gathers override it.
+    /// Panics unless `x` holds `(LANES - 1) * stride + 1` elements. Element by element (the
+    /// kernels transpose tiles in registers instead: [`Simd::tile_in`]).
     #[inline(always)]
     fn load_strided(self, x: &[T], stride: usize) -> Self::V {
         assert!(x.len() > (Self::LANES - 1) * stride);
@@ -239,31 +311,17 @@ pub unsafe trait Simd<T: Element>: Copy + Send + Sync + 'static {
             out[i * stride] = *b;
         }
     }
-    /// Whether [`Simd::transpose`] is implemented (then [`Simd::tile_in`] / [`Simd::tile_out`]
-    /// transpose in registers instead of through strided loads and stores).
-    const TRANSPOSES: bool = false;
     /// Transposes the `LANES × LANES` block held in `v[..LANES]` (vector `i` = row `i` becomes
-    /// vector `j` = column `j`), when `TRANSPOSES`.
-    #[inline(always)]
-    fn transpose(self, _v: &mut [Self::V; MAX_LANES]) {
-        unreachable!("the backend does not transpose in registers")
-    }
+    /// vector `j` = column `j`).
+    fn transpose(self, v: &mut [Self::V; MAX_LANES]);
     /// A tile of `LANES` rows of `cols` elements (row-major, `tile.len() == LANES * cols`) turned
     /// into columns: `out[j * LANES + r] = tile[r * cols + j]`, so one vector holds one column.
-    /// In registers, `LANES` columns at a time, on backends that transpose: `out` must then hold
-    /// `cols` rounded up to a multiple of `LANES` columns (the columns past `cols` get
-    /// unspecified values); through strided (gather) loads on the others. Panics if `out` is short.
+    /// In registers, `LANES` columns at a time: `out` must hold `cols` rounded up to a multiple of
+    /// `LANES` columns (the columns past `cols` get unspecified values). Panics if `out` is short.
     #[inline(always)]
     fn tile_in(self, tile: &[T], cols: usize, out: &mut [T]) {
         let l = Self::LANES;
-        assert!(tile.len() == l * cols && out.len() >= l * cols);
-        if !Self::TRANSPOSES {
-            for (j, col) in out[..l * cols].chunks_exact_mut(l).enumerate() {
-                self.store(col, self.load_strided(&tile[j..], cols));
-            }
-            return;
-        }
-        assert!(out.len() >= l * cols.next_multiple_of(l));
+        assert!(tile.len() == l * cols && out.len() >= l * cols.next_multiple_of(l));
         // Whole blocks of `LANES` vectors, every loop over them of constant length, so the block
         // stays in registers.
         let mut v = [self.splat(T::ZERO); MAX_LANES];
@@ -288,14 +346,7 @@ pub unsafe trait Simd<T: Element>: Copy + Send + Sync + 'static {
     #[inline(always)]
     fn tile_out(self, cols_in: &[T], cols: usize, tile: &mut [T]) {
         let l = Self::LANES;
-        assert!(tile.len() == l * cols && cols_in.len() >= l * cols);
-        if !Self::TRANSPOSES {
-            for (j, col) in cols_in[..l * cols].chunks_exact(l).enumerate() {
-                self.store_strided(&mut tile[j..], cols, self.load(col));
-            }
-            return;
-        }
-        assert!(cols_in.len() >= l * cols.next_multiple_of(l));
+        assert!(tile.len() == l * cols && cols_in.len() >= l * cols.next_multiple_of(l));
         let mut v = [self.splat(T::ZERO); MAX_LANES];
         for b in (0..cols).step_by(l) {
             let w = l.min(cols - b);

@@ -14,7 +14,6 @@ macro_rules! scalar_impl {
             type V = $t;
             const LANES: usize = 1;
             // One lane: a 1 × 1 block is its own transpose, so a tile is copied as it is.
-            const TRANSPOSES: bool = true;
             #[inline(always)]
             fn transpose(self, _v: &mut [$t; super::MAX_LANES]) {}
             #[inline(always)]
