@@ -86,12 +86,8 @@ pub(crate) fn output<'py, T: Stored>(
     what: &str,
 ) -> PyResult<Bound<'py, PyArrayDyn<T>>> {
     match out {
-        None => {
-            // SAFETY: every element is written by the kernel before the array is returned.
-            let o = unsafe { PyArrayDyn::<T>::new(py, IxDyn(shape), false) };
-            prefault(py, o.data().cast(), o.len() * std::mem::size_of::<T>());
-            Ok(o)
-        }
+        // SAFETY: every element is written by the kernel before the array is returned.
+        None => Ok(unsafe { PyArrayDyn::<T>::new(py, IxDyn(shape), false) }),
         Some(o) => {
             let o = o
                 .cast::<PyArrayDyn<T>>()
@@ -105,40 +101,6 @@ pub(crate) fn output<'py, T: Stored>(
             Ok(o.clone())
         }
     }
-}
-
-/// Fresh results of at least this many bytes are faulted in by one system call before the kernel
-/// writes them. On a 2-core VM a fresh 131 MB result took ~12 ms to populate that way, against ~35 ms
-/// more than into a warm `out=` when the kernel's threads faulted it page by page inside their loops;
-/// below a few MiB the allocator hands back warm memory and there is nothing to gain.
-const PREFAULT_BYTES: usize = 4 << 20;
-
-/// Faults in the pages of a fresh array of `len` bytes at `ptr` with `madvise(MADV_POPULATE_WRITE)`
-/// (Linux 5.14+), the GIL released. Where the call is refused (an older kernel, another OS) the
-/// kernel's writes fault the pages as before, so the result is the same either way.
-fn prefault(py: Python<'_>, ptr: *mut u8, len: usize) {
-    if len < PREFAULT_BYTES {
-        return;
-    }
-    #[cfg(target_os = "linux")]
-    {
-        use std::ffi::{c_int, c_void};
-        const MADV_POPULATE_WRITE: c_int = 23;
-        // The largest page size Linux uses (arm64 64 KiB pages): bounds aligned to it suit any.
-        const ALIGN: usize = 64 << 10;
-        extern "C" {
-            fn madvise(addr: *mut c_void, len: usize, advice: c_int) -> c_int;
-        }
-        let lo = (ptr as usize).next_multiple_of(ALIGN);
-        let hi = (ptr as usize + len) / ALIGN * ALIGN;
-        if hi > lo {
-            // SAFETY: [lo, hi) lies inside the array's own allocation; populating pages changes no
-            // byte of memory the program can observe (they are uninitialised and about to be written).
-            py.detach(|| unsafe { madvise(lo as *mut c_void, hi - lo, MADV_POPULATE_WRITE) });
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = (py, ptr);
 }
 
 /// Whether `out` is the very memory of `x` (in place). Memory shared any other way cannot be
