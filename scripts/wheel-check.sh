@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make wheel-check`: installs the x86_64 wheel from WHEEL_DIR, with its `test` and `half` extras, into a
 # fresh virtual environment of each given interpreter and runs the whole test suite against the
-# INSTALLED package: pytest runs in a temporary folder holding a copy of tests/, so the source tree is
+# INSTALLED package: pytest runs in a temporary folder holding a copy of tests/ and examples/, so the source tree is
 # never on the path, and the run stops unless `fastsoftmax` is imported from the venv's site-packages.
 # Usage: scripts/wheel-check.sh WHEEL_DIR PYTHON...
 set -euo pipefail
@@ -16,7 +16,7 @@ for py in "$@"; do
     "$py" -m venv "$work/venv"
     "$work/venv/bin/python" -m pip install --quiet --upgrade pip
     "$work/venv/bin/python" -m pip install --quiet "$(realpath "$wheel")[test,half]"
-    cp -r tests "$work/tests"
+    cp -r tests examples "$work/"  # tests/test_lm_head.py runs examples/lm_head.py
     cd "$work"
     venv/bin/python -c "
 import sys, sysconfig, numpy, scipy, fastsoftmax
