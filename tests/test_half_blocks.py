@@ -72,7 +72,7 @@ def same(a, b, ctx=""):
 def test_every_half_value_widens_exactly(each_backend, dt):
     h = every_value(dt)
     wide = np.empty(h.shape, np.float32)
-    native.convert_half(h.view(U16), wide, dt.name == "bfloat16")
+    native.convert_half(h.view(U16), wide, dt.name)
     same(wide, h.astype(np.float32), f"{dt} widen on {each_backend}")
 
 
@@ -80,7 +80,7 @@ def test_every_half_value_widens_exactly(each_backend, dt):
 def test_narrowing_rounds_like_numpy(each_backend, dt):
     x = probes(dt)
     h = np.empty(x.shape, dt)
-    native.convert_half(x, h.view(U16), dt.name == "bfloat16")
+    native.convert_half(x, h.view(U16), dt.name)
     same(h, x.astype(dt), f"{dt} narrow on {each_backend}")
     # NaN stays NaN of its sign; finite values beyond the range become infinities of their sign.
     assert np.array_equal(np.signbit(h.astype(np.float32)), np.signbit(x))
@@ -145,22 +145,35 @@ def test_every_function_matches_float32(rng, dt, name, shape):
 @pytest.mark.parametrize("dt", HALF, ids=_ids)
 def test_the_blocked_route_is_taken(monkeypatch, rng, dt):
     calls = []
-    for entry in ("half_softmax", "half_softmax_backward", "half_logsumexp", "half_logsumexp_b",
-                  "half_entropy"):
+    for entry in ("softmax", "softmax_backward", "logsumexp", "logsumexp_b", "entropy"):
         real = getattr(native, entry)
-        monkeypatch.setattr(native, entry, lambda *a, _r=real, _n=entry: calls.append(_n) or _r(*a))
+
+        def spy(*a, _r=real, _n=entry, **kw):
+            if kw.get("half") == np.dtype(dt).name:
+                calls.append(_n)
+            return _r(*a, **kw)
+
+        monkeypatch.setattr(native, entry, spy)
     real_convert = native.convert_half
 
-    def narrow_only(src, dst, bf16):  # the whole-array widening is not used
+    def narrow_only(src, dst, half):  # the whole-array widening is not used
         assert src.dtype != U16, "an input was widened whole"
-        real_convert(src, dst, bf16)
+        real_convert(src, dst, half)
 
     monkeypatch.setattr(native, "convert_half", narrow_only)
     x, y = _data(rng, dt, (6, 50)), _probs(rng, dt, (6, 50))
     for f in FUNCS.values():
         f(x, y)
-    assert sorted(set(calls)) == ["half_entropy", "half_logsumexp", "half_logsumexp_b",
-                                  "half_softmax", "half_softmax_backward"]
+    assert sorted(set(calls)) == ["entropy", "logsumexp", "logsumexp_b", "softmax",
+                                  "softmax_backward"]
+
+
+def test_a_half_entry_names_its_type():
+    words = np.zeros((2, 3), U16)
+    with pytest.raises(ValueError, match="half must be"):
+        native.softmax(words, None, 1.0, False, half="float8")
+    with pytest.raises(ValueError, match="half must be"):
+        native.convert_half(words, np.empty((2, 3), np.float32), "half")
 
 
 @pytest.mark.parametrize("dt", HALF, ids=_ids)

@@ -11,13 +11,13 @@ memory); cross-entropy still widens the whole input first and rounds its results
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Tuple
+from typing import Any, Optional, Tuple
 
 import numpy as np
 
 from . import _native
 from . import _checks
-from ._checks import F32, CeOptions, compute_dtype, is_bf16, is_half
+from ._checks import F32, CeOptions, compute_dtype, is_half
 from ._layout import Layout, Xp
 
 I64 = np.dtype(np.int64)
@@ -34,7 +34,7 @@ def _contig(a: Any, dtype: np.dtype) -> np.ndarray:
     if dtype == F32 and is_half(a.dtype):
         # Widened by the kernels' own conversion (NumPy's is several times slower).
         dst = np.empty(a.shape, F32)
-        _native.convert_half(np.ascontiguousarray(a).view(_U16), dst, is_bf16(a.dtype))
+        _native.convert_half(_flat(a).view(_U16), dst.reshape(-1), a.dtype.name)
         return dst
     return np.require(a, dtype=dtype, requirements=("C", "A"))
 
@@ -48,9 +48,14 @@ def _cast(y: Any, rdt: np.dtype) -> np.ndarray:
         return y  # type: ignore[no-any-return]
     if y.dtype == F32 and is_half(rdt):
         res = np.empty(y.shape, rdt)
-        _native.convert_half(np.ascontiguousarray(y), res.view(_U16), is_bf16(rdt))
+        _native.convert_half(_flat(y), res.view(_U16).reshape(-1), rdt.name)
         return res
     return y.astype(rdt)  # type: ignore[no-any-return]
+
+
+def _flat(a: np.ndarray) -> np.ndarray:
+    """`a` as a 1-D, C-contiguous, aligned array (a view when it is one)."""
+    return np.require(a, requirements=("C", "A")).reshape(-1)
 
 
 def _half(rdt: np.dtype, *inputs: Optional[np.ndarray]) -> bool:
@@ -69,19 +74,10 @@ def _half(rdt: np.dtype, *inputs: Optional[np.ndarray]) -> bool:
     return True
 
 
-def _words(a: np.ndarray) -> np.ndarray:
-    """A C-contiguous half array as the 16-bit words the kernels take."""
-    return a.view(_U16)
-
-
-def _half_into(
-    dst: Optional[np.ndarray], like: np.ndarray, run: Callable[[np.ndarray], None]
-) -> np.ndarray:
-    """`run(res)` of a half kernel writing a result shaped like `like` into `res`: `dst`, or a new
-    array; returns `res`."""
-    res = np.empty(like.shape, like.dtype) if dst is None else dst
-    run(res)
-    return res
+def _words(a: Any) -> Any:
+    """A C-contiguous half array as the 16-bit words the kernels take (None stays None); the
+    kernels are told the type with ``half=dtype.name``."""
+    return None if a is None else a.view(_U16)
 
 
 def _address(a: np.ndarray) -> int:
@@ -193,8 +189,8 @@ def softmax(
     def call(dst: Optional[np.ndarray]) -> np.ndarray:
         if not half:
             return _native.softmax(lay.xk, dst, scale, log)
-        return _half_into(dst, lay.xk, lambda res: _native.half_softmax(
-            is_bf16(rdt), _words(lay.xk), _words(res), scale, log))
+        return _native.softmax(
+            _words(lay.xk), _words(dst), scale, log, half=rdt.name).view(rdt)
 
     return _rowwise(lay, out, rdt, call, empty=x.shape)
 
@@ -211,19 +207,18 @@ def logsumexp(
     lay = Layout(x, axes, rdt if half else kdt, XP)
     if b is None:
         if half:
-            res = _native.half_logsumexp(_words(lay.xk), inv_t, is_bf16(rdt))
+            res = _native.logsumexp(_words(lay.xk), None, inv_t, half=rdt.name)
             return _finish(res, res_shape, out, rdt), None
         if out is not None and out.dtype == kdt and out.flags.c_contiguous and out.flags.aligned:
             _native.logsumexp(lay.xk, out.reshape(lay.xk.shape[:-1]), inv_t)
             return out, None
         return _finish(_native.logsumexp(lay.xk, None, inv_t), res_shape, out, rdt), None
     bk = Layout(b, axes, rdt if half else kdt, XP).xk
+    # `x / T` is rounded to the compute type (float32 for the half types) before SciPy's sum.
     if half:
-        # `x / T` is rounded to float32 in the kernels, as the float32 route below does it.
-        res, sign = _native.half_logsumexp_b(_words(lay.xk), _words(bk), inv_t, is_bf16(rdt))
+        res, sign = _native.logsumexp_b(_words(lay.xk), _words(bk), inv_t, half=rdt.name)
     else:
-        xk = lay.xk if inv_t == 1.0 else _contig(lay.xk * kdt.type(inv_t), kdt)
-        res, sign = _native.logsumexp_b(xk, bk)
+        res, sign = _native.logsumexp_b(lay.xk, bk, inv_t)
     if inv_t != 1.0:
         res *= kdt.type(1.0 / inv_t)
     if not return_sign:
@@ -299,8 +294,8 @@ def softmax_backward(
     def call(dst: Optional[np.ndarray]) -> np.ndarray:
         if not half:
             return _native.softmax_backward(lg.xk, yk, dst, log)
-        return _half_into(dst, lg.xk, lambda res: _native.half_softmax_backward(
-            is_bf16(rdt), log, _words(lg.xk), _words(yk), _words(res)))
+        return _native.softmax_backward(
+            _words(lg.xk), _words(yk), _words(dst), log, half=rdt.name).view(rdt)
 
     return _rowwise(lg, out, rdt, call, in_place=(yk,), empty=g.shape)
 
@@ -314,8 +309,7 @@ def entropy(
     lp = Layout(p, (ax,), kdt, XP)
     qk = None if q is None else Layout(q, (ax,), kdt, XP).xk
     if half:
-        qw = None if qk is None else _words(qk)
-        r = _native.half_entropy(_words(lp.xk), qw, from_logits, scale, is_bf16(rdt))
+        r = _native.entropy(_words(lp.xk), _words(qk), from_logits, scale, half=rdt.name)
     else:
         r = _native.entropy(lp.xk, qk, from_logits, scale)
     return _finish(r, lp.batch_shape, None, rdt)

@@ -2,7 +2,8 @@
 
 These functions are private: ``fastsoftmax._cpu`` brings every array to the layout they require
 (C-contiguous, aligned, native-order float32 or float64, one dtype per call, the reduced axis last)
-and they reduce over the last axis. An output left as None is allocated by the kernel. Called with
+and they reduce over the last axis. With ``half="float16"`` or ``"bfloat16"`` the arrays are that
+type's uint16 words instead, computed in float32 block by block; per-row results are then float32. An output left as None is allocated by the kernel. Called with
 anything else they raise ``ValueError``/``TypeError``; they never crash.
 """
 
@@ -14,23 +15,32 @@ _Array = npt.NDArray[Any]
 
 __version__: str
 
-def softmax(x: _Array, out: Optional[_Array], scale: float, log: bool) -> _Array:
+def softmax(
+    x: _Array, out: Optional[_Array], scale: float, log: bool, half: Optional[str] = None
+) -> _Array:
     """``softmax(x * scale)`` (``log=True``: log-softmax) over the last axis, into `out` (which
     may be `x`) or a new array; returns the result. A `scale` that remembers its temperature
     (``_checks.InvTemperature``) is taken as the exact ``±1/T``."""
 
-def softmax_backward(g: _Array, y: _Array, out: Optional[_Array], log: bool) -> _Array:
+def softmax_backward(
+    g: _Array, y: _Array, out: Optional[_Array], log: bool, half: Optional[str] = None
+) -> _Array:
     """Vector-Jacobian product over the last axis of two arrays of one shape and dtype:
     ``y * (g - sum(g * y))``, or with ``log=True`` (`y` = log-softmax output)
     ``g - exp(y) * sum(g)``; into `out` (which may be `g` or `y`) or a new array."""
 
-def logsumexp(x: _Array, out: Optional[_Array], scale: float) -> _Array:
+def logsumexp(
+    x: _Array, out: Optional[_Array], scale: float, half: Optional[str] = None
+) -> _Array:
     """``logsumexp(x * scale) / scale`` over the last axis, into `out` (shape ``x.shape[:-1]``)
     or a new array; returns the result (`scale` as in :func:`softmax`)."""
 
-def logsumexp_b(x: _Array, b: _Array) -> Tuple[_Array, _Array]:
-    """SciPy's weighted logsumexp over the last axis: ``(log|sum(b * exp(x))|,
-    sign(sum(b * exp(x))))``; `b` has `x`'s shape and dtype."""
+def logsumexp_b(
+    x: _Array, b: _Array, scale: float, half: Optional[str] = None
+) -> Tuple[_Array, _Array]:
+    """SciPy's weighted logsumexp of ``x' = x * scale`` (the product rounded to `x`'s type, float32
+    for the half types) over the last axis: ``(log|sum(b * exp(x'))|, sign(sum(b * exp(x'))))``;
+    `b` has `x`'s shape and dtype."""
 
 def cross_entropy(
     logits: _Array,
@@ -49,38 +59,17 @@ def cross_entropy(
     (shape ``logits.shape[:-1]``) for ``reduction="none"`` only, `grad` when `want_grad` (into
     `out`, which may be `logits`, or a new array)."""
 
-def entropy(p: _Array, q: Optional[_Array], from_logits: bool, scale: float) -> _Array:
+def entropy(
+    p: _Array, q: Optional[_Array], from_logits: bool, scale: float, half: Optional[str] = None
+) -> _Array:
     """Over the last axis: ``scale * H(p)``, or with `q` (same shape and dtype)
     ``scale * KL(p || q)``; `from_logits` uses the softmax of the rows. A new array of shape
     ``p.shape[:-1]``."""
 
-def convert_half(src: _Array, dst: _Array, bf16: bool) -> None:
-    """``dst[...] = src`` converted: widened when `src` holds the uint16 words of float16 (bfloat16
-    when `bf16`) and `dst` is float32, rounded to nearest even the other way round; same size, both
-    C-contiguous."""
-
-def half_softmax(bf16: bool, x: _Array, out: _Array, scale: float, log: bool) -> None:
-    """``softmax(x * scale)`` (log-softmax when `log`) over the last axis of a half array given as
-    its uint16 words (bfloat16 when `bf16`), into `out` (same shape; may be `x`), computed in
-    float32 block by block."""
-
-def half_softmax_backward(bf16: bool, log: bool, g: _Array, y: _Array, out: _Array) -> None:
-    """The softmax (log-softmax when `log`) vector-Jacobian product of half arrays given as their
-    uint16 words, into `out` (may be `g` or `y`)."""
-
-def half_logsumexp(x: _Array, scale: float, bf16: bool) -> _Array:
-    """``logsumexp(x * scale) / scale`` over the last axis of a half array given as its uint16
-    words: a new float32 array of shape ``x.shape[:-1]``."""
-
-def half_logsumexp_b(x: _Array, b: _Array, scale: float, bf16: bool) -> Tuple[_Array, _Array]:
-    """SciPy's weighted logsumexp of ``x * scale`` (rounded to float32) with weights `b`, half
-    arrays given as their uint16 words: new float32 arrays ``(log|sum|, sign)``."""
-
-def half_entropy(
-    p: _Array, q: Optional[_Array], from_logits: bool, scale: float, bf16: bool
-) -> _Array:
-    """``scale * H(p)``, or with `q` ``scale * KL(p || q)``, over the last axis of half arrays
-    given as their uint16 words: a new float32 array of shape ``p.shape[:-1]``."""
+def convert_half(src: _Array, dst: _Array, half: str) -> None:
+    """``dst[...] = src`` converted: widened when `src` holds the uint16 words of `half`
+    (``"float16"`` or ``"bfloat16"``) and `dst` is float32, rounded to nearest even the other way
+    round; same size, both aligned, C-contiguous and at least 1-D."""
 
 def set_num_threads(n: int) -> None:
     """Sets the number of worker threads (``ValueError`` if `n` < 1)."""
@@ -108,11 +97,6 @@ __all__ = [
     "cross_entropy",
     "entropy",
     "convert_half",
-    "half_softmax",
-    "half_softmax_backward",
-    "half_logsumexp",
-    "half_logsumexp_b",
-    "half_entropy",
     "set_num_threads",
     "get_num_threads",
     "simd_backend",

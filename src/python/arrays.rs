@@ -124,13 +124,12 @@ pub(crate) fn same_memory<T: Stored>(
 }
 
 /// Whether two arrays' memory overlaps at all.
-pub(crate) fn overlaps<T: Stored>(
-    a: &Bound<'_, PyArrayDyn<T>>,
-    b: &Bound<'_, PyArrayDyn<T>>,
+pub(crate) fn overlaps<A: Stored, B: Stored>(
+    a: &Bound<'_, PyArrayDyn<A>>,
+    b: &Bound<'_, PyArrayDyn<B>>,
 ) -> bool {
-    let size = std::mem::size_of::<T>();
     let (pa, pb) = (a.data() as usize, b.data() as usize);
-    pa < pb + b.len() * size && pb < pa + a.len() * size
+    pa < pb + b.len() * std::mem::size_of::<B>() && pb < pa + a.len() * std::mem::size_of::<A>()
 }
 
 /// Whether two arrays' memory overlaps without being the very same buffer.

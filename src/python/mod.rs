@@ -7,7 +7,6 @@ mod arrays;
 mod convert;
 mod cross_entropy;
 mod entropy;
-mod half;
 mod logsumexp;
 mod softmax;
 
@@ -107,7 +106,7 @@ fn _set_simd_backend(name: &str) -> PyResult<()> {
     Ok(simd::set_active(b)?)
 }
 
-/// The extension module: one entry per operation (and per half-precision operation), the
+/// The extension module: one entry per operation (any stored type, half ones included), the
 /// conversions, the thread and instruction-set controls.
 #[pymodule(gil_used = false)]
 mod _native {
@@ -117,10 +116,6 @@ mod _native {
     use super::cross_entropy::cross_entropy;
     #[pymodule_export]
     use super::entropy::entropy;
-    #[pymodule_export]
-    use super::half::{half_entropy, half_logsumexp, half_logsumexp_b};
-    #[pymodule_export]
-    use super::half::{half_softmax, half_softmax_backward};
     #[pymodule_export]
     use super::logsumexp::{logsumexp, logsumexp_b};
     #[pymodule_export]
