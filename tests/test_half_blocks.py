@@ -142,10 +142,73 @@ def test_every_function_matches_float32(rng, dt, name, shape):
     same(f(x, y), _via_f32(f, x, y, dt=dt), f"{name} {dt} {shape}")
 
 
+#: the cross-entropy options, each on every path (tiles, rows, split rows)
+CE_CASES = {
+    "hard": {},
+    "hard_sum_weight": {"reduction": "sum", "weight": True},
+    "hard_none_ignored": {"reduction": "none", "ignore_index": 3},
+    "smoothing_z_loss": {"label_smoothing": 0.1, "z_loss": 1e-3, "weight": True},
+    "softcap": {"softcap": 5.0},
+    "soft": {"soft": True},
+    "soft_none_smoothing": {"soft": True, "reduction": "none", "label_smoothing": 0.2},
+}
+
+
+@pytest.mark.parametrize("dt", HALF, ids=_ids)
+@pytest.mark.parametrize("case", sorted(CE_CASES))
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_cross_entropy_matches_float32(rng, dt, case, shape):
+    """Half logits go through the float32 kernel block by block: the gradient and per-row losses
+    are the float32 answers rounded, bit for bit; the reduced loss is rounded once from float64
+    (the float32 route rounds it twice), so it may sit one half ulp away."""
+    kw = dict(CE_CASES[case])
+    rows, cols = shape
+    x = _data(rng, dt, shape)
+    if kw.pop("soft", False):
+        target = _probs(rng, dt, shape)
+    else:
+        target = rng.integers(0, cols, rows)
+        target[::5] = kw.get("ignore_index", -100)
+    if kw.pop("weight", False):
+        kw["weight"] = rng.uniform(0.5, 2.0, cols).astype(dt)
+    loss, grad = fs.cross_entropy_with_grad(x, target, **kw)
+    wide = {k: (v.astype(np.float32) if isinstance(v, np.ndarray) else v) for k, v in kw.items()}
+    t32 = target.astype(np.float32) if target.dtype == dt else target
+    loss32, grad32 = fs.cross_entropy_with_grad(x.astype(np.float32), t32, **wide)
+    assert grad.dtype == dt and np.asarray(loss).dtype == dt
+    same(grad, grad32.astype(dt), f"{case} gradient")
+    if kw.get("reduction") == "none":
+        same(loss, loss32.astype(dt), f"{case} losses")
+    else:
+        want = np.float64(loss32)
+        assert (np.isnan(want) and np.isnan(np.float64(loss))) or abs(np.float64(loss) - want) <= \
+            np.spacing(np.abs(dt.type(want))).astype(np.float64), f"{case} loss {loss} vs {loss32}"
+    # the loss alone and the gradient alone are the same numbers
+    same(fs.cross_entropy(x, target, **kw), loss, f"{case} loss only")
+    same(fs.cross_entropy_grad(x, target, **kw), grad, f"{case} gradient only")
+
+
+@pytest.mark.parametrize("dt", HALF, ids=_ids)
+def test_cross_entropy_gradient_in_place_and_into_out(rng, dt):
+    x = _data(rng, dt, (300, 70))
+    y = rng.integers(0, 70, 300)
+    loss, grad = fs.cross_entropy_with_grad(x, y)
+    out = np.empty_like(x)
+    assert fs.cross_entropy_with_grad(x, y, out=out)[1] is out
+    same(out, grad, "out=")
+    inplace = x.copy()
+    assert fs.cross_entropy_with_grad(inplace, y, out=inplace)[1] is inplace
+    same(inplace, grad, "out=logits")
+    strided = np.empty((300, 140), dt)[:, ::2]
+    fs.cross_entropy_with_grad(x, y, out=strided)
+    same(strided, grad, "strided out=")
+
+
 @pytest.mark.parametrize("dt", HALF, ids=_ids)
 def test_the_blocked_route_is_taken(monkeypatch, rng, dt):
     calls = []
-    for entry in ("softmax", "softmax_backward", "logsumexp", "logsumexp_b", "entropy"):
+    for entry in ("softmax", "softmax_backward", "logsumexp", "logsumexp_b", "entropy",
+                  "cross_entropy"):
         real = getattr(native, entry)
 
         def spy(*a, _r=real, _n=entry, **kw):
@@ -164,8 +227,10 @@ def test_the_blocked_route_is_taken(monkeypatch, rng, dt):
     x, y = _data(rng, dt, (6, 50)), _probs(rng, dt, (6, 50))
     for f in FUNCS.values():
         f(x, y)
-    assert sorted(set(calls)) == ["entropy", "logsumexp", "logsumexp_b", "softmax",
-                                  "softmax_backward"]
+    fs.cross_entropy_with_grad(x, rng.integers(0, 50, 6))
+    fs.cross_entropy_with_grad(x, y)
+    assert sorted(set(calls)) == ["cross_entropy", "entropy", "logsumexp", "logsumexp_b",
+                                  "softmax", "softmax_backward"]
 
 
 def test_a_half_entry_names_its_type():
@@ -181,6 +246,11 @@ def test_every_backend(each_backend, rng, dt):
     x, y = _data(rng, dt, (67, 301)), _probs(rng, dt, (67, 301))
     for name, f in FUNCS.items():
         same(f(x, y), _via_f32(f, x, y, dt=dt), f"{name} {dt} on {each_backend}")
+    for target in (rng.integers(0, 301, 67), y):
+        t32 = target.astype(np.float32) if target.dtype == dt else target
+        grad32 = fs.cross_entropy_grad(x.astype(np.float32), t32, reduction="sum")
+        same(fs.cross_entropy_grad(x, target, reduction="sum"), grad32.astype(dt),
+             f"cross_entropy_grad {target.dtype} on {each_backend}")
 
 
 def _layouts(rng, dt):

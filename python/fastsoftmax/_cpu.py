@@ -246,9 +246,11 @@ def cross_entropy(
 ) -> Tuple[Any, Any]:
     """`(loss, grad or None)`: the loss a NumPy scalar (an array of the batch shape for "none")."""
     kdt = compute_dtype(rdt)
-    lay = Layout(logits, (cax,), kdt, XP)
+    # Half logits (and soft labels) stay 16-bit: the kernels widen them block by block.
+    half = _half(rdt, logits, target if soft else None)
+    lay = Layout(logits, (cax,), rdt if half else kdt, XP)
     if soft:
-        t = Layout(target, (cax,), kdt, XP).xk
+        t = Layout(target, (cax,), rdt if half else kdt, XP).xk
     else:
         t = target.reshape(-1)
         if t.dtype == np.uint64 and t.size and t.max() > _I64_MAX:
@@ -261,12 +263,14 @@ def cross_entropy(
     res: dict[str, Any] = {}
 
     def call(dst: Optional[np.ndarray]) -> Any:
+        x, tk = (_words(lay.xk), _words(t) if soft else t) if half else (lay.xk, t)
         total, losses, grad = _native.cross_entropy(
-            lay.xk, t, w, opts.ignore_index, opts.label_smoothing, opts.z_loss, opts.softcap,
-            opts.reduction, want_grad, dst,
+            x, tk, w, opts.ignore_index, opts.label_smoothing, opts.z_loss, opts.softcap,
+            opts.reduction, want_grad, _words(dst) if half else dst,
+            half=rdt.name if half else None,
         )
         res["loss"] = rdt.type(total) if losses is None else _finish(losses, lay.batch_shape, None, rdt)
-        return grad
+        return grad if grad is None or not half else grad.view(rdt)
 
     if not want_grad:
         call(None)

@@ -53,11 +53,13 @@ def cross_entropy(
     reduction: str,
     want_grad: bool,
     out: Optional[_Array] = None,
+    half: Optional[str] = None,
 ) -> Tuple[float, Optional[_Array], Optional[_Array]]:
     """The cross-entropy over the last axis of `logits` (int64 class indices, one per row, or
     soft labels of the logits' shape and dtype). Returns ``(total, losses, grad)``: `losses`
     (shape ``logits.shape[:-1]``) for ``reduction="none"`` only, `grad` when `want_grad` (into
-    `out`, which may be `logits`, or a new array)."""
+    `out`, which may be `logits`, or a new array). With `half`, the logits, soft labels and
+    gradient are that type's words; weights and per-row losses are float32."""
 
 def entropy(
     p: _Array, q: Optional[_Array], from_logits: bool, scale: float, half: Optional[str] = None

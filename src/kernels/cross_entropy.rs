@@ -83,94 +83,112 @@ pub fn cross_entropy<T: Element>(
     cols: usize,
     target: Target<'_, T>,
     opts: &CeOptions<'_, T>,
-    mut losses: Option<&mut [T]>,
+    losses: Option<&mut [T]>,
 ) -> Result<f64, KernelError> {
+    let (src, dst) = logit_ptrs(logits, rows, cols)?;
+    let plan = Plan::new(rows, cols, target, opts, losses.as_deref().map(<[T]>::len))?;
+    let Some(losses) = plan.start(losses) else {
+        return Ok(0.0);
+    };
+    let parts = parts(
+        backend,
+        (src, dst, losses),
+        (rows, cols),
+        target,
+        opts,
+        &plan,
+    );
+    Ok(plan.total(parts))
+}
+
+/// The logits' pointer and the gradient's (when asked), checked for `rows × cols`.
+pub(crate) fn logit_ptrs<T>(
+    logits: Logits<'_, T>,
+    rows: usize,
+    cols: usize,
+) -> Result<(SendPtr<T>, Option<SendPtr<T>>), KernelError> {
     let n = rows * cols;
-    let (src, dst) = match logits {
-        Logits::Read(x) => {
-            if x.len() != n {
-                return Err(shape(x.len(), rows, cols));
-            }
-            (SendPtr(x.as_ptr() as *mut T), None)
-        }
+    let shape = |len: usize| {
+        KernelError::Shape(format!(
+            "logits have {len} elements, expected {rows} x {cols}"
+        ))
+    };
+    match logits {
+        Logits::Read(x) if x.len() != n => Err(shape(x.len())),
+        Logits::Read(x) => Ok((SendPtr(x.as_ptr() as *mut T), None)),
         Logits::Grad(mut buf) => {
             buf.check()?;
             if buf.len() != n {
-                return Err(shape(buf.len(), rows, cols));
+                return Err(shape(buf.len()));
             }
             let (s, d) = buf.ptrs();
-            (s, Some(d))
-        }
-    };
-    let plan = Plan::new(rows, cols, target, opts)?;
-    if let Some(l) = losses.as_deref() {
-        if l.len() != rows {
-            return Err(KernelError::Shape(format!(
-                "losses has {} elements for {rows} rows",
-                l.len()
-            )));
+            Ok((s, Some(d)))
         }
     }
-    if opts.reduction == Reduction::None && losses.is_none() {
-        return Err(KernelError::Value(
-            "reduction='none' needs a buffer for the per-row losses".into(),
-        ));
-    }
-    let loss_ptr = losses.as_deref_mut().map(|l| SendPtr(l.as_mut_ptr()));
-    if cols == 0 {
-        // Every row is ignored (a label in [0, 0) cannot pass the check): nothing to compute.
-        if let Some(l) = losses {
-            l.fill(T::ZERO);
-        }
-        return Ok(0.0);
-    }
+}
+
+/// Where the rows' results go: the gradient (when asked) and the per-row losses (for "none").
+pub(crate) type Outs<T> = (SendPtr<T>, Option<SendPtr<T>>, Option<SendPtr<T>>);
+
+/// `(Σ main term, Σ z term)` of each of the driver's tasks over the `rows × cols` logits at `src`,
+/// in order, the gradient and per-row losses written on the way (`plan` from [`Plan::new`]).
+pub(crate) fn parts<T: Element>(
+    backend: Backend,
+    (src, dst, losses): Outs<T>,
+    (rows, cols): (usize, usize),
+    target: Target<'_, T>,
+    opts: &CeOptions<'_, T>,
+    plan: &Plan,
+) -> Vec<(f64, f64)> {
     let k = CeRows {
         backend,
         src,
         dst,
-        losses: loss_ptr,
+        losses,
         cols,
         target,
         opts,
-        plan: &plan,
+        plan,
     };
     // Rows are never split across threads here: each row's loss and gradient come from one pass.
-    let parts = if k.tiles() {
+    if k.tiles() {
         driver::map_tiles(backend, &tile::Tiled(&k), rows, cols)
     } else {
         driver::map_rows(backend, &k, rows, cols)
-    };
-    let (mut main, mut z) = (Acc::default(), Acc::default());
-    for (m, zz) in parts {
-        main.add(m);
-        z.add(zz);
     }
-    Ok(main.value() * plan.r_main + z.value() * plan.r_z)
-}
-
-fn shape(len: usize, rows: usize, cols: usize) -> KernelError {
-    KernelError::Shape(format!(
-        "logits have {len} elements, expected {rows} x {cols}"
-    ))
 }
 
 /// What the label pre-pass and the options decide before any row is read.
-struct Plan {
+pub(crate) struct Plan {
     /// Factor of the main loss term and its gradient (1/Σw_y for "mean").
     r_main: f64,
     /// Factor of the z-loss term and its gradient (1/counted rows for "mean").
     r_z: f64,
     /// `Σ_c w_c` (C without weights).
     w_total: f64,
+    cols: usize,
 }
 
 impl Plan {
-    fn new<T: Element>(
+    /// Checks the options, the labels (of any element type: only soft labels' length is read) and
+    /// the length of the per-row losses (`None`: not given), and plans the reduction.
+    pub(crate) fn new<T: Element, U>(
         rows: usize,
         cols: usize,
-        target: Target<'_, T>,
+        target: Target<'_, U>,
         opts: &CeOptions<'_, T>,
+        losses: Option<usize>,
     ) -> Result<Plan, KernelError> {
+        if let Some(l) = losses.filter(|&l| l != rows) {
+            return Err(KernelError::Shape(format!(
+                "losses has {l} elements for {rows} rows"
+            )));
+        }
+        if opts.reduction == Reduction::None && losses.is_none() {
+            return Err(KernelError::Value(
+                "reduction='none' needs a buffer for the per-row losses".into(),
+            ));
+        }
         let eps = opts.label_smoothing;
         if !(0.0..=1.0).contains(&eps) {
             return Err(KernelError::Value(format!(
@@ -264,7 +282,30 @@ impl Plan {
             r_main,
             r_z,
             w_total,
+            cols,
         })
+    }
+
+    /// The losses' pointer, or None when there is nothing to compute (no classes: every row is
+    /// ignored, as a label in [0, 0) cannot pass the check; the losses are then zeros).
+    pub(crate) fn start<T: Element>(&self, losses: Option<&mut [T]>) -> Option<Option<SendPtr<T>>> {
+        if self.cols == 0 {
+            if let Some(l) = losses {
+                l.fill(T::ZERO);
+            }
+            return None;
+        }
+        Some(losses.map(|l| SendPtr(l.as_mut_ptr())))
+    }
+
+    /// The reduced loss of the tasks' `(Σ main term, Σ z term)`, summed in order.
+    pub(crate) fn total(&self, parts: impl IntoIterator<Item = (f64, f64)>) -> f64 {
+        let (mut main, mut z) = (Acc::default(), Acc::default());
+        for (m, zz) in parts {
+            main.add(m);
+            z.add(zz);
+        }
+        main.value() * self.r_main + z.value() * self.r_z
     }
 }
 

@@ -16,6 +16,7 @@ use std::cell::RefCell;
 use std::ops::Range;
 
 use super::backward::{self as bw, Vjp, VjpBuf};
+use super::cross_entropy::{self as ce, CeOptions, Logits, Plan, Target};
 use super::entropy::{self as ent, Input};
 use super::logsumexp as lse;
 use super::softmax::{self as sm, Mode};
@@ -150,6 +151,11 @@ impl RowsOut {
     unsafe fn rows<'a>(self, range: Range<usize>) -> &'a mut [f32] {
         self.0.add(range.start).slice_mut(range.len())
     }
+
+    /// The output from row `row` on.
+    fn at(self, row: usize) -> SendPtr<f32> {
+        self.0.add(row)
+    }
 }
 
 /// An error naming the first `(what, length, expected length)` that is off.
@@ -255,6 +261,62 @@ pub fn entropy(
         })?;
     }
     Ok(())
+}
+
+/// [`ce::cross_entropy`] of logits (and soft labels) of 16-bit words holding `kind`: weights and
+/// per-row losses in float32, the gradient (when asked) narrowed into the logits' type. The label
+/// pre-pass runs once for all rows, then each block is one task of the float32 driver, so the loss
+/// sums the same per-task parts in the same order as float32.
+pub fn cross_entropy(
+    backend: Backend,
+    kind: Half,
+    logits: Logits<'_, u16>,
+    (rows, cols): (usize, usize),
+    target: Target<'_, u16>,
+    opts: &CeOptions<'_, f32>,
+    losses: Option<&mut [f32]>,
+) -> Result<f64, KernelError> {
+    let (src, dst) = ce::logit_ptrs(logits, rows, cols)?;
+    let plan = Plan::new(
+        rows,
+        cols,
+        target,
+        opts,
+        losses.as_deref().map(<[f32]>::len),
+    )?;
+    let Some(losses) = plan.start(losses) else {
+        return Ok(0.0);
+    };
+    if rows == 0 {
+        return Ok(plan.total([]));
+    }
+    let ins: Vec<SendPtr<u16>> = match target {
+        Target::Hard(_) => vec![src],
+        Target::Soft(q) => vec![src, SendPtr(q.as_ptr() as *mut u16)],
+    };
+    let losses = losses.map(RowsOut);
+    // SAFETY: `src` (and soft labels) are `rows × cols`, read only but for `dst`, which is `src`
+    // or apart from it; each block writes its own rows of the losses.
+    let parts = unsafe {
+        blocks(backend, kind, (rows, cols), &ins, dst, |r, s| {
+            let (xs, qs) = s.split_at_mut(r.len() * cols);
+            let target = match target {
+                Target::Hard(labels) => Target::Hard(&labels[r.clone()]),
+                Target::Soft(_) => Target::Soft(&*qs),
+            };
+            let x = SendPtr(xs.as_mut_ptr());
+            let outs = (x, dst.map(|_| x), losses.map(|l| l.at(r.start)));
+            Ok(ce::parts(
+                backend,
+                outs,
+                (r.len(), cols),
+                target,
+                opts,
+                &plan,
+            ))
+        })?
+    };
+    Ok(plan.total(parts.into_iter().flatten()))
 }
 
 #[cfg(test)]

@@ -1,10 +1,12 @@
 //! The cross-entropy family: loss, and the gradient in the same pass when asked.
 
-use super::arrays::{array, borrow_err, cols, dispatch, output, with_buf, Float};
+use super::arrays::{array, borrow_err, cols, dispatch, output, with_buf, Float, Stored};
+use super::convert::kind;
 use super::run;
 use super::LayoutError;
 use crate::kernels::cross_entropy::{self as ce, CeOptions, Logits, Reduction, Target};
-use crate::simd;
+use crate::kernels::half;
+use crate::{simd, KernelError};
 use numpy::{PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn, PyUntypedArrayMethods};
 use pyo3::prelude::*;
 
@@ -26,9 +28,10 @@ fn parse_reduction(r: &str) -> PyResult<Reduction> {
 /// row, any shape with that many elements) or soft labels of the logits' shape and dtype; `weight`
 /// is one value per class. With `want_grad` the gradient goes to `out` (which may be the logits) or
 /// a new array. Returns `(total, losses, grad)`: `losses` (shape `logits.shape[:-1]`) only for
-/// `reduction="none"`, whose total is their sum.
+/// `reduction="none"`, whose total is their sum. `half`: the logits, soft labels and gradient hold
+/// that half type's 16-bit words; weights and losses are float32.
 #[pyfunction]
-#[pyo3(signature = (logits, target, weight, ignore_index, label_smoothing, z_loss, softcap, reduction, want_grad, out=None))]
+#[pyo3(signature = (logits, target, weight, ignore_index, label_smoothing, z_loss, softcap, reduction, want_grad, out=None, half=None))]
 #[allow(clippy::too_many_arguments)]
 pub(super) fn cross_entropy<'py>(
     py: Python<'py>,
@@ -42,6 +45,7 @@ pub(super) fn cross_entropy<'py>(
     reduction: &str,
     want_grad: bool,
     out: Option<&Bound<'py, PyAny>>,
+    half: Option<&str>,
 ) -> PyResult<CeResult<'py>> {
     let opts = CeOptions::<'_, ()> {
         weight: None,
@@ -52,16 +56,25 @@ pub(super) fn cross_entropy<'py>(
         reduction: parse_reduction(reduction)?,
     };
     let grad = if want_grad { Some(out) } else { None };
-    dispatch!(logits, T => cross_entropy_t::<T>(py, logits, target, weight, opts, grad))
+    let b = simd::active();
+    if let Some(k) = half.map(kind).transpose()? {
+        let args = (logits, target, weight);
+        return call::<u16, f32>(py, args, opts, grad, |x, shape, t, o, l| {
+            half::cross_entropy(b, k, x, shape, t, o, l)
+        });
+    }
+    dispatch!(logits, T => call::<T, T>(py, (logits, target, weight), opts, grad, |x, (r, c), t, o, l| {
+        ce::cross_entropy(b, x, r, c, t, o, l)
+    }))
 }
 
 /// The borrowed target: class indices or soft labels.
-enum Labels<'py, T: Float> {
+enum Labels<'py, T: Stored> {
     Hard(PyReadonlyArrayDyn<'py, i64>),
     Soft(PyReadonlyArrayDyn<'py, T>),
 }
 
-fn labels<'py, T: Float>(
+fn labels<'py, T: Stored>(
     target: &Bound<'py, PyAny>,
     logits: &Bound<'py, PyArrayDyn<T>>,
 ) -> PyResult<Labels<'py, T>> {
@@ -84,35 +97,65 @@ fn labels<'py, T: Float>(
     Ok(Labels::Soft(t.try_readonly().map_err(borrow_err)?))
 }
 
-fn cross_entropy_t<'py, T: Float>(
+/// The kernel a call runs: logits (and where the gradient goes), `(rows, cols)`, the target, the
+/// options and the per-row losses; returns the reduced loss.
+trait CeKernel<X, W>:
+    FnOnce(
+        Logits<'_, X>,
+        (usize, usize),
+        Target<'_, X>,
+        &CeOptions<'_, W>,
+        Option<&mut [W]>,
+    ) -> Result<f64, KernelError>
+    + Send
+{
+}
+impl<X, W, F> CeKernel<X, W> for F where
+    F: FnOnce(
+            Logits<'_, X>,
+            (usize, usize),
+            Target<'_, X>,
+            &CeOptions<'_, W>,
+            Option<&mut [W]>,
+        ) -> Result<f64, KernelError>
+        + Send
+{
+}
+
+/// Borrows the arrays (logits, gradient and soft labels stored as `X`, weights and per-row losses
+/// as `W`) and runs `kernel` on them.
+fn call<'py, X: Stored, W: Float>(
     py: Python<'py>,
-    logits: &Bound<'py, PyAny>,
-    target: &Bound<'py, PyAny>,
-    weight: Option<&Bound<'py, PyAny>>,
+    (logits, target, weight): (
+        &Bound<'py, PyAny>,
+        &Bound<'py, PyAny>,
+        Option<&Bound<'py, PyAny>>,
+    ),
     opts: CeOptions<'_, ()>,
     grad: Option<Option<&Bound<'py, PyAny>>>,
+    kernel: impl CeKernel<X, W>,
 ) -> PyResult<CeResult<'py>> {
-    let x = array::<T>(logits, "logits")?;
+    let x = array::<X>(logits, "logits")?;
     let (n, c) = (x.len(), cols(x));
     let shape = x.shape();
     let batch = &shape[..shape.len() - 1];
     let rows = batch.iter().product::<usize>();
     // Borrow everything first; the kernel then runs without touching Python.
-    let t = labels::<T>(target, x)?;
+    let t = labels::<X>(target, x)?;
     let w = match weight {
         Some(w) => Some(
-            array::<T>(w, "weight")?
+            array::<W>(w, "weight")?
                 .try_readonly()
                 .map_err(borrow_err)?,
         ),
         None => None,
     };
     let losses = match opts.reduction {
-        Reduction::None => Some(output::<T>(py, batch, None, "losses")?),
+        Reduction::None => Some(output::<W>(py, batch, None, "losses")?),
         _ => None,
     };
     let g = match grad {
-        Some(out) => Some(output::<T>(py, shape, out, "out")?),
+        Some(out) => Some(output::<X>(py, shape, out, "out")?),
         None => None,
     };
     let mut lw = match &losses {
@@ -138,18 +181,17 @@ fn cross_entropy_t<'py, T: Float>(
         softcap: opts.softcap,
         reduction: opts.reduction,
     };
-    let b = simd::active();
     let total = match &g {
         None => {
             let r = x.try_readonly().map_err(borrow_err)?;
             let xs = r.as_slice().map_err(borrow_err)?;
             run(py, n, || {
-                ce::cross_entropy(b, Logits::Read(xs), rows, c, target, &opts, loss_slice)
+                kernel(Logits::Read(xs), (rows, c), target, &opts, loss_slice)
             })?
         }
         Some(g) => with_buf(x, g, |buf| {
             run(py, n, || {
-                ce::cross_entropy(b, Logits::Grad(buf), rows, c, target, &opts, loss_slice)
+                kernel(Logits::Grad(buf), (rows, c), target, &opts, loss_slice)
             })
         })?,
     };

@@ -202,6 +202,87 @@ fn entropy_and_kl_match_float32() {
 }
 
 #[test]
+fn cross_entropy_matches_float32() {
+    use crate::kernels::cross_entropy::Reduction;
+    each_case(|backend, kind, rows, cols| {
+        let x = input(kind, rows, cols, 9, 8.0);
+        let xw = wide(kind, &x);
+        let q = probs(kind, rows, cols, 10);
+        let qw = wide(kind, &q);
+        let labels: Vec<i64> = (0..rows as i64).map(|r| (r * 7919) % cols as i64).collect();
+        let weight: Vec<f32> = (0..cols).map(|c| 0.5 + (c % 5) as f32 * 0.25).collect();
+        let hard = CeOptions::<f32> {
+            weight: Some(&weight),
+            ignore_index: labels[rows / 2],
+            label_smoothing: 0.1,
+            z_loss: 1e-3,
+            ..Default::default()
+        };
+        let soft = CeOptions::<f32> {
+            reduction: Reduction::None,
+            softcap: Some(5.0),
+            ..Default::default()
+        };
+        for (opts, is_soft) in [(hard, false), (soft, true)] {
+            let what = format!("{backend:?} {kind:?} soft={is_soft} {rows}x{cols}");
+            let (t32, t16) = if is_soft {
+                (Target::Soft(&qw[..]), Target::Soft(&q[..]))
+            } else {
+                (Target::Hard(&labels[..]), Target::Hard(&labels[..]))
+            };
+            let none = opts.reduction == Reduction::None;
+            let (mut l32, mut l16) = (vec![0f32; rows], vec![0f32; rows]);
+            let mut g32 = xw.clone();
+            let want = ce::cross_entropy(
+                backend,
+                Logits::Grad(Buf::InPlace(&mut g32)),
+                rows,
+                cols,
+                t32,
+                &opts,
+                none.then_some(&mut l32[..]),
+            )
+            .unwrap();
+            let mut g16 = vec![0u16; x.len()];
+            let buf = Buf::Separate {
+                x: &x,
+                out: &mut g16,
+            };
+            let got = cross_entropy(
+                backend,
+                kind,
+                Logits::Grad(buf),
+                (rows, cols),
+                t16,
+                &opts,
+                none.then_some(&mut l16[..]),
+            )
+            .unwrap();
+            assert!(
+                got.to_bits() == want.to_bits() || got.is_nan() && want.is_nan(),
+                "{what}"
+            );
+            assert!(g16 == halves(kind, &g32), "{what} gradient");
+            same_bits(&l16, &l32, &format!("{what} losses"));
+            let read = cross_entropy(
+                backend,
+                kind,
+                Logits::Read(&x),
+                (rows, cols),
+                t16,
+                &opts,
+                none.then_some(&mut l16[..]),
+            )
+            .unwrap();
+            assert!(
+                read.to_bits() == got.to_bits() || read.is_nan(),
+                "{what} loss only"
+            );
+        }
+    });
+}
+
+#[test]
 fn empty_rows_and_bad_shapes() {
     let b = Backend::Scalar;
     let mut out = vec![0f32; 3];
