@@ -97,31 +97,6 @@ fn labels<'py, T: Stored>(
     Ok(Labels::Soft(t.try_readonly().map_err(borrow_err)?))
 }
 
-/// The kernel a call runs: logits (and where the gradient goes), `(rows, cols)`, the target, the
-/// options and the per-row losses; returns the reduced loss.
-trait CeKernel<X, W>:
-    FnOnce(
-        Logits<'_, X>,
-        (usize, usize),
-        Target<'_, X>,
-        &CeOptions<'_, W>,
-        Option<&mut [W]>,
-    ) -> Result<f64, KernelError>
-    + Send
-{
-}
-impl<X, W, F> CeKernel<X, W> for F where
-    F: FnOnce(
-            Logits<'_, X>,
-            (usize, usize),
-            Target<'_, X>,
-            &CeOptions<'_, W>,
-            Option<&mut [W]>,
-        ) -> Result<f64, KernelError>
-        + Send
-{
-}
-
 /// Borrows the arrays (logits, gradient and soft labels stored as `X`, weights and per-row losses
 /// as `W`) and runs `kernel` on them.
 fn call<'py, X: Stored, W: Float>(
@@ -133,7 +108,16 @@ fn call<'py, X: Stored, W: Float>(
     ),
     opts: CeOptions<'_, ()>,
     grad: Option<Option<&Bound<'py, PyAny>>>,
-    kernel: impl CeKernel<X, W>,
+    // The kernel: logits (and where the gradient goes), `(rows, cols)`, target, options and
+    // per-row losses; returns the reduced loss.
+    kernel: impl FnOnce(
+            Logits<'_, X>,
+            (usize, usize),
+            Target<'_, X>,
+            &CeOptions<'_, W>,
+            Option<&mut [W]>,
+        ) -> Result<f64, KernelError>
+        + Send,
 ) -> PyResult<CeResult<'py>> {
     let x = array::<X>(logits, "logits")?;
     let (n, c) = (x.len(), cols(x));
