@@ -231,22 +231,34 @@ impl Plan {
                 // Fixed ranges of labels, in parallel when there are many (this pass runs before
                 // any row): each gives its Σ w_y and count, or its first bad label's position.
                 let with_w = opts.weight.is_some();
+                let (ignore, classes) = (opts.ignore_index, cols as u64);
+                // A negative label is a huge u64: one comparison finds every label out of range.
+                let bad = move |y: i64| y != ignore && y as u64 >= classes;
                 let parts = map_ranges(rows, GRAIN_ELEMS, rows, |range| {
-                    let (mut den, mut counted) = (Acc::default(), 0usize);
-                    for i in range {
-                        let y = labels[i];
-                        if y == opts.ignore_index {
-                            continue;
+                    let ls = &labels[range.clone()];
+                    // Branch-free (vectorised) first: count the ignored labels, spot a bad one.
+                    let (mut ignored, mut any_bad) = (0usize, false);
+                    let mut look = |ys: &[i64]| {
+                        for &y in ys {
+                            ignored += usize::from(y == ignore);
+                            any_bad |= bad(y);
                         }
-                        if y < 0 || y as u64 >= cols as u64 {
-                            return Err(i);
-                        }
-                        if with_w {
+                    };
+                    // In runs of 8 so the compiler unrolls the loop without a dependency per label.
+                    let runs = ls.chunks_exact(8);
+                    let rest = runs.remainder();
+                    runs.for_each(&mut look);
+                    look(rest);
+                    if any_bad {
+                        return Err(range.start + ls.iter().position(|&y| bad(y)).unwrap_or(0));
+                    }
+                    let mut den = Acc::default();
+                    if with_w {
+                        for &y in ls.iter().filter(|&&y| y != ignore) {
                             den.add(weight_of(y as usize));
                         }
-                        counted += 1;
                     }
-                    Ok((den.value(), counted))
+                    Ok((den.value(), ls.len() - ignored))
                 });
                 let (mut den, mut counted) = (Acc::default(), 0usize);
                 for part in parts {
