@@ -3,10 +3,9 @@
 Every function receives arguments `_api` has already checked (axes normalised, options parsed,
 `out` of the right shape and dtype), builds one `Layout` per input, calls the one native entry of
 the operation, and places the result where the caller wants it. Half-precision inputs (float16,
-bfloat16) are computed in float32: the softmax family, its backward pass, logsumexp, entropy and KL
-hand the 16-bit words to the kernels, which widen them block by block into a float32 scratch that
-stays in cache and narrow row-shaped results straight into the output (one pass over the half-size
-memory); cross-entropy still widens the whole input first and rounds its results back at the end.
+bfloat16) are computed in float32: every operation hands the 16-bit words to the same native entry
+(``half=`` names their type), which widens them block by block into a float32 scratch that stays in
+cache and narrows row-shaped results straight into the output (one pass over the half-size memory).
 """
 
 from __future__ import annotations
