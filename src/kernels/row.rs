@@ -195,7 +195,11 @@ pub(crate) fn sum_exp_mapped<T: Element, S: Simd<T>, P: Pre<T, S>>(
     let tail = singles.remainder();
     if !tail.is_empty() {
         // Lanes past the tail have the key -inf: they add exp(-inf) = 0.
-        let d = load_tail(s, p, tail).map(|v| p.sub_max(s, v, &pk), |k| s.add(k, pk.neg_k));
+        // A `match`, not closures: closures are compiled without the caller's target features.
+        let d = match load_tail(s, p, tail) {
+            Tail::Raw(v) => p.sub_max(s, v, &pk),
+            Tail::Key(k) => s.add(k, pk.neg_k),
+        };
         a[1] = s.add(a[1], s.exp(d));
     }
     total
@@ -226,17 +230,6 @@ pub(crate) enum Tail<V> {
     Raw(V),
     /// The keys, for a map without such a preimage (the soft cap, whose factor is 1).
     Key(V),
-}
-
-impl<V> Tail<V> {
-    /// `raw` of the inputs or `key` of the keys: one formula written for each form.
-    #[inline(always)]
-    pub(crate) fn map(self, raw: impl FnOnce(V) -> V, key: impl FnOnce(V) -> V) -> V {
-        match self {
-            Tail::Raw(v) => raw(v),
-            Tail::Key(k) => key(k),
-        }
-    }
 }
 
 /// Loads a row tail as a [`Tail`].
