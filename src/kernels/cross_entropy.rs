@@ -24,7 +24,9 @@ mod tile;
 pub(crate) use plan::Plan;
 
 use super::row::{finish_lse, map_row, max_sum, Acc, One, Pre, SoftCap, BLOCK};
+use super::tile::tile_chunk;
 use super::{Buf, SendPtr};
+use crate::parallel::chunk_rows;
 use crate::simd::{Backend, Element, Simd};
 use crate::KernelError;
 
@@ -126,6 +128,16 @@ pub(crate) fn logit_ptrs<T>(
             let (s, d) = buf.ptrs();
             Ok((s, Some(d)))
         }
+    }
+}
+
+/// The rows of each of the driver's tasks for rows of `cols` with these options (whole tiles on
+/// the tile path), so a caller running blocks of rows sums the same parts.
+pub(crate) fn task_rows<T>(cols: usize, opts: &CeOptions<'_, T>) -> usize {
+    if tile::takes_tiles(cols, opts) {
+        tile_chunk(cols)
+    } else {
+        chunk_rows(cols)
     }
 }
 

@@ -36,6 +36,7 @@ thread_local! {
 
 /// Rows per block: the float32 driver's rows per task for this row length (whole tiles for tiny
 /// rows), at most `GRAIN_ELEMS` elements, so one block of float32 fits in L2 next to its output.
+/// (Cross-entropy asks its own kernel: soft-capped tiny rows take the row path.)
 fn block_rows(cols: usize) -> usize {
     if cols <= SMALL_COLS {
         tile_chunk(cols)
@@ -44,7 +45,8 @@ fn block_rows(cols: usize) -> usize {
     }
 }
 
-/// Runs `f(rows, scratch)` on blocks of rows of the `rows × cols` half matrices `ins` (`cols > 0`):
+/// Runs `f(rows, scratch)` on blocks of `per_block` rows (the float32 kernel's rows per task) of the
+/// `rows × cols` half matrices `ins` (`cols > 0`):
 /// `scratch` holds the block of each input widened to float32, one after the other. With `out`, the
 /// first input's scratch (where `f` leaves a row-shaped result) is narrowed into `out`'s rows.
 /// Results come back per block, in order.
@@ -55,7 +57,7 @@ fn block_rows(cols: usize) -> usize {
 unsafe fn blocks<R: Send>(
     backend: Backend,
     kind: Half,
-    (rows, cols): (usize, usize),
+    (rows, cols, per_block): (usize, usize, usize),
     ins: &[SendPtr<u16>],
     out: Option<SendPtr<u16>>,
     f: impl Fn(Range<usize>, &mut [f32]) -> Result<R, KernelError> + Sync,
@@ -73,7 +75,7 @@ unsafe fn blocks<R: Send>(
         }
         return Ok(vec![r]);
     }
-    let per_block = |range: Range<usize>| {
+    let per_block_fn = |range: Range<usize>| {
         let (off, n) = (range.start * cols, range.len() * cols);
         // Taken out of the thread-local (not borrowed), so nothing `f` does can find it in use.
         let mut scratch = SCRATCH.take();
@@ -94,7 +96,7 @@ unsafe fn blocks<R: Send>(
         SCRATCH.set(scratch);
         r
     };
-    map_ranges(rows, block_rows(cols), rows * cols, per_block)
+    map_ranges(rows, per_block, rows * cols, per_block_fn)
         .into_iter()
         .collect()
 }
@@ -113,9 +115,14 @@ pub fn softmax(
     };
     // SAFETY: `buf` is `rows × cols` and borrowed for the call; `dst` is `src` or apart from it.
     unsafe {
-        blocks(backend, kind, (rows, cols), &[src], Some(dst), |_, s| {
-            sm::softmax_scaled(backend, Buf::InPlace(s), cols, scale, mode)
-        })?;
+        blocks(
+            backend,
+            kind,
+            (rows, cols, block_rows(cols)),
+            &[src],
+            Some(dst),
+            |_, s| sm::softmax_scaled(backend, Buf::InPlace(s), cols, scale, mode),
+        )?;
     }
     Ok(())
 }
@@ -133,10 +140,17 @@ pub fn softmax_backward(
     };
     // SAFETY: as in `softmax`; `VjpBuf` lets `dst` be `g` and/or `y` only.
     unsafe {
-        blocks(backend, kind, (rows, cols), &[g, y], Some(dst), |_, s| {
-            let (g, y) = s.split_at_mut(s.len() / 2);
-            bw::softmax_backward(backend, VjpBuf::IntoGrad { g, y }, cols, vjp)
-        })?;
+        blocks(
+            backend,
+            kind,
+            (rows, cols, block_rows(cols)),
+            &[g, y],
+            Some(dst),
+            |_, s| {
+                let (g, y) = s.split_at_mut(s.len() / 2);
+                bw::softmax_backward(backend, VjpBuf::IntoGrad { g, y }, cols, vjp)
+            },
+        )?;
     }
     Ok(())
 }
@@ -191,9 +205,14 @@ pub fn logsumexp(
     let x = SendPtr(x.as_ptr() as *mut u16);
     // SAFETY: `x` is `rows × cols`, read only; each block writes its own rows of `out`.
     unsafe {
-        blocks(backend, kind, (rows, cols), &[x], None, |r, s| {
-            lse::logsumexp_scaled(backend, s, cols, scale, o.rows(r))
-        })?;
+        blocks(
+            backend,
+            kind,
+            (rows, cols, block_rows(cols)),
+            &[x],
+            None,
+            |r, s| lse::logsumexp_scaled(backend, s, cols, scale, o.rows(r)),
+        )?;
     }
     Ok(())
 }
@@ -221,13 +240,20 @@ pub fn logsumexp_weighted(
     let ins = [x, b].map(|a| SendPtr(a.as_ptr() as *mut u16));
     // SAFETY: as in `logsumexp`.
     unsafe {
-        blocks(backend, kind, (rows, cols), &ins, None, |r, s| {
-            let (xs, bs) = s.split_at_mut(s.len() / 2);
-            if scale != 1.0 {
-                xs.iter_mut().for_each(|v| *v *= scale);
-            }
-            lse::logsumexp_weighted(xs, bs, cols, o.rows(r.clone()), sg.rows(r))
-        })?;
+        blocks(
+            backend,
+            kind,
+            (rows, cols, block_rows(cols)),
+            &ins,
+            None,
+            |r, s| {
+                let (xs, bs) = s.split_at_mut(s.len() / 2);
+                if scale != 1.0 {
+                    xs.iter_mut().for_each(|v| *v *= scale);
+                }
+                lse::logsumexp_weighted(xs, bs, cols, o.rows(r.clone()), sg.rows(r))
+            },
+        )?;
     }
     Ok(())
 }
@@ -254,11 +280,18 @@ pub fn entropy(
         .collect();
     // SAFETY: as in `logsumexp`.
     unsafe {
-        blocks(backend, kind, (rows, cols), &ins, None, |r, s| {
-            let (ps, qs) = s.split_at(s.len() / ins.len());
-            let qs = (ins.len() == 2).then_some(qs);
-            ent::entropy(backend, ps, qs, cols, input, scale, o.rows(r))
-        })?;
+        blocks(
+            backend,
+            kind,
+            (rows, cols, block_rows(cols)),
+            &ins,
+            None,
+            |r, s| {
+                let (ps, qs) = s.split_at(s.len() / ins.len());
+                let qs = (ins.len() == 2).then_some(qs);
+                ent::entropy(backend, ps, qs, cols, input, scale, o.rows(r))
+            },
+        )?;
     }
     Ok(())
 }
@@ -298,7 +331,8 @@ pub fn cross_entropy(
     // SAFETY: `src` (and soft labels) are `rows × cols`, read only but for `dst`, which is `src`
     // or apart from it; each block writes its own rows of the losses.
     let parts = unsafe {
-        blocks(backend, kind, (rows, cols), &ins, dst, |r, s| {
+        let per_block = ce::task_rows(cols, opts);
+        blocks(backend, kind, (rows, cols, per_block), &ins, dst, |r, s| {
             let (xs, qs) = s.split_at_mut(r.len() * cols);
             let target = match target {
                 Target::Hard(labels) => Target::Hard(&labels[r.clone()]),

@@ -68,6 +68,12 @@ fn probs(kind: Half, rows: usize, cols: usize, seed: u64) -> Vec<u16> {
     halves(kind, &x)
 }
 
+fn each_case_list() -> Vec<(Backend, Half, usize, usize)> {
+    let mut all = Vec::new();
+    each_case(|b, k, r, c| all.push((b, k, r, c)));
+    all
+}
+
 fn each_case(mut f: impl FnMut(Backend, Half, usize, usize)) {
     for backend in Backend::supported() {
         for kind in KINDS {
@@ -204,7 +210,13 @@ fn entropy_and_kl_match_float32() {
 #[test]
 fn cross_entropy_matches_float32() {
     use crate::kernels::cross_entropy::Reduction;
-    each_case(|backend, kind, rows, cols| {
+    // Besides the shared shapes: soft-capped tiny rows over several tasks, which take the row
+    // path (rows per task not a multiple of the tile).
+    let more = Backend::supported()
+        .into_iter()
+        .map(|b| (b, Half::BF16, 10_000, 20));
+    let cases = each_case_list().into_iter().chain(more);
+    cases.for_each(|(backend, kind, rows, cols)| {
         let x = input(kind, rows, cols, 9, 8.0);
         let xw = wide(kind, &x);
         let q = probs(kind, rows, cols, 10);
