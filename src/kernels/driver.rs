@@ -98,8 +98,8 @@ pub(crate) trait Rows<T: Element>: Sync {
 
 /// A kernel that [`run`] can also send down the tile path and split across threads.
 pub(crate) trait Kernel<T: Element>: Rows<T, Out = ()> {
-    /// Whether rows of at most `SMALL_COLS` take [`Kernel::tile`].
-    const TILES: bool = false;
+    /// Rows of at most this many columns (at most `SMALL_COLS`; 0: none) take [`Kernel::tile`].
+    const TILE_COLS: usize = 0;
     /// Whether a split row has a pass 2 ([`Kernel::write`]).
     const WRITES: bool = false;
     /// Pass 1's result on one segment of a split row.
@@ -107,7 +107,7 @@ pub(crate) trait Kernel<T: Element>: Rows<T, Out = ()> {
     /// What the finished row hands to pass 2.
     type Fin: Copy + Send + Sync;
 
-    /// Rows of at most `SMALL_COLS` columns, a range of whole tiles (when `TILES`).
+    /// Rows of at most `TILE_COLS` columns, a range of whole tiles.
     fn tile<S: Simd<T>>(&self, _s: S, _rows: Range<usize>) {
         unreachable!("the kernel has no tile path")
     }
@@ -138,7 +138,7 @@ pub(crate) trait Segments<T: Element>: Sync {
 /// Runs kernel `k` over a `rows × cols` matrix (`cols > 0`), on the path the shape picks.
 pub(crate) fn run<T: Element, K: Kernel<T>>(backend: Backend, k: &K, rows: usize, cols: usize) {
     debug_assert!(cols > 0, "the caller handles rows of no columns");
-    if K::TILES && cols <= SMALL_COLS {
+    if cols <= K::TILE_COLS.min(SMALL_COLS) {
         for_ranges(rows, tile_chunk(cols), rows * cols, |range| {
             backend.dispatch(RowsJob::new(&Tiles(k), range))
         });

@@ -7,7 +7,7 @@ use super::driver::{self, Kernel, PerRow, Rows};
 use super::row::{
     finish_lse, finish_lse_on, max_sum, merge_max_sum, with_scale, Acc, ExactScale, Pre, Scale,
 };
-use super::tile::{tile_rows, TileOp};
+use super::tile::{tile_rows, TileOp, REDUCE_TILE_COLS};
 use super::SendPtr;
 use crate::parallel::{chunk_rows, for_ranges};
 use crate::simd::{Backend, Element, Simd};
@@ -93,7 +93,7 @@ impl<T: Element> Rows<T> for LogSumExp<'_, T> {
 }
 
 impl<T: Element> Kernel<T> for LogSumExp<'_, T> {
-    const TILES: bool = true;
+    const TILE_COLS: usize = REDUCE_TILE_COLS;
     type Part = (T, f64);
     type Fin = ();
 

@@ -8,7 +8,7 @@ use super::row::{
     merge_max_sum, next_max, rescale, two_sum, with_scale, Acc, ExactScale, Pre, Scale, Tail,
     BLOCK, SUM_RUN,
 };
-use super::tile::{tile_rows, TileOp};
+use super::tile::{tile_rows, TileOp, SOFTMAX_TILE_COLS};
 use super::{Buf, SendPtr};
 use crate::parallel::{SEGMENT, SPLIT_ROW_MIN_COLS};
 use crate::simd::{Backend, Element, Simd};
@@ -117,7 +117,7 @@ struct Part<T> {
 /// `exp(m_b - m) / sum`; log-softmax finds `(max, sum)` per segment, then writes
 /// `(p(x) - m) - log_sum` per segment.
 impl<T: Element> Kernel<T> for Softmax<T> {
-    const TILES: bool = true;
+    const TILE_COLS: usize = SOFTMAX_TILE_COLS;
     const WRITES: bool = true;
     type Part = Part<T>;
     /// `(m, 1 / sum)` for softmax, `(m, log_sum)` for log-softmax.

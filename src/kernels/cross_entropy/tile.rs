@@ -13,7 +13,7 @@ use std::ops::Range;
 use super::{CeOptions, CeRows, Target};
 use crate::kernels::driver::Rows;
 use crate::kernels::row::{Acc, MAX_LANES};
-use crate::kernels::tile::{load_tile, store_tile, SMALL_COLS};
+use crate::kernels::tile::{load_tile, store_tile, REDUCE_TILE_COLS, SMALL_COLS};
 use crate::kernels::SendPtr;
 use crate::simd::{Element, Simd};
 
@@ -30,7 +30,7 @@ impl<T: Element> Rows<T> for Tiled<'_, '_, T> {
 
 /// Whether rows of `cols` with these options take the tile path (the soft cap stays on rows).
 pub(super) fn takes_tiles<T>(cols: usize, opts: &CeOptions<'_, T>) -> bool {
-    cols <= SMALL_COLS && opts.softcap.is_none()
+    cols <= REDUCE_TILE_COLS && opts.softcap.is_none()
 }
 
 impl<T: Element> CeRows<'_, T> {
@@ -316,6 +316,7 @@ mod tests {
     use super::Tiled;
     use crate::kernels::driver;
     use crate::kernels::testing::data;
+    use crate::kernels::tile::SMALL_COLS;
     use crate::kernels::SendPtr;
     use crate::simd::{Backend, Element};
 
@@ -343,7 +344,10 @@ mod tests {
             opts,
             plan: &plan,
         };
-        assert!(k.tiles());
+        assert!(
+            cols <= SMALL_COLS && opts.softcap.is_none(),
+            "a shape the tiles can hold"
+        );
         let parts = if tiled {
             driver::map_tiles(b, &Tiled(&k), rows, cols)
         } else {
