@@ -127,7 +127,7 @@ def test_targets_pass_fail_and_not_measured():
 def test_suites_and_command_line_errors(capsys):
     suites = load_suites()
     assert [s.name for s in suites] == [
-        "rows", "fused classifier head", "Dask arrays", "fastsoftmax.torch"
+        "rows", "row widths", "fused classifier head", "Dask arrays", "fastsoftmax.torch"
     ]
     args = cli._parser(suites).parse_args(["--quick", "--only", "s3,S1D"])
     chosen = cli._choose(args, suites)
@@ -138,6 +138,9 @@ def test_suites_and_command_line_errors(capsys):
     assert chosen is not None and {k: v for k, v in chosen.items() if v} == {
         "fastsoftmax.torch": ["PT"]
     }
+    args = cli._parser(suites).parse_args(["--widths"])
+    chosen = cli._choose(args, suites)
+    assert chosen is not None and chosen["row widths"] == ["W"] and chosen["rows"]
     for argv in (["--only", "S9"], ["--ops", "softmax,nope"], ["--threads", "0"]):
         assert cli.main(argv) == 2
     err = capsys.readouterr().err

@@ -13,7 +13,7 @@ from .run import WorkloadResult
 from .targets import Target
 
 # The modules of this package that define a ``SUITE``, in the order they run and print.
-SUITE_MODULES: Sequence[str] = ("rows", "extras")
+SUITE_MODULES: Sequence[str] = ("rows", "widths", "extras")
 
 
 @dataclass
