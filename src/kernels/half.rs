@@ -54,7 +54,7 @@ fn block_rows(cols: usize) -> usize {
 /// # Safety
 /// Each of `ins` and `out` must be valid for `rows × cols` words; `out` may be one of `ins` but must
 /// not overlap them otherwise; nobody else may touch them meanwhile.
-unsafe fn blocks<R: Send>(
+unsafe fn blocks_of<R: Send>(
     backend: Backend,
     kind: Half,
     (rows, cols, per_block): (usize, usize, usize),
@@ -101,6 +101,21 @@ unsafe fn blocks<R: Send>(
         .collect()
 }
 
+/// [`blocks_of`] in blocks of the float32 driver's rows per task for this row length.
+///
+/// # Safety
+/// As for [`blocks_of`].
+unsafe fn blocks<R: Send>(
+    backend: Backend,
+    kind: Half,
+    (rows, cols): (usize, usize),
+    ins: &[SendPtr<u16>],
+    out: Option<SendPtr<u16>>,
+    f: impl Fn(Range<usize>, &mut [f32]) -> Result<R, KernelError> + Sync,
+) -> Result<Vec<R>, KernelError> {
+    blocks_of(backend, kind, (rows, cols, block_rows(cols)), ins, out, f)
+}
+
 /// [`sm::softmax_scaled`] on 16-bit words holding `kind`.
 pub fn softmax(
     backend: Backend,
@@ -115,14 +130,9 @@ pub fn softmax(
     };
     // SAFETY: `buf` is `rows × cols` and borrowed for the call; `dst` is `src` or apart from it.
     unsafe {
-        blocks(
-            backend,
-            kind,
-            (rows, cols, block_rows(cols)),
-            &[src],
-            Some(dst),
-            |_, s| sm::softmax_scaled(backend, Buf::InPlace(s), cols, scale, mode),
-        )?;
+        blocks(backend, kind, (rows, cols), &[src], Some(dst), |_, s| {
+            sm::softmax_scaled(backend, Buf::InPlace(s), cols, scale, mode)
+        })?;
     }
     Ok(())
 }
@@ -140,17 +150,10 @@ pub fn softmax_backward(
     };
     // SAFETY: as in `softmax`; `VjpBuf` lets `dst` be `g` and/or `y` only.
     unsafe {
-        blocks(
-            backend,
-            kind,
-            (rows, cols, block_rows(cols)),
-            &[g, y],
-            Some(dst),
-            |_, s| {
-                let (g, y) = s.split_at_mut(s.len() / 2);
-                bw::softmax_backward(backend, VjpBuf::IntoGrad { g, y }, cols, vjp)
-            },
-        )?;
+        blocks(backend, kind, (rows, cols), &[g, y], Some(dst), |_, s| {
+            let (g, y) = s.split_at_mut(s.len() / 2);
+            bw::softmax_backward(backend, VjpBuf::IntoGrad { g, y }, cols, vjp)
+        })?;
     }
     Ok(())
 }
@@ -205,14 +208,9 @@ pub fn logsumexp(
     let x = SendPtr(x.as_ptr() as *mut u16);
     // SAFETY: `x` is `rows × cols`, read only; each block writes its own rows of `out`.
     unsafe {
-        blocks(
-            backend,
-            kind,
-            (rows, cols, block_rows(cols)),
-            &[x],
-            None,
-            |r, s| lse::logsumexp_scaled(backend, s, cols, scale, o.rows(r)),
-        )?;
+        blocks(backend, kind, (rows, cols), &[x], None, |r, s| {
+            lse::logsumexp_scaled(backend, s, cols, scale, o.rows(r))
+        })?;
     }
     Ok(())
 }
@@ -240,20 +238,13 @@ pub fn logsumexp_weighted(
     let ins = [x, b].map(|a| SendPtr(a.as_ptr() as *mut u16));
     // SAFETY: as in `logsumexp`.
     unsafe {
-        blocks(
-            backend,
-            kind,
-            (rows, cols, block_rows(cols)),
-            &ins,
-            None,
-            |r, s| {
-                let (xs, bs) = s.split_at_mut(s.len() / 2);
-                if scale != 1.0 {
-                    xs.iter_mut().for_each(|v| *v *= scale);
-                }
-                lse::logsumexp_weighted(xs, bs, cols, o.rows(r.clone()), sg.rows(r))
-            },
-        )?;
+        blocks(backend, kind, (rows, cols), &ins, None, |r, s| {
+            let (xs, bs) = s.split_at_mut(s.len() / 2);
+            if scale != 1.0 {
+                xs.iter_mut().for_each(|v| *v *= scale);
+            }
+            lse::logsumexp_weighted(xs, bs, cols, o.rows(r.clone()), sg.rows(r))
+        })?;
     }
     Ok(())
 }
@@ -280,18 +271,11 @@ pub fn entropy(
         .collect();
     // SAFETY: as in `logsumexp`.
     unsafe {
-        blocks(
-            backend,
-            kind,
-            (rows, cols, block_rows(cols)),
-            &ins,
-            None,
-            |r, s| {
-                let (ps, qs) = s.split_at(s.len() / ins.len());
-                let qs = (ins.len() == 2).then_some(qs);
-                ent::entropy(backend, ps, qs, cols, input, scale, o.rows(r))
-            },
-        )?;
+        blocks(backend, kind, (rows, cols), &ins, None, |r, s| {
+            let (ps, qs) = s.split_at(s.len() / ins.len());
+            let qs = (ins.len() == 2).then_some(qs);
+            ent::entropy(backend, ps, qs, cols, input, scale, o.rows(r))
+        })?;
     }
     Ok(())
 }
@@ -332,7 +316,7 @@ pub fn cross_entropy(
     // or apart from it; each block writes its own rows of the losses.
     let parts = unsafe {
         let per_block = ce::task_rows(cols, opts);
-        blocks(backend, kind, (rows, cols, per_block), &ins, dst, |r, s| {
+        blocks_of(backend, kind, (rows, cols, per_block), &ins, dst, |r, s| {
             let (xs, qs) = s.split_at_mut(r.len() * cols);
             let target = match target {
                 Target::Hard(labels) => Target::Hard(&labels[r.clone()]),
