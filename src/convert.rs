@@ -11,6 +11,7 @@
 //! Every path gives the same bits, NaN included (a NaN stays a quiet NaN of the same sign, its
 //! payload truncated when narrowed): the backend changes the speed, never the answer.
 
+use crate::kernels::SendPtr;
 use crate::parallel::for_ranges;
 use crate::simd::Backend;
 use crate::KernelError;
@@ -42,8 +43,8 @@ pub fn widen(backend: Backend, kind: Half, src: &[u16], dst: &mut [f32]) {
     }
     let _ = backend;
     match kind {
-        Half::F16 => widen_loop(src, dst, f16_to_f32),
-        Half::BF16 => widen_loop(src, dst, bf16_to_f32),
+        Half::F16 => each(src, dst, f16_to_f32),
+        Half::BF16 => each(src, dst, bf16_to_f32),
     }
 }
 
@@ -63,20 +64,14 @@ pub fn narrow(backend: Backend, kind: Half, src: &[f32], dst: &mut [u16]) {
     }
     let _ = backend;
     match kind {
-        Half::F16 => narrow_loop(src, dst, f32_to_f16),
-        Half::BF16 => narrow_loop(src, dst, f32_to_bf16),
+        Half::F16 => each(src, dst, f32_to_f16),
+        Half::BF16 => each(src, dst, f32_to_bf16),
     }
 }
 
+/// `dst[i] = f(src[i])`: the scalar conversions, one element at a time (the bfloat16 ones vectorise).
 #[inline(always)]
-fn widen_loop(src: &[u16], dst: &mut [f32], f: impl Fn(u16) -> f32) {
-    for (d, &s) in dst.iter_mut().zip(src) {
-        *d = f(s);
-    }
-}
-
-#[inline(always)]
-fn narrow_loop(src: &[f32], dst: &mut [u16], f: impl Fn(f32) -> u16) {
+fn each<S: Copy, D>(src: &[S], dst: &mut [D], f: impl Fn(S) -> D) {
     for (d, &s) in dst.iter_mut().zip(src) {
         *d = f(s);
     }
@@ -160,7 +155,7 @@ pub fn f32_to_bf16(x: f32) -> u16 {
 mod x86 {
     //! The x86-64 paths; each checks its instructions at run time and declines (`None`) without
     //! them, so the caller falls back to the scalar loops.
-    use super::{f32_to_bf16, f32_to_f16, widen_loop, Half};
+    use super::{each, f32_to_bf16, f32_to_f16, Half};
     use crate::simd::Backend;
     use std::arch::x86_64::*;
 
@@ -243,7 +238,7 @@ mod x86 {
                 let h = _mm256_loadu_si256(s.as_ptr().cast());
                 _mm512_storeu_ps(d.as_mut_ptr(), _mm512_cvtph_ps(h));
             }),
-            Half::BF16 => widen_loop(src, dst, super::bf16_to_f32),
+            Half::BF16 => each(src, dst, super::bf16_to_f32),
         }
     }
 
@@ -271,7 +266,7 @@ mod x86 {
                 let h = _mm_loadu_si128(s.as_ptr().cast());
                 _mm256_storeu_ps(d.as_mut_ptr(), _mm256_cvtph_ps(h));
             }),
-            Half::BF16 => widen_loop(src, dst, super::bf16_to_f32),
+            Half::BF16 => each(src, dst, super::bf16_to_f32),
         }
     }
 
@@ -297,19 +292,7 @@ mod x86 {
     }
 }
 
-struct Dst<T>(*mut T);
-// SAFETY: each task writes its own disjoint chunk of the destination.
-unsafe impl<T> Send for Dst<T> {}
-unsafe impl<T> Sync for Dst<T> {}
-
-impl<T> Dst<T> {
-    /// The address of element `i` (a method, so closures capture the whole `Sync` wrapper).
-    fn at(&self, i: usize) -> *mut T {
-        self.0.wrapping_add(i)
-    }
-}
-
-fn chunked<S: Sync, D>(
+fn chunked<S: Sync, D: Copy>(
     src: &[S],
     dst: &mut [D],
     f: impl Fn(&[S], &mut [D]) + Sync,
@@ -321,14 +304,11 @@ fn chunked<S: Sync, D>(
             dst.len()
         )));
     }
-    let d = Dst(dst.as_mut_ptr());
-    for_ranges(n.div_ceil(CHUNK), 1, n, |tasks| {
-        for t in tasks {
-            let r = t * CHUNK..((t + 1) * CHUNK).min(n);
-            // SAFETY: `r` is in bounds and belongs to this task alone.
-            let out = unsafe { std::slice::from_raw_parts_mut(d.at(r.start), r.len()) };
-            f(&src[r], out);
-        }
+    let d = SendPtr(dst.as_mut_ptr());
+    for_ranges(n, CHUNK, n, |r| {
+        // SAFETY: `r` is in bounds and belongs to this task alone.
+        let out = unsafe { d.add(r.start).slice_mut(r.len()) };
+        f(&src[r], out);
     });
     Ok(())
 }

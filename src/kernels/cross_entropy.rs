@@ -24,9 +24,8 @@ mod tile;
 pub(crate) use plan::Plan;
 
 use super::row::{finish_lse, map_row, max_sum, Acc, One, Pre, SoftCap, BLOCK};
-use super::tile::tile_chunk;
+use super::tile::REDUCE_TILE_COLS;
 use super::{Buf, SendPtr};
-use crate::parallel::chunk_rows;
 use crate::simd::{Backend, Element, Simd};
 use crate::KernelError;
 
@@ -131,13 +130,13 @@ pub(crate) fn logit_ptrs<T>(
     }
 }
 
-/// The rows of each of the driver's tasks for rows of `cols` with these options (whole tiles on
-/// the tile path), so a caller running blocks of rows sums the same parts.
-pub(crate) fn task_rows<T>(cols: usize, opts: &CeOptions<'_, T>) -> usize {
-    if tile::takes_tiles(cols, opts) {
-        tile_chunk(cols)
+/// The longest rows that take the tile path with these options (0: none; the soft cap stays on
+/// rows), for a caller running blocks of the driver's tasks.
+pub(crate) fn tile_cols<T>(opts: &CeOptions<'_, T>) -> usize {
+    if opts.softcap.is_none() {
+        REDUCE_TILE_COLS
     } else {
-        chunk_rows(cols)
+        0
     }
 }
 

@@ -135,11 +135,22 @@ pub(crate) trait Segments<T: Element>: Sync {
     fn segment<S: Simd<T>>(&self, s: S, seg: Range<usize>) -> Self::Out;
 }
 
+/// Rows per task for rows of `cols` in a kernel that takes tiles up to `tile_cols` columns: whole
+/// tiles on the tile path, else the row path's grain. The half-precision blocks use it too, so each
+/// block is one float32 task.
+pub(crate) fn task_rows(cols: usize, tile_cols: usize) -> usize {
+    if cols <= tile_cols.min(SMALL_COLS) {
+        tile_chunk(cols)
+    } else {
+        chunk_rows(cols)
+    }
+}
+
 /// Runs kernel `k` over a `rows × cols` matrix (`cols > 0`), on the path the shape picks.
 pub(crate) fn run<T: Element, K: Kernel<T>>(backend: Backend, k: &K, rows: usize, cols: usize) {
     debug_assert!(cols > 0, "the caller handles rows of no columns");
     if cols <= K::TILE_COLS.min(SMALL_COLS) {
-        for_ranges(rows, tile_chunk(cols), rows * cols, |range| {
+        for_ranges(rows, task_rows(cols, K::TILE_COLS), rows * cols, |range| {
             backend.dispatch(RowsJob::new(&Tiles(k), range))
         });
     } else if split_rows(cols) {

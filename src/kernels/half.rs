@@ -20,12 +20,15 @@ use super::cross_entropy::{self as ce, CeOptions, Logits, Plan, Target};
 use super::entropy::{self as ent, Input};
 use super::logsumexp as lse;
 use super::softmax::{self as sm, Mode};
-use super::tile::{tile_chunk, SMALL_COLS};
+use super::tile::{REDUCE_TILE_COLS, SOFTMAX_TILE_COLS};
 use super::{driver, Buf, SendPtr};
 use crate::convert::{f32_to_half, half_to_f32, narrow, widen, Half};
-use crate::parallel::{chunk_rows, map_ranges, split_rows};
+use crate::parallel::{map_ranges, split_rows};
 use crate::simd::Backend;
 use crate::KernelError;
+
+/// The `tile_cols` of a float32 kernel without a tile path (backward, entropy, weighted logsumexp).
+const NO_TILES: usize = 0;
 
 thread_local! {
     /// Each thread's float32 scratch, kept between calls: a block needs at most
@@ -34,30 +37,18 @@ thread_local! {
     static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Rows per block: the float32 driver's rows per task for this row length (whole tiles for tiny
-/// rows), at most `GRAIN_ELEMS` elements, so one block of float32 fits in L2 next to its output.
-/// (Cross-entropy asks its own kernel: soft-capped tiny rows take the row path.)
-fn block_rows(cols: usize) -> usize {
-    if cols <= SMALL_COLS {
-        tile_chunk(cols)
-    } else {
-        chunk_rows(cols)
-    }
-}
-
-/// Runs `f(rows, scratch)` on blocks of `per_block` rows (the float32 kernel's rows per task) of the
-/// `rows × cols` half matrices `ins` (`cols > 0`):
-/// `scratch` holds the block of each input widened to float32, one after the other. With `out`, the
+/// Runs `f(rows, scratch)` on blocks of the `rows × cols` half matrices `ins` (`cols > 0`), each
+/// block one task of a float32 kernel that takes tiles up to `tile_cols` columns: `scratch` holds the block of each input widened to float32, one after the other. With `out`, the
 /// first input's scratch (where `f` leaves a row-shaped result) is narrowed into `out`'s rows.
 /// Results come back per block, in order.
 ///
 /// # Safety
 /// Each of `ins` and `out` must be valid for `rows × cols` words; `out` may be one of `ins` but must
 /// not overlap them otherwise; nobody else may touch them meanwhile.
-unsafe fn blocks_of<R: Send>(
+unsafe fn blocks<R: Send>(
     backend: Backend,
     kind: Half,
-    (rows, cols, per_block): (usize, usize, usize),
+    (rows, cols, tile_cols): (usize, usize, usize),
     ins: &[SendPtr<u16>],
     out: Option<SendPtr<u16>>,
     f: impl Fn(Range<usize>, &mut [f32]) -> Result<R, KernelError> + Sync,
@@ -96,24 +87,10 @@ unsafe fn blocks_of<R: Send>(
         SCRATCH.set(scratch);
         r
     };
+    let per_block = driver::task_rows(cols, tile_cols);
     map_ranges(rows, per_block, rows * cols, per_block_fn)
         .into_iter()
         .collect()
-}
-
-/// [`blocks_of`] in blocks of the float32 driver's rows per task for this row length.
-///
-/// # Safety
-/// As for [`blocks_of`].
-unsafe fn blocks<R: Send>(
-    backend: Backend,
-    kind: Half,
-    (rows, cols): (usize, usize),
-    ins: &[SendPtr<u16>],
-    out: Option<SendPtr<u16>>,
-    f: impl Fn(Range<usize>, &mut [f32]) -> Result<R, KernelError> + Sync,
-) -> Result<Vec<R>, KernelError> {
-    blocks_of(backend, kind, (rows, cols, block_rows(cols)), ins, out, f)
 }
 
 /// [`sm::softmax_scaled`] on 16-bit words holding `kind`.
@@ -130,9 +107,14 @@ pub fn softmax(
     };
     // SAFETY: `buf` is `rows × cols` and borrowed for the call; `dst` is `src` or apart from it.
     unsafe {
-        blocks(backend, kind, (rows, cols), &[src], Some(dst), |_, s| {
-            sm::softmax_scaled(backend, Buf::InPlace(s), cols, scale, mode)
-        })?;
+        blocks(
+            backend,
+            kind,
+            (rows, cols, SOFTMAX_TILE_COLS),
+            &[src],
+            Some(dst),
+            |_, s| sm::softmax_scaled(backend, Buf::InPlace(s), cols, scale, mode),
+        )?;
     }
     Ok(())
 }
@@ -150,29 +132,19 @@ pub fn softmax_backward(
     };
     // SAFETY: as in `softmax`; `VjpBuf` lets `dst` be `g` and/or `y` only.
     unsafe {
-        blocks(backend, kind, (rows, cols), &[g, y], Some(dst), |_, s| {
-            let (g, y) = s.split_at_mut(s.len() / 2);
-            bw::softmax_backward(backend, VjpBuf::IntoGrad { g, y }, cols, vjp)
-        })?;
+        blocks(
+            backend,
+            kind,
+            (rows, cols, NO_TILES),
+            &[g, y],
+            Some(dst),
+            |_, s| {
+                let (g, y) = s.split_at_mut(s.len() / 2);
+                bw::softmax_backward(backend, VjpBuf::IntoGrad { g, y }, cols, vjp)
+            },
+        )?;
     }
     Ok(())
-}
-
-/// A per-row float32 output shared by the blocks; each writes its own rows.
-#[derive(Clone, Copy)]
-struct RowsOut(SendPtr<f32>);
-
-impl RowsOut {
-    /// # Safety
-    /// `range` is in bounds of the output and belongs to the caller's block alone.
-    unsafe fn rows<'a>(self, range: Range<usize>) -> &'a mut [f32] {
-        self.0.add(range.start).slice_mut(range.len())
-    }
-
-    /// The output from row `row` on.
-    fn at(self, row: usize) -> SendPtr<f32> {
-        self.0.add(row)
-    }
 }
 
 /// An error naming the first `(what, length, expected length)` that is off.
@@ -185,11 +157,6 @@ fn lengths(checks: &[(&str, usize, usize)]) -> Result<(), KernelError> {
     }
 }
 
-/// Checks a reduction's shapes: `x` of `rows × cols` for an output of `out_len` rows.
-fn reduced(x: &[u16], cols: usize, out_len: usize) -> Result<usize, KernelError> {
-    driver::reduced_rows(x.len(), cols, out_len)
-}
-
 /// [`lse::logsumexp_scaled`] of 16-bit words holding `kind`, into float32 `out` (one per row).
 pub fn logsumexp(
     backend: Backend,
@@ -199,18 +166,23 @@ pub fn logsumexp(
     scale: f64,
     out: &mut [f32],
 ) -> Result<(), KernelError> {
-    let rows = reduced(x, cols, out.len())?;
+    let rows = driver::reduced_rows(x.len(), cols, out.len())?;
     if cols == 0 || rows == 0 {
         // The float32 kernel's answer for rows of no columns (no input to widen).
         return lse::logsumexp_scaled(backend, &[], cols, scale, out);
     }
-    let o = RowsOut(SendPtr(out.as_mut_ptr()));
+    let o = SendPtr(out.as_mut_ptr());
     let x = SendPtr(x.as_ptr() as *mut u16);
     // SAFETY: `x` is `rows × cols`, read only; each block writes its own rows of `out`.
     unsafe {
-        blocks(backend, kind, (rows, cols), &[x], None, |r, s| {
-            lse::logsumexp_scaled(backend, s, cols, scale, o.rows(r))
-        })?;
+        blocks(
+            backend,
+            kind,
+            (rows, cols, REDUCE_TILE_COLS),
+            &[x],
+            None,
+            |r, s| lse::logsumexp_scaled(backend, s, cols, scale, o.range_mut(r)),
+        )?;
     }
     Ok(())
 }
@@ -226,24 +198,21 @@ pub fn logsumexp_weighted(
     scale: f32,
     (out, sign): (&mut [f32], &mut [f32]),
 ) -> Result<(), KernelError> {
-    let rows = reduced(x, cols, out.len())?;
+    let rows = driver::reduced_rows(x.len(), cols, out.len())?;
     lengths(&[("b", b.len(), x.len()), ("sign", sign.len(), rows)])?;
     if cols == 0 || rows == 0 {
         return lse::logsumexp_weighted::<f32>(&[], &[], cols, out, sign);
     }
-    let (o, sg) = (
-        RowsOut(SendPtr(out.as_mut_ptr())),
-        RowsOut(SendPtr(sign.as_mut_ptr())),
-    );
+    let (o, sg) = (SendPtr(out.as_mut_ptr()), SendPtr(sign.as_mut_ptr()));
     let ins = [x, b].map(|a| SendPtr(a.as_ptr() as *mut u16));
     // SAFETY: as in `logsumexp`.
     unsafe {
-        blocks(backend, kind, (rows, cols), &ins, None, |r, s| {
+        blocks(backend, kind, (rows, cols, NO_TILES), &ins, None, |r, s| {
             let (xs, bs) = s.split_at_mut(s.len() / 2);
             if scale != 1.0 {
                 xs.iter_mut().for_each(|v| *v *= scale);
             }
-            lse::logsumexp_weighted(xs, bs, cols, o.rows(r.clone()), sg.rows(r))
+            lse::logsumexp_weighted(xs, bs, cols, o.range_mut(r.clone()), sg.range_mut(r))
         })?;
     }
     Ok(())
@@ -259,22 +228,22 @@ pub fn entropy(
     (input, scale): (Input, f64),
     out: &mut [f32],
 ) -> Result<(), KernelError> {
-    let rows = reduced(p, cols, out.len())?;
+    let rows = driver::reduced_rows(p.len(), cols, out.len())?;
     lengths(&[("q", q.map_or(p.len(), <[u16]>::len), p.len())])?;
     if cols == 0 || rows == 0 {
         return ent::entropy::<f32>(backend, &[], None, cols, input, scale, out);
     }
-    let o = RowsOut(SendPtr(out.as_mut_ptr()));
+    let o = SendPtr(out.as_mut_ptr());
     let ins: Vec<SendPtr<u16>> = std::iter::once(p)
         .chain(q)
         .map(|a| SendPtr(a.as_ptr() as *mut u16))
         .collect();
     // SAFETY: as in `logsumexp`.
     unsafe {
-        blocks(backend, kind, (rows, cols), &ins, None, |r, s| {
+        blocks(backend, kind, (rows, cols, NO_TILES), &ins, None, |r, s| {
             let (ps, qs) = s.split_at(s.len() / ins.len());
             let qs = (ins.len() == 2).then_some(qs);
-            ent::entropy(backend, ps, qs, cols, input, scale, o.rows(r))
+            ent::entropy(backend, ps, qs, cols, input, scale, o.range_mut(r))
         })?;
     }
     Ok(())
@@ -311,28 +280,33 @@ pub fn cross_entropy(
         Target::Hard(_) => vec![src],
         Target::Soft(q) => vec![src, SendPtr(q.as_ptr() as *mut u16)],
     };
-    let losses = losses.map(RowsOut);
     // SAFETY: `src` (and soft labels) are `rows × cols`, read only but for `dst`, which is `src`
     // or apart from it; each block writes its own rows of the losses.
     let parts = unsafe {
-        let per_block = ce::task_rows(cols, opts);
-        blocks_of(backend, kind, (rows, cols, per_block), &ins, dst, |r, s| {
-            let (xs, qs) = s.split_at_mut(r.len() * cols);
-            let target = match target {
-                Target::Hard(labels) => Target::Hard(&labels[r.clone()]),
-                Target::Soft(_) => Target::Soft(&*qs),
-            };
-            let x = SendPtr(xs.as_mut_ptr());
-            let outs = (x, dst.map(|_| x), losses.map(|l| l.at(r.start)));
-            Ok(ce::parts(
-                backend,
-                outs,
-                (r.len(), cols),
-                target,
-                opts,
-                &plan,
-            ))
-        })?
+        blocks(
+            backend,
+            kind,
+            (rows, cols, ce::tile_cols(opts)),
+            &ins,
+            dst,
+            |r, s| {
+                let (xs, qs) = s.split_at_mut(r.len() * cols);
+                let target = match target {
+                    Target::Hard(labels) => Target::Hard(&labels[r.clone()]),
+                    Target::Soft(_) => Target::Soft(&*qs),
+                };
+                let x = SendPtr(xs.as_mut_ptr());
+                let outs = (x, dst.map(|_| x), losses.map(|l| l.add(r.start)));
+                Ok(ce::parts(
+                    backend,
+                    outs,
+                    (r.len(), cols),
+                    target,
+                    opts,
+                    &plan,
+                ))
+            },
+        )?
     };
     Ok(plan.total(parts.into_iter().flatten()))
 }

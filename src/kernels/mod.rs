@@ -94,6 +94,12 @@ impl<T> SendPtr<T> {
     pub(crate) unsafe fn slice_mut<'a>(self, len: usize) -> &'a mut [T] {
         std::slice::from_raw_parts_mut(self.0, len)
     }
+    /// # Safety
+    /// `range` must be in bounds and touched by no one else while the slice lives.
+    #[inline(always)]
+    pub(crate) unsafe fn range_mut<'a>(self, range: std::ops::Range<usize>) -> &'a mut [T] {
+        std::slice::from_raw_parts_mut(self.0.add(range.start), range.len())
+    }
     #[inline(always)]
     pub(crate) fn add(self, off: usize) -> SendPtr<T> {
         SendPtr(self.0.wrapping_add(off))

@@ -13,7 +13,7 @@ import numpy as np
 from .report import Table
 from .suite import Context, Suite, SuiteOutcome
 from .timing import measure
-from .workloads import LABEL_DTYPE, LOGIT_SCALE, OP_CEILING, OPS, bytes_moved
+from .workloads import OP_CEILING, OPS, Workload, bytes_moved, make_inputs
 
 # Each width's workload holds about this many elements (128 MiB of float32: well past the LLC,
 # so every width is measured against memory; quick: 16 MiB).
@@ -38,12 +38,10 @@ def _run(ctx: Context, _chosen: List[str]) -> SuiteOutcome:
     ctx.heading(f"Row widths: float32, {total:,} elements per width, fastsoftmax with out= where "
                 "it applies; fraction of the copy or read ceiling")
     table = Table(["columns", "rows"] + ops, "r" * (2 + len(ops)))
-    rng = np.random.default_rng(0)
     for c in WIDTHS:
         n = total // c
         ctx.log(f"widths: {n} x {c}")
-        x = (rng.standard_normal((n, c), dtype=np.float32) * LOGIT_SCALE)
-        y = rng.integers(0, c, size=n, dtype=LABEL_DTYPE)
+        (x,), (y,) = make_inputs(Workload(n, c, "float32", f"{c} columns"), 1)
         out = np.empty_like(x)
         calls = {
             "softmax": lambda _i: fs.softmax(x, out=out),

@@ -10,10 +10,10 @@
 
 use std::ops::Range;
 
-use super::{CeOptions, CeRows, Target};
+use super::{CeRows, Target};
 use crate::kernels::driver::Rows;
 use crate::kernels::row::{Acc, MAX_LANES};
-use crate::kernels::tile::{load_tile, store_tile, REDUCE_TILE_COLS, SMALL_COLS};
+use crate::kernels::tile::{load_tile, store_tile, SMALL_COLS};
 use crate::kernels::SendPtr;
 use crate::simd::{Element, Simd};
 
@@ -28,15 +28,10 @@ impl<T: Element> Rows<T> for Tiled<'_, '_, T> {
     }
 }
 
-/// Whether rows of `cols` with these options take the tile path (the soft cap stays on rows).
-pub(super) fn takes_tiles<T>(cols: usize, opts: &CeOptions<'_, T>) -> bool {
-    cols <= REDUCE_TILE_COLS && opts.softcap.is_none()
-}
-
 impl<T: Element> CeRows<'_, T> {
     /// Whether these rows take the tile path.
     pub(super) fn tiles(&self) -> bool {
-        takes_tiles(self.cols, self.opts)
+        self.cols <= super::tile_cols(self.opts)
     }
 
     /// Rows `rows` on the tile path: `(Σ main term, Σ z term)` over them, unscaled.
