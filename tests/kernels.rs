@@ -324,7 +324,7 @@ fn weighted_logsumexp_matches_reference() {
     let x = [1.0f64, 2.0, 3.0, -1.0];
     let bw = [0.5f64, -2.0, 1.0, 0.0];
     let (mut o, mut s) = ([0f64], [0f64]);
-    logsumexp_weighted(&x, &bw, 4, &mut o, &mut s).unwrap();
+    logsumexp_weighted(&x, &bw, 4, 1.0, &mut o, &mut s).unwrap();
     let want: f64 = x.iter().zip(&bw).map(|(a, b)| b * a.exp()).sum();
     assert!(close(o[0], want.abs().ln(), 1e-15, 0.0) && s[0] == want.signum());
 }

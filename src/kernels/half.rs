@@ -188,7 +188,7 @@ pub fn logsumexp(
 }
 
 /// SciPy's weighted logsumexp ([`lse::logsumexp_weighted`]) of `x · scale` (the product rounded to
-/// float32, as a float32 caller computes it first; skipped for `scale == 1`) with weights `b`, both
+/// float32, as a float32 caller computes it first) with weights `b`, both
 /// 16-bit words holding `kind`, into float32 `out` and `sign` (one per row).
 pub fn logsumexp_weighted(
     backend: Backend,
@@ -201,18 +201,15 @@ pub fn logsumexp_weighted(
     let rows = driver::reduced_rows(x.len(), cols, out.len())?;
     lengths(&[("b", b.len(), x.len()), ("sign", sign.len(), rows)])?;
     if cols == 0 || rows == 0 {
-        return lse::logsumexp_weighted::<f32>(&[], &[], cols, out, sign);
+        return lse::logsumexp_weighted::<f32>(&[], &[], cols, scale, out, sign);
     }
     let (o, sg) = (SendPtr(out.as_mut_ptr()), SendPtr(sign.as_mut_ptr()));
     let ins = [x, b].map(|a| SendPtr(a.as_ptr() as *mut u16));
     // SAFETY: as in `logsumexp`.
     unsafe {
         blocks(backend, kind, (rows, cols, NO_TILES), &ins, None, |r, s| {
-            let (xs, bs) = s.split_at_mut(s.len() / 2);
-            if scale != 1.0 {
-                xs.iter_mut().for_each(|v| *v *= scale);
-            }
-            lse::logsumexp_weighted(xs, bs, cols, o.range_mut(r.clone()), sg.range_mut(r))
+            let (xs, bs) = s.split_at(s.len() / 2);
+            lse::logsumexp_weighted(xs, bs, cols, scale, o.range_mut(r.clone()), sg.range_mut(r))
         })?;
     }
     Ok(())

@@ -123,13 +123,15 @@ impl<T: Element> Kernel<T> for LogSumExp<'_, T> {
     }
 }
 
-/// SciPy's `logsumexp(x, b=b, return_sign=True)` per row: `log |Σ b·exp(x)|` and its sign. Elements
-/// with `b == 0` are left out entirely (even NaN or `+inf`); the largest term is split off and
-/// `log1p` used, as SciPy does. `b` has the shape of `x` (the caller broadcasts).
+/// SciPy's `logsumexp(x', b=b, return_sign=True)` per row of `x' = x · scale` (each product
+/// rounded to `T`, as a caller dividing by a temperature first would have it): `log |Σ b·exp(x')|`
+/// and its sign. Elements with `b == 0` are left out entirely (even NaN or `+inf`); the largest term
+/// is split off and `log1p` used, as SciPy does. `b` has the shape of `x` (the caller broadcasts).
 pub fn logsumexp_weighted<T: Element>(
     x: &[T],
     b: &[T],
     cols: usize,
+    scale: T,
     out: &mut [T],
     sign: &mut [T],
 ) -> Result<(), KernelError> {
@@ -152,7 +154,8 @@ pub fn logsumexp_weighted<T: Element>(
     let sign_ptr = SendPtr(sign.as_mut_ptr());
     for_ranges(rows, chunk, x.len(), |range| {
         for r in range {
-            let (l, sg) = weighted_row(&x[r * cols..(r + 1) * cols], &b[r * cols..(r + 1) * cols]);
+            let row = r * cols..(r + 1) * cols;
+            let (l, sg) = weighted_row(&x[row.clone()], &b[row], scale);
             // SAFETY: row `r` of the outputs belongs to this task alone.
             unsafe {
                 *out_ptr.add(r).0 = T::from_f64(l);
@@ -164,12 +167,14 @@ pub fn logsumexp_weighted<T: Element>(
 }
 
 /// One row of [`logsumexp_weighted`], in f64 (this path is for flexibility, not speed).
-fn weighted_row<T: Element>(x: &[T], b: &[T]) -> (f64, f64) {
+fn weighted_row<T: Element>(x_raw: &[T], b: &[T], scale: T) -> (f64, f64) {
+    let x = |v: T| (v * scale).to_f64();
+    let xs = || x_raw.iter().map(|&v| x(v));
     let mut imax = usize::MAX;
     let mut m = f64::NEG_INFINITY;
     let mut nan = false;
-    for (i, (&xi, &bi)) in x.iter().zip(b).enumerate() {
-        let (xi, bi) = (xi.to_f64(), bi.to_f64());
+    for (i, (xi, &bi)) in xs().zip(b).enumerate() {
+        let bi = bi.to_f64();
         if bi == 0.0 {
             continue;
         }
@@ -190,8 +195,8 @@ fn weighted_row<T: Element>(x: &[T], b: &[T]) -> (f64, f64) {
         // Only the +inf terms count: b·inf is ±inf, so weights of both signs make inf - inf = NaN
         // (as SciPy), whatever their magnitudes; weights of one sign give that sign's infinity.
         let (mut pos, mut neg) = (false, false);
-        for (xi, bi) in x.iter().zip(b) {
-            if xi.to_f64() == f64::INFINITY {
+        for (xi, bi) in xs().zip(b) {
+            if xi == f64::INFINITY {
                 pos |= bi.to_f64() > 0.0;
                 neg |= bi.to_f64() < 0.0;
             }
@@ -204,10 +209,10 @@ fn weighted_row<T: Element>(x: &[T], b: &[T]) -> (f64, f64) {
     }
     let bmax = b[imax].to_f64();
     let mut rest = Acc::default();
-    for (i, (&xi, &bi)) in x.iter().zip(b).enumerate() {
+    for (i, (xi, &bi)) in xs().zip(b).enumerate() {
         let bi = bi.to_f64();
         if i != imax && bi != 0.0 {
-            rest.add(bi * (xi.to_f64() - m).exp());
+            rest.add(bi * (xi - m).exp());
         }
     }
     // log|bmax + rest| = log|bmax| + log|1 + r| with r = rest / bmax.

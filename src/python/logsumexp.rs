@@ -83,16 +83,7 @@ pub(super) fn logsumexp_b<'py>(
         });
     }
     dispatch!(x, T => weighted::<T, T>(py, (x, b), |xs, bs, c, (os, ss)| {
-        // The product rounded to `T`, as SciPy sees `x / T` (a copy: this route is rare).
-        let scaled: Vec<T>;
-        let xs = if scale == 1.0 {
-            xs
-        } else {
-            let s = T::from_f64(scale);
-            scaled = xs.iter().map(|&v| v * s).collect();
-            &scaled
-        };
-        lse::logsumexp_weighted(xs, bs, c, os, ss)
+        lse::logsumexp_weighted(xs, bs, c, T::from_f64(scale), os, ss)
     }))
 }
 

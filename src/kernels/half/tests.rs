@@ -179,7 +179,8 @@ fn weighted_logsumexp_matches_float32() {
         let scale = 0.3f32;
         let xw: Vec<f32> = wide(kind, &x).iter().map(|v| v * scale).collect();
         let (mut want, mut want_sign) = (vec![0f32; rows], vec![0f32; rows]);
-        lse::logsumexp_weighted(&xw, &wide(kind, &b), cols, &mut want, &mut want_sign).unwrap();
+        let bw = wide(kind, &b);
+        lse::logsumexp_weighted(&xw, &bw, cols, 1.0, &mut want, &mut want_sign).unwrap();
         let (mut got, mut sign) = (vec![0f32; rows], vec![0f32; rows]);
         let outs = (&mut got[..], &mut sign[..]);
         logsumexp_weighted(backend, kind, (&x, &b), cols, scale, outs).unwrap();
