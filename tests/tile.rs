@@ -7,12 +7,13 @@ use fastsoftmax::kernels::cross_entropy::Logits;
 use fastsoftmax::simd::{Backend, Element, Isa, Simd, WithSimd};
 use fastsoftmax::{cross_entropy, Buf, CeOptions, Reduction, Target};
 
-/// `tile_in` then `tile_out` of one full tile of `cols` columns.
+/// `tile_in` then `tile_out` of one full tile of `cols` columns, plain and scaled by 2.
 struct TransposeJob<'a, T> {
     tile: &'a [T],
     cols: usize,
     columns: &'a mut Vec<T>,
     back: &'a mut Vec<T>,
+    doubled: &'a mut Vec<T>,
 }
 
 impl<T: Element> WithSimd for TransposeJob<'_, T> {
@@ -26,8 +27,13 @@ impl<T: Element> WithSimd for TransposeJob<'_, T> {
         self.columns
             .resize(l * (self.cols.next_multiple_of(l) + 1), T::NAN);
         s.tile_in(tile, self.cols, self.columns);
-        self.back.resize(l * self.cols, T::NAN);
-        s.tile_out(self.columns, self.cols, self.back);
+        // One spare vector past the tile too: `tile_out` stores whole rows where they fit.
+        let n = l * self.cols;
+        self.back.resize(n + l, T::NAN);
+        s.tile_out(self.columns, self.cols, &mut self.back[..n], None);
+        self.doubled.resize(n + l, T::NAN);
+        let two = s.splat(T::from_f64(2.0));
+        s.tile_out(self.columns, self.cols, &mut self.doubled[..n], Some(two));
         l
     }
 }
@@ -35,12 +41,13 @@ impl<T: Element> WithSimd for TransposeJob<'_, T> {
 fn check_transpose<T: Element>(b: Backend) {
     for cols in 1..=65 {
         let tile: Vec<T> = (0..16 * cols).map(|i| T::from_f64(i as f64)).collect();
-        let (mut columns, mut back) = (Vec::new(), Vec::new());
+        let (mut columns, mut back, mut doubled) = (Vec::new(), Vec::new(), Vec::new());
         let l = b.dispatch(TransposeJob {
             tile: &tile,
             cols,
             columns: &mut columns,
             back: &mut back,
+            doubled: &mut doubled,
         });
         for r in 0..l {
             for j in 0..cols {
@@ -56,10 +63,18 @@ fn check_transpose<T: Element>(b: Backend) {
             columns[end..].iter().all(|v| v.is_nan()),
             "{b:?} cols={cols}: wrote past the blocks"
         );
+        let n = l * cols;
         assert_eq!(
-            &back[..],
-            &tile[..l * cols],
+            &back[..n],
+            &tile[..n],
             "{b:?} cols={cols}: tile_out(tile_in(x)) != x"
+        );
+        let twice: Vec<f64> = tile[..n].iter().map(|v| 2.0 * v.to_f64()).collect();
+        let got: Vec<f64> = doubled[..n].iter().map(|v| v.to_f64()).collect();
+        assert_eq!(got, twice, "{b:?} cols={cols}: the scaled tile_out");
+        assert!(
+            back[n..].iter().chain(&doubled[n..]).all(|v| v.is_nan()),
+            "{b:?} cols={cols}: tile_out wrote past the tile"
         );
     }
 }

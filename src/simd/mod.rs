@@ -323,44 +323,61 @@ pub unsafe trait Simd<T: Element>: Copy + Send + Sync + 'static {
         let l = Self::LANES;
         assert!(tile.len() == l * cols && out.len() >= l * cols.next_multiple_of(l));
         // Whole blocks of `LANES` vectors, every loop over them of constant length, so the block
-        // stays in registers.
+        // stays in registers. Rows are reached by pointer steps: the bounds are the assert's.
         let mut v = [self.splat(T::ZERO); MAX_LANES];
         for b in (0..cols).step_by(l) {
             let w = l.min(cols - b);
-            for (r, vr) in v[..l].iter_mut().enumerate() {
-                let row = &tile[r * cols + b..r * cols + b + w];
+            let mut row = tile[b..].as_ptr();
+            for vr in v[..l].iter_mut() {
+                // SAFETY: row `r` holds `w` elements from column `b` inside `tile` (asserted).
+                let x = unsafe { std::slice::from_raw_parts(row, w) };
                 *vr = if w == l {
-                    self.load(row)
+                    self.load(x)
                 } else {
-                    self.load_partial(row, T::ZERO)
+                    self.load_partial(x, T::ZERO)
                 };
+                row = row.wrapping_add(cols);
             }
             self.transpose(&mut v);
-            for (j, vj) in v[..l].iter().enumerate() {
-                self.store(&mut out[(b + j) * l..], *vj);
+            for (col, vj) in out[b * l..(b + l) * l].chunks_exact_mut(l).zip(&v[..l]) {
+                self.store(col, *vj);
             }
         }
     }
     /// The inverse of [`Simd::tile_in`]: `tile[r * cols + j] = cols_in[j * LANES + r]`, with
-    /// `cols_in` as long as `tile_in`'s `out` (its padding columns are read but not used).
+    /// `cols_in` as long as `tile_in`'s `out` (its padding columns are read but not used); with
+    /// `scale`, each column times it on the way (softmax's `1/sum`, saving a pass over the tile).
     #[inline(always)]
-    fn tile_out(self, cols_in: &[T], cols: usize, tile: &mut [T]) {
+    fn tile_out(self, cols_in: &[T], cols: usize, tile: &mut [T], scale: Option<Self::V>) {
         let l = Self::LANES;
         assert!(tile.len() == l * cols && cols_in.len() >= l * cols.next_multiple_of(l));
         let mut v = [self.splat(T::ZERO); MAX_LANES];
-        for b in (0..cols).step_by(l) {
+        // Masked stores are slow, so a row is written as a whole vector wherever that stays
+        // inside the tile. What such a store writes past the row's block lands on the next row's
+        // first columns, which a later store writes properly: the rows go in order, and the
+        // partial block (the last) goes first.
+        let (blocks, last) = (cols.div_ceil(l), (cols - 1) / l * l);
+        for i in 0..blocks {
+            let b = if i == 0 { last } else { (i - 1) * l };
             let w = l.min(cols - b);
             for (j, vj) in v[..l].iter_mut().enumerate() {
-                *vj = self.load(&cols_in[(b + j) * l..]);
+                let col = self.load(&cols_in[(b + j) * l..]);
+                *vj = match scale {
+                    Some(k) => self.mul(col, k),
+                    None => col,
+                };
             }
             self.transpose(&mut v);
+            let mut row = tile[b..].as_mut_ptr();
             for (r, vr) in v[..l].iter().enumerate() {
-                let row = &mut tile[r * cols + b..r * cols + b + w];
-                if w == l {
-                    self.store(row, *vr);
+                // SAFETY: row `r`'s `w` columns from `b` are inside `tile` (asserted), and so are
+                // `l` elements wherever the test says so.
+                if w == l || r * cols + b + l <= l * cols {
+                    self.store(unsafe { std::slice::from_raw_parts_mut(row, l) }, *vr);
                 } else {
-                    self.store_partial(row, *vr);
+                    self.store_partial(unsafe { std::slice::from_raw_parts_mut(row, w) }, *vr);
                 }
+                row = row.wrapping_add(cols);
             }
         }
     }

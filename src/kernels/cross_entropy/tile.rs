@@ -13,7 +13,7 @@ use std::ops::Range;
 use super::{CeRows, Target};
 use crate::kernels::driver::Rows;
 use crate::kernels::row::{Acc, MAX_LANES};
-use crate::kernels::tile::{load_tile, store_tile, SMALL_COLS};
+use crate::kernels::tile::{load_tile, store_tile, Scratch, SMALL_COLS};
 use crate::kernels::SendPtr;
 use crate::simd::{Element, Simd};
 
@@ -69,21 +69,21 @@ impl<T: Element> CeRows<'_, T> {
             splat(eps * inv_c * plan.w_total),
             splat(plan.r_main * (1.0 - eps)),
         );
-        let mut buf = [T::ZERO; SMALL_COLS * MAX_LANES];
-        // The soft labels' tile, transposed like the logits.
-        let mut qbuf = [T::ZERO; SMALL_COLS * MAX_LANES];
+        let (mut buf, mut qbuf) = (Scratch::new(), Scratch::new());
+        // `qbuf`: the soft labels' tile, transposed like the logits.
+        let (buf, qbuf) = (&mut buf.0, &mut qbuf.0);
         let mut sums = LaneSums::default();
         let mut r0 = rows.start;
         while r0 < rows.end {
             let k = l.min(rows.end - r0);
             // SAFETY: the driver hands rows `r0..r0 + k` to this task alone.
-            unsafe { load_tile(s, self.src, r0, k, cols, &mut buf) };
+            unsafe { load_tile(s, self.src, r0, k, cols, buf) };
             let scratch = &mut buf[..cols * l];
             // Per lane: the label as `T` (-1 for ignored and absent rows, which then match no
             // column), 1 for a counted row, the label's weight.
             if let Some(q) = soft {
                 // SAFETY: rows `r0..r0 + k` of `q` are in bounds (checked by the plan); only read.
-                unsafe { load_tile(s, SendPtr(q.as_ptr() as *mut T), r0, k, cols, &mut qbuf) };
+                unsafe { load_tile(s, SendPtr(q.as_ptr() as *mut T), r0, k, cols, qbuf) };
             }
             let ys = if soft.is_some() {
                 &[][..]
@@ -218,7 +218,7 @@ impl<T: Element> CeRows<'_, T> {
                         s.store(col, g);
                     }
                     // SAFETY: as below.
-                    unsafe { store_tile(s, &buf, dst, r0, k, cols) };
+                    unsafe { store_tile(s, buf, dst, r0, k, cols, None) };
                     r0 += k;
                     continue;
                 }
@@ -234,7 +234,7 @@ impl<T: Element> CeRows<'_, T> {
                     jv = s.add(jv, one);
                 }
                 // SAFETY: as for `load_tile`; `src` may equal `dst`, and the tile is read already.
-                unsafe { store_tile(s, &buf, dst, r0, k, cols) };
+                unsafe { store_tile(s, buf, dst, r0, k, cols, None) };
             }
             r0 += k;
         }
