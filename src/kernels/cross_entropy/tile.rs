@@ -131,9 +131,12 @@ impl<T: Element> CeRows<'_, T> {
                 let d = s.add(s.load(col), neg_m);
                 let e = s.exp(d);
                 sum = s.add(sum, e);
-                not_y = s.add(not_y, s.select_eq(yv, jv, zero, e));
                 d_y = s.select_eq(yv, jv, d, d_y);
-                e_y = s.select_eq(yv, jv, e, e_y);
+                if self.dst.is_some() {
+                    // The gradient's terms at the label.
+                    not_y = s.add(not_y, s.select_eq(yv, jv, zero, e));
+                    e_y = s.select_eq(yv, jv, e, e_y);
+                }
                 if eps > 0.0 && w_col[j] != T::ZERO {
                     // Σ w·(o - m); a zero weight adds 0 even on a -inf logit, as in the row path.
                     wo = s.mul_add(s.splat(w_col[j]), d, wo);
