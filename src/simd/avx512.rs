@@ -134,6 +134,151 @@ unsafe fn transpose_pd(v: &mut [__m512d; MAX_LANES]) {
     }
 }
 
+/// Rows of at most this many columns take the short tile path: the tile's rows are `c` whole
+/// vectors, and each column gathers its lanes from at most two pairs of them (a two-source permute
+/// each, then a blend), against the 16 × 16 transpose (64 shuffles) and 16 masked row loads of
+/// the general path.
+const SHORT_COLS: usize = 4;
+
+/// Permute indices and lane masks of the short tile path, for `lanes` lanes and `c` columns: in
+/// `IN`, column `j` from vector pair `p` (lane `r` is element `r·c + j` of the tile); in `OUT`,
+/// output vector `v` from column pair `p` (lane `i` is element `v·lanes + i`, at column
+/// `(v·lanes + i) mod c` of row `(v·lanes + i) / c`). Indices address the pair's `2·lanes` lanes.
+type Perms = [[[([u32; 16], u16); 2]; SHORT_COLS]; SHORT_COLS + 1];
+
+const fn perms(lanes: usize, out: bool) -> Perms {
+    let mut t = [[[([0u32; 16], 0u16); 2]; SHORT_COLS]; SHORT_COLS + 1];
+    let mut c = 1;
+    while c <= SHORT_COLS {
+        let mut v = 0;
+        while v < c {
+            let mut i = 0;
+            while i < lanes {
+                // Where lane `i` of column (or output vector) `v` comes from: pair and lane.
+                let (pair, lane) = if out {
+                    let e = v * lanes + i;
+                    ((e % c) / 2, (e % c) % 2 * lanes + e / c)
+                } else {
+                    let e = i * c + v;
+                    (e / (2 * lanes), e % (2 * lanes))
+                };
+                t[c][v][pair].0[i] = lane as u32;
+                t[c][v][pair].1 |= 1 << i;
+                i += 1;
+            }
+            v += 1;
+        }
+        c += 1;
+    }
+    t
+}
+
+static IN_PS: Perms = perms(16, false);
+static OUT_PS: Perms = perms(16, true);
+static IN_PD: Perms = perms(8, false);
+static OUT_PD: Perms = perms(8, true);
+
+/// The short tile path's two directions for one element type: `C` vectors in, `C` vectors out,
+/// each from at most two two-source permutes and a blend.
+macro_rules! short_tiles {
+    ($t:ty, $v:ty, $lanes:literal, $idx:ident, $perm:ident, $blend:ident, $mask:ty,
+     $load:ident, $store:ident, $mul:ident, $zero:ident, $in_tab:ident, $out_tab:ident) => {
+        /// `C` vectors of `src` to `C` of `dst` by `tab[C]` (`src` holds `C` vectors).
+        #[inline(always)]
+        unsafe fn permute_tile<const C: usize>(
+            src: *const $t,
+            dst: *mut $t,
+            tab: &Perms,
+            scale: Option<$v>,
+        ) {
+            let mut v = [$zero(); SHORT_COLS];
+            for (k, vk) in v[..C].iter_mut().enumerate() {
+                let x = $load(src.add(k * $lanes));
+                *vk = match scale {
+                    Some(s) => $mul(x, s),
+                    None => x,
+                };
+            }
+            for (k, [p0, p1]) in tab[C][..C].iter().enumerate() {
+                let mut y = $perm(v[0], $idx(&p0.0), v[1]);
+                if C > 2 {
+                    y = $blend(p1.1 as $mask, y, $perm(v[2], $idx(&p1.0), v[3]));
+                }
+                $store(dst.add(k * $lanes), y);
+            }
+        }
+
+        /// [`Simd::tile_in_short`] / [`Simd::tile_out_short`] (`out`): `false` past `SHORT_COLS`.
+        #[inline(always)]
+        pub(super) unsafe fn short(
+            src: &[$t],
+            cols: usize,
+            dst: &mut [$t],
+            out: bool,
+            k: Option<$v>,
+        ) -> bool {
+            // Both hold the tile's `cols` vectors (the callers assert it).
+            debug_assert!(src.len() >= cols * $lanes && dst.len() >= cols * $lanes);
+            let (s, d) = (src.as_ptr(), dst.as_mut_ptr());
+            let tab = if out { &$out_tab } else { &$in_tab };
+            match cols {
+                1 => permute_tile::<1>(s, d, tab, k),
+                2 => permute_tile::<2>(s, d, tab, k),
+                3 => permute_tile::<3>(s, d, tab, k),
+                4 => permute_tile::<4>(s, d, tab, k),
+                _ => return false,
+            }
+            true
+        }
+    };
+}
+
+mod short_ps {
+    use super::*;
+    #[inline(always)]
+    unsafe fn idx(i: &[u32; 16]) -> __m512i {
+        _mm512_loadu_si512(i.as_ptr().cast())
+    }
+    short_tiles!(
+        f32,
+        __m512,
+        16,
+        idx,
+        _mm512_permutex2var_ps,
+        _mm512_mask_blend_ps,
+        __mmask16,
+        _mm512_loadu_ps,
+        _mm512_storeu_ps,
+        _mm512_mul_ps,
+        _mm512_setzero_ps,
+        IN_PS,
+        OUT_PS
+    );
+}
+
+mod short_pd {
+    use super::*;
+    #[inline(always)]
+    unsafe fn idx(i: &[u32; 16]) -> __m512i {
+        _mm512_cvtepu32_epi64(_mm256_loadu_si256(i.as_ptr().cast()))
+    }
+    short_tiles!(
+        f64,
+        __m512d,
+        8,
+        idx,
+        _mm512_permutex2var_pd,
+        _mm512_mask_blend_pd,
+        __mmask8,
+        _mm512_loadu_pd,
+        _mm512_storeu_pd,
+        _mm512_mul_pd,
+        _mm512_setzero_pd,
+        IN_PD,
+        OUT_PD
+    );
+}
+
 // `max` is `vmaxps`: it returns `b` when either lane is NaN. Partial loads and stores mask off
 // every lane at or past `len`: masked-off lanes are never accessed (no fault, no write).
 super::simd_impls! {
@@ -158,5 +303,9 @@ super::simd_impls! {
             _mm512_extractf32x8_ps::<1>(v)), |a, b| _mm_add_ps(a, b));
         avx2::fold_pd(_mm256_add_pd(_mm512_castpd512_pd256(v),
             _mm512_extractf64x4_pd::<1>(v)), |a, b| _mm_add_pd(a, b)),
-    transpose |v| transpose_ps(v); transpose_pd(v)
+    transpose |v| transpose_ps(v); transpose_pd(v),
+    tile_in_short |x, c, o| short_ps::short(x, c, o, false, None);
+        short_pd::short(x, c, o, false, None),
+    tile_out_short |x, c, o, k| short_ps::short(x, c, o, true, k);
+        short_pd::short(x, c, o, true, k)
 }

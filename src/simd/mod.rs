@@ -136,6 +136,20 @@ macro_rules! simd_impls {
             unsafe { $e }
         }
     };
+    (@member $t:ty, $v:ty; tile_in_short |$x:ident, $c:ident, $o:ident| $e:expr) => {
+        #[inline(always)]
+        #[allow(unused_unsafe)]
+        fn tile_in_short(self, $x: &[$t], $c: usize, $o: &mut [$t]) -> bool {
+            unsafe { $e }
+        }
+    };
+    (@member $t:ty, $v:ty; tile_out_short |$x:ident, $c:ident, $o:ident, $k:ident| $e:expr) => {
+        #[inline(always)]
+        #[allow(unused_unsafe)]
+        fn tile_out_short(self, $x: &[$t], $c: usize, $o: &mut [$t], $k: Option<$v>) -> bool {
+            unsafe { $e }
+        }
+    };
     // `reduce_max`, `reduce_sum`.
     (@member $t:ty, $v:ty; $reduce:ident |$x:ident| $e:expr) => {
         #[inline(always)]
@@ -314,6 +328,24 @@ pub unsafe trait Simd<T: Element>: Copy + Send + Sync + 'static {
     /// Transposes the `LANES × LANES` block held in `v[..LANES]` (vector `i` = row `i` becomes
     /// vector `j` = column `j`).
     fn transpose(self, v: &mut [Self::V; MAX_LANES]);
+    /// [`Simd::tile_in`] for rows of a few columns, where the backend does it in fewer steps (the
+    /// rows as `cols` whole vectors, each column picked out by lane permutes): `true` if done,
+    /// `false` (nothing written) where it has no such path.
+    #[inline(always)]
+    fn tile_in_short(self, _tile: &[T], _cols: usize, _out: &mut [T]) -> bool {
+        false
+    }
+    /// [`Simd::tile_out`]'s counterpart of [`Simd::tile_in_short`].
+    #[inline(always)]
+    fn tile_out_short(
+        self,
+        _cols_in: &[T],
+        _cols: usize,
+        _tile: &mut [T],
+        _scale: Option<Self::V>,
+    ) -> bool {
+        false
+    }
     /// A tile of `LANES` rows of `cols` elements (row-major, `tile.len() == LANES * cols`) turned
     /// into columns: `out[j * LANES + r] = tile[r * cols + j]`, so one vector holds one column.
     /// In registers, `LANES` columns at a time: `out` must hold `cols` rounded up to a multiple of
@@ -322,6 +354,9 @@ pub unsafe trait Simd<T: Element>: Copy + Send + Sync + 'static {
     fn tile_in(self, tile: &[T], cols: usize, out: &mut [T]) {
         let l = Self::LANES;
         assert!(tile.len() == l * cols && out.len() >= l * cols.next_multiple_of(l));
+        if self.tile_in_short(tile, cols, out) {
+            return;
+        }
         // Whole blocks of `LANES` vectors, every loop over them of constant length, so the block
         // stays in registers. Rows are reached by pointer steps: the bounds are the assert's.
         let mut v = [self.splat(T::ZERO); MAX_LANES];
@@ -351,6 +386,9 @@ pub unsafe trait Simd<T: Element>: Copy + Send + Sync + 'static {
     fn tile_out(self, cols_in: &[T], cols: usize, tile: &mut [T], scale: Option<Self::V>) {
         let l = Self::LANES;
         assert!(tile.len() == l * cols && cols_in.len() >= l * cols.next_multiple_of(l));
+        if self.tile_out_short(cols_in, cols, tile, scale) {
+            return;
+        }
         let mut v = [self.splat(T::ZERO); MAX_LANES];
         // Masked stores are slow, so a row is written as a whole vector wherever that stays
         // inside the tile. What such a store writes past the row's block lands on the next row's
