@@ -261,6 +261,7 @@ pub fn cross_entropy(
 ) -> Result<f64, KernelError> {
     let (src, dst) = ce::logit_ptrs(logits, rows, cols)?;
     let plan = Plan::new(
+        backend,
         rows,
         cols,
         target,

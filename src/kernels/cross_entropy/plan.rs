@@ -6,7 +6,7 @@ use super::{CeOptions, Reduction, Target};
 use crate::kernels::row::Acc;
 use crate::kernels::SendPtr;
 use crate::parallel::{map_ranges, GRAIN_ELEMS};
-use crate::simd::Element;
+use crate::simd::{Backend, Element, Isa, WithSimd};
 use crate::KernelError;
 
 /// What the label pre-pass and the options decide before any row is read.
@@ -24,6 +24,7 @@ impl Plan {
     /// Checks the options, the labels (of any element type: only soft labels' length is read) and
     /// the length of the per-row losses (`None`: not given), and plans the reduction.
     pub(crate) fn new<T: Element, U>(
+        backend: Backend,
         rows: usize,
         cols: usize,
         target: Target<'_, U>,
@@ -83,24 +84,15 @@ impl Plan {
                 // any row): each gives its Σ w_y and count, or its first bad label's position.
                 let with_w = opts.weight.is_some();
                 let (ignore, classes) = (opts.ignore_index, cols as u64);
-                // A negative label is a huge u64: one comparison finds every label out of range.
-                let bad = move |y: i64| y != ignore && y as u64 >= classes;
                 let parts = map_ranges(rows, GRAIN_ELEMS, rows, |range| {
                     let ls = &labels[range.clone()];
-                    // Branch-free (vectorised) first: count the ignored labels, spot a bad one.
-                    let (mut ignored, mut any_bad) = (0usize, false);
-                    let mut look = |ys: &[i64]| {
-                        for &y in ys {
-                            ignored += usize::from(y == ignore);
-                            any_bad |= bad(y);
-                        }
-                    };
-                    // In runs of 8 so the compiler unrolls the loop without a dependency per label.
-                    let runs = ls.chunks_exact(8);
-                    let rest = runs.remainder();
-                    runs.for_each(&mut look);
-                    look(rest);
+                    let (ignored, any_bad) = backend.dispatch(ScanLabels {
+                        ls,
+                        ignore,
+                        classes,
+                    });
                     if any_bad {
+                        let bad = |y: i64| y != ignore && y as u64 >= classes;
                         return Err(range.start + ls.iter().position(|&y| bad(y)).unwrap_or(0));
                     }
                     let mut den = Acc::default();
@@ -169,5 +161,32 @@ impl Plan {
             z.add(zz);
         }
         main.value() * self.r_main + z.value() * self.r_z
+    }
+}
+
+/// A range of class labels: how many are `ignore`, and whether any other is out of `0..classes`.
+/// Dispatched to the instruction set because 64-bit compares vectorise only past SSE2.
+struct ScanLabels<'a> {
+    ls: &'a [i64],
+    ignore: i64,
+    classes: u64,
+}
+
+impl WithSimd for ScanLabels<'_> {
+    type Output = (usize, bool);
+    #[inline(always)]
+    fn with_simd<S: Isa>(self, _s: S) -> (usize, bool) {
+        let (mut ignored, mut any_bad) = (0usize, false);
+        // Branch-free, in runs of 8 so the loop unrolls without a dependency per label; a negative
+        // label is a huge u64, so one comparison finds every label out of range.
+        let runs = self.ls.chunks_exact(8);
+        let rest = runs.remainder();
+        for run in runs.chain([rest]) {
+            for &y in run {
+                ignored += usize::from(y == self.ignore);
+                any_bad |= y != self.ignore && y as u64 >= self.classes;
+            }
+        }
+        (ignored, any_bad)
     }
 }
