@@ -68,17 +68,7 @@ pub(crate) unsafe fn tile_rows<T: Element, S: Simd<T>, P: Pre<T, S>>(
         let k = l.min(rows.end - r0);
         load_tile(s, src, r0, k, cols, buf);
         let scratch = &mut buf[..cols * l];
-        // Two independent chains: the columns were just stored, so each load waits on a store.
-        let (mut m, mut m2) = (s.splat(T::NEG_INFINITY), s.splat(T::NEG_INFINITY));
-        let mut pairs = scratch.chunks_exact(2 * l);
-        for pair in &mut pairs {
-            m = s.max(m, p.apply(s, s.load(pair)));
-            m2 = s.max(m2, p.apply(s, s.load(&pair[l..])));
-        }
-        if !pairs.remainder().is_empty() {
-            m = s.max(m, p.apply(s, s.load(pairs.remainder())));
-        }
-        let m = p.clamp_max_v(s, s.max(m, m2));
+        let m = p.clamp_max_v(s, column_max(s, p, scratch));
         // An all -inf row gives NaN here (-inf - -inf), which is its softmax and log-softmax;
         // logsumexp fixes such rows below.
         let pk = p.peak(s, m);
@@ -146,6 +136,23 @@ pub(crate) unsafe fn tile_rows<T: Element, S: Simd<T>, P: Pre<T, S>>(
         }
         r0 += k;
     }
+}
+
+/// The lane-wise maximum of `p(column)` over the columns of a tile's `scratch`, in two independent
+/// chains: the columns were just stored, so each load waits on a store.
+#[inline(always)]
+pub(crate) fn column_max<T: Element, S: Simd<T>, P: Pre<T, S>>(s: S, p: &P, scratch: &[T]) -> S::V {
+    let l = S::LANES;
+    let (mut m, mut m2) = (s.splat(T::NEG_INFINITY), s.splat(T::NEG_INFINITY));
+    let mut pairs = scratch.chunks_exact(2 * l);
+    for pair in &mut pairs {
+        m = s.max(m, p.apply(s, s.load(pair)));
+        m2 = s.max(m2, p.apply(s, s.load(&pair[l..])));
+    }
+    if !pairs.remainder().is_empty() {
+        m = s.max(m, p.apply(s, s.load(pairs.remainder())));
+    }
+    s.max(m, m2)
 }
 
 /// Transposes rows `r0..r0 + k` (`k <= LANES`) of the `cols`-wide matrix at `src` into the

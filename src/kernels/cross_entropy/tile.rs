@@ -12,8 +12,9 @@ use std::ops::Range;
 
 use super::{CeRows, Target};
 use crate::kernels::driver::Rows;
+use crate::kernels::pre::One;
 use crate::kernels::row::{Acc, MAX_LANES};
-use crate::kernels::tile::{load_tile, store_tile, Scratch, SMALL_COLS};
+use crate::kernels::tile::{column_max, load_tile, store_tile, Scratch, SMALL_COLS};
 use crate::kernels::SendPtr;
 use crate::simd::{Element, Simd};
 
@@ -115,10 +116,7 @@ impl<T: Element> CeRows<'_, T> {
                 (keepb, wyb) = ([T::ONE; MAX_LANES], [T::ONE; MAX_LANES]);
             }
             let (yv, keep, wy) = (s.load(&yb), s.load(&keepb), s.load(&wyb));
-            let mut m = s.splat(T::NEG_INFINITY);
-            for col in scratch.chunks_exact(l) {
-                m = s.max(m, s.load(col));
-            }
+            let m = column_max(s, &One, scratch);
             // An all -inf, +inf or NaN row makes `d` NaN somewhere, hence NaN sums: the row path's
             // NaN loss and gradient.
             let neg_m = s.sub(zero, m);
