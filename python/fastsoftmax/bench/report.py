@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 from .ceilings import READ_ESTIMATORS, Ceilings
 from .peers import FS_ALLOC, FS_OUT, optional_import
@@ -171,7 +171,8 @@ def plot(results: Dict[str, WorkloadResult], ceilings: Ceilings, path: str) -> N
                 if got is not None and got.bytes_per_s:
                     xsv.append(i + (j - (len(impl_names) - 1) / 2) * width)
                     hs.append(got.bytes_per_s / 1e9)
-            ax.bar(xsv, hs, width=width, color=colors[name], label=name)
+            if hs:  # an implementation that gave no number (not installed) gets no legend entry
+                ax.bar(xsv, hs, width=width, color=colors[name], label=name)
         ax.axhline(ceilings.copy_bps / 1e9, color="k", ls="--", lw=1, label="copy ceiling")
         ax.axhline(ceilings.read_bps / 1e9, color="k", ls=":", lw=1, label="read ceiling")
         ax.set_xticks(range(len(ops)))
@@ -181,8 +182,13 @@ def plot(results: Dict[str, WorkloadResult], ceilings: Ceilings, path: str) -> N
         ax.set_title(f"{wid}: {res.n} × {res.c} {res.dtype}")
     for k in range(len(wids), nrows * ncols):
         axes[k // ncols][k % ncols].axis("off")
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(LEGEND_COLS, len(labels)))
+    # Every panel's entries, each once, in the order of the implementations.
+    legend: Dict[str, Any] = {}
+    for ax in axes.flat:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            legend.setdefault(label, handle)
+    order = ["copy ceiling", "read ceiling"] + [n for n in impl_names if n in legend]
+    fig.legend([legend[n] for n in order], order, loc="lower center", ncol=min(LEGEND_COLS, len(order)))
     fig.tight_layout(rect=(0, 0.06, 1, 1))
     fig.savefig(path, dpi=PLOT_DPI)
     plt.close(fig)
