@@ -89,14 +89,7 @@ pub fn cross_entropy<T: Element>(
     losses: Option<&mut [T]>,
 ) -> Result<f64, KernelError> {
     let (src, dst) = logit_ptrs(logits, rows, cols)?;
-    let plan = Plan::new(
-        backend,
-        rows,
-        cols,
-        target,
-        opts,
-        losses.as_deref().map(<[T]>::len),
-    )?;
+    let plan = Plan::new(backend, (rows, cols), target, opts, losses.as_deref())?;
     let Some(losses) = plan.start(losses) else {
         return Ok(0.0);
     };

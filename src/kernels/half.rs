@@ -260,14 +260,7 @@ pub fn cross_entropy(
     losses: Option<&mut [f32]>,
 ) -> Result<f64, KernelError> {
     let (src, dst) = ce::logit_ptrs(logits, rows, cols)?;
-    let plan = Plan::new(
-        backend,
-        rows,
-        cols,
-        target,
-        opts,
-        losses.as_deref().map(<[f32]>::len),
-    )?;
+    let plan = Plan::new(backend, (rows, cols), target, opts, losses.as_deref())?;
     let Some(losses) = plan.start(losses) else {
         return Ok(0.0);
     };

@@ -25,13 +25,12 @@ impl Plan {
     /// the length of the per-row losses (`None`: not given), and plans the reduction.
     pub(crate) fn new<T: Element, U>(
         backend: Backend,
-        rows: usize,
-        cols: usize,
+        (rows, cols): (usize, usize),
         target: Target<'_, U>,
         opts: &CeOptions<'_, T>,
-        losses: Option<usize>,
+        losses: Option<&[T]>,
     ) -> Result<Plan, KernelError> {
-        if let Some(l) = losses.filter(|&l| l != rows) {
+        if let Some(l) = losses.map(<[T]>::len).filter(|&l| l != rows) {
             return Err(KernelError::Shape(format!(
                 "losses has {l} elements for {rows} rows"
             )));

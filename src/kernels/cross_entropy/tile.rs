@@ -329,7 +329,7 @@ mod tests {
     ) -> Run<T> {
         let rows = x.len() / cols;
         let (mut losses, mut grad) = (vec![T::NAN; rows], vec![T::NAN; x.len()]);
-        let plan = Plan::new(b, rows, cols, target, opts, Some(rows)).unwrap();
+        let plan = Plan::new(b, (rows, cols), target, opts, Some(&losses)).unwrap();
         let k = CeRows {
             backend: b,
             src: SendPtr(x.as_ptr() as *mut T),
