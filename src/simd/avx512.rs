@@ -138,7 +138,8 @@ unsafe fn transpose_pd(v: &mut [__m512d; MAX_LANES]) {
 /// vectors, and each column gathers its lanes from `c/2` pairs of them (a two-source permute per
 /// pair, blended), against the 16 × 16 transpose (64 shuffles) and 16 masked row loads of the
 /// general path. At 8 columns that is 7 permutes and blends a column; measured on Zen 4 (1 thread,
-/// in cache, softmax ns per element) 5 columns 1.04 -> 0.6.
+/// in cache, softmax ns per element) 2 columns 2.78 -> 0.56, 5 columns 1.05 -> 0.68, 8 columns
+/// 0.74 -> 0.68. Past 8 the permutes cost about as much as the transpose.
 const SHORT_COLS: usize = 8;
 
 /// The vector pairs a short tile's column draws on.
@@ -183,7 +184,7 @@ static IN_PD: Perms = perms(8, false);
 static OUT_PD: Perms = perms(8, true);
 
 /// The short tile path's two directions for one element type: `C` vectors in, `C` vectors out,
-/// each from at most two two-source permutes and a blend.
+/// each from a two-source permute per vector pair, blended.
 macro_rules! short_tiles {
     ($t:ty, $v:ty, $lanes:literal, $idx:ident, $perm:ident, $blend:ident, $mask:ty,
      $load:ident, $store:ident, $mul:ident, $zero:ident, $in_tab:ident, $out_tab:ident) => {
@@ -221,8 +222,8 @@ macro_rules! short_tiles {
             out: bool,
             k: Option<$v>,
         ) -> bool {
-            // Both hold the tile's `cols` vectors (the callers assert it).
-            debug_assert!(src.len() >= cols * $lanes && dst.len() >= cols * $lanes);
+            // Both hold the tile's `cols` vectors (the trait's callers check it too).
+            assert!(src.len() >= cols * $lanes && dst.len() >= cols * $lanes);
             let (s, d) = (src.as_ptr(), dst.as_mut_ptr());
             let tab = if out { &$out_tab } else { &$in_tab };
             match cols {

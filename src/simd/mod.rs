@@ -394,7 +394,7 @@ pub unsafe trait Simd<T: Element>: Copy + Send + Sync + 'static {
         // inside the tile. What such a store writes past the row's block lands on the next row's
         // first columns, which a later store writes properly: the rows go in order, and the
         // partial block (the last) goes first.
-        let (blocks, last) = (cols.div_ceil(l), (cols - 1) / l * l);
+        let (blocks, last) = (cols.div_ceil(l), cols.saturating_sub(1) / l * l);
         for i in 0..blocks {
             let b = if i == 0 { last } else { (i - 1) * l };
             let w = l.min(cols - b);
