@@ -23,9 +23,14 @@ test: install rust-test py-test
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
+# PyPI's torch wheel brings about 3 GB of CUDA libraries: a dropped connection resumes the download,
+# and the whole install is tried three times, rather than failing the run.
 deps: $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet $(DEV_DEPS)
+	for i in 1 2 3; do \
+	  $(BIN)/python -m pip install --quiet --resume-retries 20 $(DEV_DEPS) && break; \
+	  [ $$i = 3 ] && exit 1; echo "pip install failed (attempt $$i of 3); retrying" >&2; sleep 10; \
+	done
 
 install: deps
 	VIRTUAL_ENV=$(abspath $(VENV)) PATH=$(abspath $(BIN)):$$PATH $(BIN)/maturin develop --release --quiet
