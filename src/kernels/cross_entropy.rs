@@ -24,7 +24,7 @@ mod tile;
 pub(crate) use plan::Plan;
 
 use super::row::{finish_lse, map_row, max_sum, Acc, One, Pre, SoftCap, BLOCK};
-use super::tile::REDUCE_TILE_COLS;
+use super::tile::{NO_TILES, REDUCE_TILE_COLS};
 use super::{Buf, SendPtr};
 use crate::simd::{Backend, Element, Simd};
 use crate::KernelError;
@@ -130,13 +130,12 @@ pub(crate) fn logit_ptrs<T>(
     }
 }
 
-/// The longest rows that take the tile path with these options (0: none; the soft cap stays on
-/// rows), for a caller running blocks of the driver's tasks.
+/// The longest rows that take the tile path with these options (the soft cap stays on rows).
 pub(crate) fn tile_cols<T>(opts: &CeOptions<'_, T>) -> usize {
     if opts.softcap.is_none() {
         REDUCE_TILE_COLS
     } else {
-        0
+        NO_TILES
     }
 }
 

@@ -20,7 +20,7 @@
 use std::marker::PhantomData;
 use std::ops::Range;
 
-use super::tile::{tile_chunk, SMALL_COLS};
+use super::tile::{tile_chunk, NO_TILES, SMALL_COLS};
 use super::SendPtr;
 use crate::parallel::{chunk_rows, for_ranges, map_ranges, split_rows, SEGMENT};
 use crate::simd::{Backend, Element, Isa, Simd, WithSimd};
@@ -98,8 +98,8 @@ pub(crate) trait Rows<T: Element>: Sync {
 
 /// A kernel that [`run`] can also send down the tile path and split across threads.
 pub(crate) trait Kernel<T: Element>: Rows<T, Out = ()> {
-    /// Rows of at most this many columns (at most `SMALL_COLS`; 0: none) take [`Kernel::tile`].
-    const TILE_COLS: usize = 0;
+    /// Rows of at most this many columns (at most `SMALL_COLS`) take [`Kernel::tile`].
+    const TILE_COLS: usize = NO_TILES;
     /// Whether a split row has a pass 2 ([`Kernel::write`]).
     const WRITES: bool = false;
     /// Pass 1's result on one segment of a split row.
@@ -135,11 +135,16 @@ pub(crate) trait Segments<T: Element>: Sync {
     fn segment<S: Simd<T>>(&self, s: S, seg: Range<usize>) -> Self::Out;
 }
 
+/// Whether rows of `cols` take the tile path of a kernel that takes tiles up to `tile_cols` columns.
+pub(crate) fn takes_tiles(cols: usize, tile_cols: usize) -> bool {
+    cols <= tile_cols.min(SMALL_COLS)
+}
+
 /// Rows per task for rows of `cols` in a kernel that takes tiles up to `tile_cols` columns: whole
 /// tiles on the tile path, else the row path's grain. The half-precision blocks use it too, so each
 /// block is one float32 task.
 pub(crate) fn task_rows(cols: usize, tile_cols: usize) -> usize {
-    if cols <= tile_cols.min(SMALL_COLS) {
+    if takes_tiles(cols, tile_cols) {
         tile_chunk(cols)
     } else {
         chunk_rows(cols)
@@ -149,7 +154,7 @@ pub(crate) fn task_rows(cols: usize, tile_cols: usize) -> usize {
 /// Runs kernel `k` over a `rows × cols` matrix (`cols > 0`), on the path the shape picks.
 pub(crate) fn run<T: Element, K: Kernel<T>>(backend: Backend, k: &K, rows: usize, cols: usize) {
     debug_assert!(cols > 0, "the caller handles rows of no columns");
-    if cols <= K::TILE_COLS.min(SMALL_COLS) {
+    if takes_tiles(cols, K::TILE_COLS) {
         for_ranges(rows, task_rows(cols, K::TILE_COLS), rows * cols, |range| {
             backend.dispatch(RowsJob::new(&Tiles(k), range))
         });

@@ -20,15 +20,12 @@ use super::cross_entropy::{self as ce, CeOptions, Logits, Plan, Target};
 use super::entropy::{self as ent, Input};
 use super::logsumexp as lse;
 use super::softmax::{self as sm, Mode};
-use super::tile::{REDUCE_TILE_COLS, SOFTMAX_TILE_COLS};
+use super::tile::{NO_TILES, REDUCE_TILE_COLS, SOFTMAX_TILE_COLS};
 use super::{driver, Buf, SendPtr};
 use crate::convert::{f32_to_half, half_to_f32, narrow, widen, Half};
 use crate::parallel::{map_ranges, split_rows};
 use crate::simd::Backend;
 use crate::KernelError;
-
-/// The `tile_cols` of a float32 kernel without a tile path (backward, entropy, weighted logsumexp).
-const NO_TILES: usize = 0;
 
 thread_local! {
     /// Each thread's float32 scratch, kept between calls: a block needs at most
@@ -38,8 +35,9 @@ thread_local! {
 }
 
 /// Runs `f(rows, scratch)` on blocks of the `rows × cols` half matrices `ins` (`cols > 0`), each
-/// block one task of a float32 kernel that takes tiles up to `tile_cols` columns: `scratch` holds the block of each input widened to float32, one after the other. With `out`, the
-/// first input's scratch (where `f` leaves a row-shaped result) is narrowed into `out`'s rows.
+/// block one task of a float32 kernel that takes tiles up to `tile_cols` columns: `scratch` holds
+/// the block of each input widened to float32, one after the other. With `out`, the first input's
+/// scratch (where `f` leaves a row-shaped result) is narrowed into `out`'s rows.
 /// Results come back per block, in order.
 ///
 /// # Safety
@@ -66,7 +64,7 @@ unsafe fn blocks<R: Send>(
         }
         return Ok(vec![r]);
     }
-    let per_block_fn = |range: Range<usize>| {
+    let block = |range: Range<usize>| {
         let (off, n) = (range.start * cols, range.len() * cols);
         // Taken out of the thread-local (not borrowed), so nothing `f` does can find it in use.
         let mut scratch = SCRATCH.take();
@@ -87,8 +85,7 @@ unsafe fn blocks<R: Send>(
         SCRATCH.set(scratch);
         r
     };
-    let per_block = driver::task_rows(cols, tile_cols);
-    map_ranges(rows, per_block, rows * cols, per_block_fn)
+    map_ranges(rows, driver::task_rows(cols, tile_cols), rows * cols, block)
         .into_iter()
         .collect()
 }

@@ -22,6 +22,10 @@ pub const SOFTMAX_TILE_COLS: usize = 40;
 /// 64 columns 27 / 24 (with the gradient 35 / 40 and 42 / 40).
 pub const REDUCE_TILE_COLS: usize = 56;
 
+/// The tile limit of a kernel without a tile path (backward, entropy, weighted logsumexp, the
+/// soft-capped cross-entropy).
+pub const NO_TILES: usize = 0;
+
 /// A tile's column-major scratch, aligned to a cache line so each column vector is one line (the
 /// stack's offset otherwise varies from process to process, and a misaligned scratch costs ~10%).
 #[repr(C, align(64))]

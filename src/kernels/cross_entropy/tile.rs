@@ -11,7 +11,7 @@
 use std::ops::Range;
 
 use super::{CeRows, Target};
-use crate::kernels::driver::Rows;
+use crate::kernels::driver::{self, Rows};
 use crate::kernels::pre::One;
 use crate::kernels::row::{Acc, MAX_LANES};
 use crate::kernels::tile::{column_max, load_tile, store_tile, Scratch, SMALL_COLS};
@@ -32,7 +32,7 @@ impl<T: Element> Rows<T> for Tiled<'_, '_, T> {
 impl<T: Element> CeRows<'_, T> {
     /// Whether these rows take the tile path.
     pub(super) fn tiles(&self) -> bool {
-        self.cols <= super::tile_cols(self.opts)
+        driver::takes_tiles(self.cols, super::tile_cols(self.opts))
     }
 
     /// Rows `rows` on the tile path: `(Σ main term, Σ z term)` over them, unscaled.
